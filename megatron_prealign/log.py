@@ -1,0 +1,35 @@
+"""Rank-aware logging: one voice (rank 0) by default, every rank on request."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Return a package logger; the first call configures a stderr handler once."""
+    root = logging.getLogger("megatron_prealign")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("PREALIGN_LOG_LEVEL", "INFO"))
+        root.propagate = False
+    return logging.getLogger(name)
+
+
+def global_rank() -> int:
+    """Rank in the default process group, or the launcher's RANK before init; 0 when single."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def log_rank0(logger: logging.Logger, msg: str, *args, level: int = logging.INFO) -> None:
+    """Log only on global rank 0 so a 512-rank job prints each line once."""
+    if global_rank() == 0:
+        logger.log(level, msg, *args)

@@ -1,0 +1,66 @@
+// Dictionary-word scan over token-id streams: the hot loop behind Lexicon.scan().
+//
+// Pure C++17 (no pybind11, no torch) so it can be reused and tested on its own; the Python
+// binding lives in bindings.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace prealign {
+
+// Token classes; values must match megatron_prealign/lexicon/tokenizer.py.
+enum TokenClass : uint8_t { kOther = 0, kWordStart = 1, kContinuation = 2 };
+
+enum class ScanMode : int {
+  // A match starts at a WORD_START token and ends where the next token is not CONTINUATION.
+  kWord = 0,
+  // Any position may start and end a match (scripts written without spaces).
+  kLongestMatch = 1,
+};
+
+struct ScanResult {
+  std::vector<int64_t> starts;
+  std::vector<int32_t> lengths;
+  std::vector<int32_t> entries;
+};
+
+// A token-id trie in CSR layout. Node 0 is the root; node n's children are
+// child_tokens/child_nodes[child_offsets[n] : child_offsets[n+1]], sorted by token;
+// node_entry[n] is the lexicon entry ending at n, or -1.
+class LexiconTrie {
+ public:
+  // Validates the arrays (sizes, bounds, child order) so that a corrupt lexicon file can never
+  // make scan() read out of bounds; throws std::invalid_argument describing the first problem.
+  LexiconTrie(std::vector<int64_t> child_offsets, std::vector<int32_t> child_tokens,
+              std::vector<int32_t> child_nodes, std::vector<int32_t> node_entry,
+              std::vector<uint8_t> token_classes);
+
+  // Appends every match in tokens[0:n] to *out: scanning left to right, the longest entry that
+  // satisfies the mode's start/end rules; after a match the scan resumes right after it,
+  // otherwise one token later. Matches never overlap. Ids outside the class table are OTHER.
+  template <typename T>
+  void Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* out) const;
+
+  int64_t num_nodes() const { return static_cast<int64_t>(node_entry_.size()); }
+
+ private:
+  int32_t Child(int32_t node, int64_t token) const;
+  uint8_t ClassOf(int64_t token) const {
+    return (token >= 0 && token < static_cast<int64_t>(token_classes_.size()))
+               ? token_classes_[static_cast<std::size_t>(token)]
+               : static_cast<uint8_t>(kOther);
+  }
+
+  std::vector<int64_t> child_offsets_;
+  std::vector<int32_t> child_tokens_;
+  std::vector<int32_t> child_nodes_;
+  std::vector<int32_t> node_entry_;
+  std::vector<uint8_t> token_classes_;
+  // Dense first step: most scan positions fail at the root, and a direct table beats a binary
+  // search over up to vocab_size root children.
+  std::vector<int32_t> root_child_;
+};
+
+}  // namespace prealign

@@ -1,0 +1,45 @@
+"""Lexicon ingestion: dictionary files -> translation groups -> tokenized entries -> compiled
+`.lex` (token-id trie + translation table) -> scan spans. See README.md in this folder."""
+from megatron_prealign.lexicon.dictionary import (
+    FORMATS,
+    DictionaryReadResult,
+    LexiconError,
+    detect_format,
+    read_dictionary,
+)
+from megatron_prealign.lexicon.lexicon import MODES, Lexicon, compile_lexicon, load_lexicon
+from megatron_prealign.lexicon.reference import reference_scan, reference_scan_entries
+from megatron_prealign.lexicon.tokenizer import (
+    CONTINUATION,
+    OTHER,
+    TOKENIZER_TYPES,
+    WORD_START,
+    HuggingFaceTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    build_tokenizer,
+    classify_pieces,
+)
+
+__all__ = [
+    "CONTINUATION",
+    "FORMATS",
+    "MODES",
+    "OTHER",
+    "TOKENIZER_TYPES",
+    "WORD_START",
+    "DictionaryReadResult",
+    "HuggingFaceTokenizer",
+    "Lexicon",
+    "LexiconError",
+    "SentencePieceTokenizer",
+    "Tokenizer",
+    "build_tokenizer",
+    "classify_pieces",
+    "compile_lexicon",
+    "detect_format",
+    "load_lexicon",
+    "read_dictionary",
+    "reference_scan",
+    "reference_scan_entries",
+]

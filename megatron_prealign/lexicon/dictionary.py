@@ -1,0 +1,303 @@
+"""Bilingual / multi-way dictionary parsers.
+
+Every supported format is reduced to the same thing: a list of *translation groups*, tuples of
+words in which every member translates every other member. A line `house Haus` is the group
+`("house", "Haus")`; a multi-way line `bank $ 银行 $ banque` is one group of three. A word that has
+several translations simply appears in several groups, so no information is merged away here;
+`compile_lexicon` decides how groups become lexicon entries.
+
+Formats (`format=`):
+
+- ``muse``: one pair per line, ``src tgt`` separated by whitespace; a line containing a tab is
+  split on the tab instead, so tab-separated entries may contain spaces.
+- ``tsv``: tab-separated rows of two or more columns (a row of N words is one group); an optional
+  header row whose every field is a known column name (``src``, ``source``, ``tgt``, ``target``,
+  ``src_text``, ``tgt_text``, ``word``, ``translation``) is skipped. Every row must have as many
+  columns as the first one.
+- ``jsonl``: one JSON object per line, either one-to-one ``{"src_text": ..., "tgt_text": ...}`` or
+  multi-way ``{"words": "bank $ 银行 $ banque", "index": 1}`` (``words`` may also be a list).
+- ``trans``: the Debian ``trans-de-en`` layout ``Deutsch :: English`` with ``|``-aligned senses and
+  ``;``-separated synonyms; annotations in ``{} [] () <> //`` are stripped, and only single-word
+  synonyms are kept (phrases are counted as dropped).
+- ``auto``: ``.jsonl``/``.json`` or a first line starting with ``{`` -> jsonl; ``.tsv`` -> tsv;
+  a first data line containing `` :: `` -> trans; otherwise muse.
+
+Errors name the place: ``path:line: what is wrong``. With ``skip_invalid=True`` such lines are
+counted and their messages kept in `DictionaryReadResult.invalid_reports` instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+__all__ = [
+    "FORMATS",
+    "DictionaryReadResult",
+    "LexiconError",
+    "detect_format",
+    "read_dictionary",
+]
+
+FORMATS = ("auto", "muse", "tsv", "jsonl", "trans")
+
+# Field names that mark the first TSV row as a header rather than a word pair.
+_TSV_HEADER_NAMES = frozenset(
+    {"src", "source", "tgt", "target", "src_text", "tgt_text", "word", "words", "translation"}
+)
+# Keeping every message of a badly broken million-line file would cost memory for nothing.
+_MAX_KEPT_REPORTS = 1000
+
+_TRANS_ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|\([^)]*\)|<[^>]*>|/[^/\s][^/]*/")
+
+
+class LexiconError(ValueError):
+    """A dictionary or lexicon file is malformed, or does not fit the tokenizer in use."""
+
+
+@dataclass
+class DictionaryReadResult:
+    """What `read_dictionary` found.
+
+    Attributes:
+        path: the file that was read.
+        format: the concrete format used (never ``"auto"``).
+        groups: translation groups in file order; each is a tuple of >= 2 distinct words, every
+            member a translation of every other; the first member is the *source* word.
+        num_lines: non-blank, non-comment data lines seen (header excluded).
+        dropped_duplicate: groups identical to an earlier group.
+        dropped_identity: pairs whose words are equal (``OK OK``), or multi-way groups with
+            fewer than two distinct words.
+        dropped_invalid: malformed lines skipped because ``skip_invalid=True``.
+        dropped_phrase: multi-word synonyms skipped by the ``trans`` reader.
+        invalid_reports: ``path:line: message`` for skipped lines (the first 1000).
+    """
+
+    path: str
+    format: str
+    groups: list[tuple[str, ...]] = field(default_factory=list)
+    num_lines: int = 0
+    dropped_duplicate: int = 0
+    dropped_identity: int = 0
+    dropped_invalid: int = 0
+    dropped_phrase: int = 0
+    invalid_reports: list[str] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Dropped counts by reason, for summaries."""
+        return {
+            "duplicate": self.dropped_duplicate,
+            "identity": self.dropped_identity,
+            "invalid": self.dropped_invalid,
+            "phrase": self.dropped_phrase,
+        }
+
+    @property
+    def num_sources(self) -> int:
+        """Distinct source words (first member of each group)."""
+        return len({g[0] for g in self.groups})
+
+
+class _LineError(Exception):
+    """Internal: a malformed line; turned into a LexiconError or a counted report."""
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Guess the dictionary format of `path` from its extension and first data line."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if suffix == ".tsv":
+        return "tsv"
+    with open(p, "rb") as f:
+        for raw in f:
+            line = raw.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("{"):
+                return "jsonl"
+            if " :: " in line:
+                return "trans"
+            return "muse"
+    return "muse"
+
+
+def read_dictionary(
+    path: str | os.PathLike, format: str = "auto", skip_invalid: bool = False
+) -> DictionaryReadResult:
+    """Read a dictionary file into translation groups.
+
+    Args:
+        path: the dictionary file.
+        format: one of ``auto``, ``muse``, ``tsv``, ``jsonl``, ``trans`` (see module docstring).
+        skip_invalid: count malformed lines instead of raising.
+
+    Returns:
+        A `DictionaryReadResult`; duplicate and identity groups are dropped and counted.
+
+    Raises:
+        LexiconError: on the first malformed line (``path:line: ...``) unless `skip_invalid`,
+            or for an unknown format.
+    """
+    if format not in FORMATS:
+        raise LexiconError(f"unknown dictionary format {format!r}; expected one of {FORMATS}")
+    path_str = os.fspath(path)
+    fmt = detect_format(path_str) if format == "auto" else format
+    result = DictionaryReadResult(path=path_str, format=fmt)
+    seen: set[tuple[str, ...]] = set()
+    parse = {"muse": _parse_muse, "tsv": _TsvParser(), "jsonl": _parse_jsonl, "trans": _parse_trans}[fmt]
+
+    for lineno, text in _numbered_lines(path_str, result, skip_invalid):
+        try:
+            parsed = parse(text)
+        except _LineError as exc:
+            _report(result, f"{path_str}:{lineno}: {exc}", skip_invalid)
+            continue
+        if parsed is None:  # header or comment
+            continue
+        result.num_lines += 1
+        groups, phrases = parsed
+        result.dropped_phrase += phrases
+        for group in groups:
+            distinct = tuple(dict.fromkeys(group))
+            if len(distinct) < 2:
+                result.dropped_identity += 1
+            elif distinct in seen:
+                result.dropped_duplicate += 1
+            else:
+                seen.add(distinct)
+                result.groups.append(distinct)
+    return result
+
+
+def _numbered_lines(
+    path: str, result: DictionaryReadResult, skip_invalid: bool
+) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded line) for non-blank lines; bad UTF-8 is reported."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _report(
+                    result,
+                    f"{path}:{lineno}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                    f"offset {exc.start})",
+                    skip_invalid,
+                )
+                continue
+            if lineno == 1:
+                text = text.lstrip("\ufeff")
+            text = text.rstrip("\r\n")
+            if text.strip():
+                yield lineno, text
+
+
+def _report(result: DictionaryReadResult, message: str, skip_invalid: bool) -> None:
+    if not skip_invalid:
+        raise LexiconError(message)
+    result.dropped_invalid += 1
+    if len(result.invalid_reports) < _MAX_KEPT_REPORTS:
+        result.invalid_reports.append(message)
+
+
+def _check_words(words: list[str]) -> tuple[str, ...]:
+    stripped = tuple(w.strip() for w in words)
+    for i, w in enumerate(stripped):
+        if not w:
+            raise _LineError(f"empty word in column {i + 1}")
+    return stripped
+
+
+def _parse_muse(text: str) -> tuple[list[tuple[str, ...]], int]:
+    fields = text.split("\t") if "\t" in text else text.split()
+    if len(fields) != 2:
+        raise _LineError(f"expected 2 columns (source, target), got {len(fields)}")
+    return [_check_words(fields)], 0
+
+
+class _TsvParser:
+    """Stateful: the first row fixes the column count and may be a header."""
+
+    def __init__(self) -> None:
+        self.num_columns: int | None = None
+
+    def __call__(self, text: str) -> tuple[list[tuple[str, ...]], int] | None:
+        fields = text.split("\t")
+        if self.num_columns is None:
+            if len(fields) < 2:
+                raise _LineError(f"expected at least 2 tab-separated columns, got {len(fields)}")
+            self.num_columns = len(fields)
+            if all(f.strip().lower() in _TSV_HEADER_NAMES for f in fields):
+                return None
+        if len(fields) != self.num_columns:
+            raise _LineError(
+                f"expected {self.num_columns} tab-separated columns (as in the first row), "
+                f"got {len(fields)}"
+            )
+        return [_check_words(fields)], 0
+
+
+def _parse_jsonl(text: str) -> tuple[list[tuple[str, ...]], int]:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _LineError(f"bad JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise _LineError(f"expected a JSON object, got {type(record).__name__}")
+    if "words" in record:
+        words = record["words"]
+        if isinstance(words, str):
+            members = words.split("$")
+        elif isinstance(words, list) and all(isinstance(w, str) for w in words):
+            members = list(words)
+        else:
+            raise _LineError('"words" must be a string like "a $ b $ c" or a list of strings')
+        if len(members) < 2:
+            raise _LineError(f'"words" needs at least 2 members separated by "$", got {len(members)}')
+        return [_check_words(members)], 0
+    if "src_text" in record or "tgt_text" in record:
+        src, tgt = record.get("src_text"), record.get("tgt_text")
+        for key, value in (("src_text", src), ("tgt_text", tgt)):
+            if not isinstance(value, str):
+                raise _LineError(f'"{key}" must be a string, got {type(value).__name__}')
+        return [_check_words([src, tgt])], 0
+    raise _LineError('expected keys "src_text" and "tgt_text", or "words"')
+
+
+def _parse_trans(text: str) -> tuple[list[tuple[str, ...]], int] | None:
+    if text.lstrip().startswith("#"):
+        return None
+    sides = text.split(" :: ")
+    if len(sides) != 2:
+        raise _LineError(f'expected one " :: " separating the two languages, got {len(sides) - 1}')
+    left, right = (side.split(" | ") for side in sides)
+    # Senses are aligned by position; when a line's sides disagree only the first sense is safe.
+    if len(left) != len(right):
+        left, right = left[:1], right[:1]
+    groups: list[tuple[str, ...]] = []
+    phrases = 0
+    for lsense, rsense in zip(left, right):
+        lwords, lphr = _trans_synonyms(lsense)
+        rwords, rphr = _trans_synonyms(rsense)
+        phrases += lphr + rphr
+        groups.extend((lw, rw) for lw in lwords for rw in rwords)
+    return groups, phrases
+
+
+def _trans_synonyms(sense: str) -> tuple[list[str], int]:
+    words, phrases = [], 0
+    for syn in sense.split(";"):
+        syn = " ".join(_TRANS_ANNOTATION.sub(" ", syn).split())
+        if not syn:
+            continue
+        if " " in syn:
+            phrases += 1
+        else:
+            words.append(syn)
+    return words, phrases

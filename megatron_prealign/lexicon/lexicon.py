@@ -1,0 +1,626 @@
+"""The compiled lexicon: tokenized dictionary entries, a token-id trie, a translation table, and
+the `.lex` file that carries them from `tools/build_lexicon.py` to the data pipeline.
+
+Vocabulary: a *lexicon entry* is one surface form tokenized as in running text (distinct token
+sequences are distinct entries); its *translations* are other entry ids; its *group* is the
+connected component of the translation graph it belongs to (what the alignment pre-pass treats
+as "the same meaning"). See README.md in this folder for the stages and the file layout.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from megatron_prealign.fileio import atomic_path
+from megatron_prealign.lexicon.dictionary import DictionaryReadResult, LexiconError
+from megatron_prealign.lexicon.tokenizer import WORD_START, Tokenizer
+from megatron_prealign.log import get_logger
+
+__all__ = ["LEX_MAGIC", "LEX_VERSION", "MODES", "Lexicon", "compile_lexicon", "load_lexicon"]
+
+logger = get_logger(__name__)
+
+MODES = ("word", "longest-match")
+_MODE_CODE = {"word": 0, "longest-match": 1}  # ScanMode in csrc/lexicon_scan.h
+
+LEX_MAGIC = b"PREALEX\0"
+LEX_VERSION = 1
+_PREAMBLE = struct.Struct("<8sII")  # magic, version, header length
+_ALIGN = 64
+
+# Every array of a lexicon, in file and hash order, with its dtype (little-endian on disk).
+_ARRAY_DTYPES: dict[str, np.dtype] = {
+    "token_classes": np.dtype("<u1"),
+    "entry_offsets": np.dtype("<i8"),
+    "entry_flat": np.dtype("<i4"),
+    "entry_text_offsets": np.dtype("<i8"),
+    "entry_text_utf8": np.dtype("<u1"),
+    "translation_offsets": np.dtype("<i8"),
+    "translation_flat": np.dtype("<i4"),
+    "group_ids": np.dtype("<i4"),
+    "trie_child_offsets": np.dtype("<i8"),
+    "trie_child_tokens": np.dtype("<i4"),
+    "trie_child_nodes": np.dtype("<i4"),
+    "trie_node_entry": np.dtype("<i4"),
+}
+
+
+def _native():
+    """The compiled extension, imported on first use so that parsing works without a build."""
+    try:
+        from megatron_prealign import _C
+    except ImportError as exc:
+        raise ImportError(
+            "megatron_prealign._C (the compiled lexicon scanner) is not built or does not load "
+            f"({exc}); run `pip install -e .` in the repository root to build it"
+        ) from exc
+    return _C
+
+
+class Lexicon:
+    """A compiled lexicon (see module docstring). Build with `compile_lexicon`, `load_lexicon`
+    or `Lexicon.from_entries`; arrays are read-only."""
+
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        *,
+        mode: str,
+        tokenizer_fingerprint: str,
+        tokenizer_type: str,
+        stats: dict[str, Any] | None = None,
+        sha256: str | None = None,
+        path: str | None = None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        missing = set(_ARRAY_DTYPES) - set(arrays)
+        if missing:
+            raise ValueError(f"missing lexicon arrays: {sorted(missing)}")
+        self._arrays = {name: _readonly(np.asarray(arrays[name], dtype=dt)) for name, dt in _ARRAY_DTYPES.items()}
+        self.mode = mode
+        self.tokenizer_fingerprint = tokenizer_fingerprint
+        self.tokenizer_type = tokenizer_type
+        self.path = path
+        self._stats = dict(stats or {})
+        self._check_structure()
+        self.sha256 = self._content_sha256()
+        if sha256 is not None and sha256 != self.sha256:
+            raise LexiconError(
+                f"{path or '<lexicon>'}: content sha256 mismatch (recorded {sha256}, content hashes "
+                f"to {self.sha256}); the file is corrupt, rebuild it with tools/build_lexicon.py"
+            )
+        self._trie = None
+
+    # ----------------------------------------------------------------- construction helpers
+
+    @classmethod
+    def from_entries(
+        cls,
+        entry_tokens: Sequence[Sequence[int]],
+        translations: Sequence[Iterable[int]],
+        token_classes: np.ndarray,
+        *,
+        mode: str = "word",
+        entry_texts: Sequence[str] | None = None,
+        group_ids: Sequence[int] | None = None,
+        tokenizer_fingerprint: str = "",
+        tokenizer_type: str = "",
+        stats: dict[str, Any] | None = None,
+    ) -> "Lexicon":
+        """Assemble a lexicon from tokenized entries.
+
+        Args:
+            entry_tokens: token ids per entry; non-empty, non-negative, distinct sequences.
+            translations: entry ids of each entry's translations (self and repeats are removed).
+            token_classes: uint8 (vocab_size,) class table.
+            mode: ``"word"`` or ``"longest-match"``.
+            entry_texts: surface text per entry (default: empty strings).
+            group_ids: group per entry (default: connected components of the translations).
+            tokenizer_fingerprint, tokenizer_type, stats: recorded as given.
+
+        Only entries with at least one translation are put in the trie, so `scan` never reports
+        a word that has nothing to be switched to.
+        """
+        num = len(entry_tokens)
+        if len(translations) != num:
+            raise ValueError(f"{len(translations)} translation lists for {num} entries")
+        if entry_texts is not None and len(entry_texts) != num:
+            raise ValueError(f"{len(entry_texts)} entry texts for {num} entries")
+        toks = [tuple(int(t) for t in seq) for seq in entry_tokens]
+        seen: dict[tuple[int, ...], int] = {}
+        for i, seq in enumerate(toks):
+            if not seq or min(seq) < 0 or max(seq) > np.iinfo(np.int32).max:
+                raise ValueError(f"entry {i} has empty or out-of-range token ids: {seq}")
+            if seq in seen:
+                raise ValueError(f"entries {seen[seq]} and {i} have the same tokens {seq}")
+            seen[seq] = i
+        trans = []
+        for i, tr in enumerate(translations):
+            ids = sorted({int(t) for t in tr} - {i})
+            if ids and (ids[0] < 0 or ids[-1] >= num):
+                raise ValueError(f"entry {i} has a translation id outside [0, {num})")
+            trans.append(ids)
+        groups = _components(num, trans) if group_ids is None else np.asarray(group_ids, dtype=np.int32)
+        if len(groups) != num:
+            raise ValueError(f"{len(groups)} group ids for {num} entries")
+        texts = [""] * num if entry_texts is None else list(entry_texts)
+
+        arrays = {"token_classes": np.asarray(token_classes, dtype=np.uint8)}
+        arrays["entry_offsets"], arrays["entry_flat"] = _ragged(toks, np.int32)
+        encoded = [t.encode("utf-8") for t in texts]
+        arrays["entry_text_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)])
+        arrays["entry_text_utf8"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        arrays["translation_offsets"], arrays["translation_flat"] = _ragged(trans, np.int32)
+        arrays["group_ids"] = groups
+        trie = _build_trie(toks, [bool(t) for t in trans])
+        arrays.update(zip(("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry"), trie))
+        return cls(
+            arrays,
+            mode=mode,
+            tokenizer_fingerprint=tokenizer_fingerprint,
+            tokenizer_type=tokenizer_type,
+            stats=stats,
+        )
+
+    # ------------------------------------------------------------------------- public API
+
+    @property
+    def num_entries(self) -> int:
+        """Number of lexicon entries (entry ids are 0..num_entries-1)."""
+        return len(self._arrays["entry_offsets"]) - 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the token-class table, i.e. of the tokenizer's vocabulary."""
+        return len(self._arrays["token_classes"])
+
+    @property
+    def token_classes(self) -> np.ndarray:
+        """uint8 (vocab_size,): WORD_START / CONTINUATION / OTHER per token id."""
+        return self._arrays["token_classes"]
+
+    @property
+    def entry_offsets(self) -> np.ndarray:
+        """int64 (num_entries+1,): entry i's tokens are entry_flat[entry_offsets[i]:entry_offsets[i+1]]."""
+        return self._arrays["entry_offsets"]
+
+    @property
+    def entry_flat(self) -> np.ndarray:
+        """int32: all entries' token ids, concatenated."""
+        return self._arrays["entry_flat"]
+
+    @property
+    def translation_offsets(self) -> np.ndarray:
+        """int64 (num_entries+1,): entry i's translations are translation_flat[off[i]:off[i+1]]."""
+        return self._arrays["translation_offsets"]
+
+    @property
+    def translation_flat(self) -> np.ndarray:
+        """int32: all entries' translation entry ids (sorted per entry), concatenated."""
+        return self._arrays["translation_flat"]
+
+    @property
+    def group_ids(self) -> np.ndarray:
+        """int32 (num_entries,): translation group (connected component) of each entry."""
+        return self._arrays["group_ids"]
+
+    def entry_tokens(self, i: int) -> np.ndarray:
+        """int32 token ids of entry `i`, as the word appears after a space in running text."""
+        off = self.entry_offsets
+        i = self._check_index(i)
+        return self.entry_flat[off[i] : off[i + 1]]
+
+    def entry_text(self, i: int) -> str:
+        """Surface text of entry `i` (the first dictionary word that tokenized to it)."""
+        off = self._arrays["entry_text_offsets"]
+        i = self._check_index(i)
+        return self._arrays["entry_text_utf8"][off[i] : off[i + 1]].tobytes().decode("utf-8")
+
+    def translations(self, i: int) -> np.ndarray:
+        """int32 entry ids of the translations of entry `i` (sorted, never `i` itself)."""
+        off = self.translation_offsets
+        i = self._check_index(i)
+        return self.translation_flat[off[i] : off[i + 1]]
+
+    def group_id(self, i: int) -> int:
+        """Translation group of entry `i`; an entry and all its translations share it."""
+        return int(self.group_ids[self._check_index(i)])
+
+    def scan(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Find lexicon entries in a token stream (compiled; releases the GIL).
+
+        Args:
+            tokens: 1-D numpy array of token ids, dtype int32 or uint16. Any ids are allowed;
+                ids outside the vocabulary never match and end a word.
+
+        Returns:
+            (starts int64, lengths int32, entry_ids int32), one row per match, in stream order.
+            In ``word`` mode a match starts at a WORD_START token and ends where the next token
+            is not a CONTINUATION (or at the end); the longest such entry wins. In
+            ``longest-match`` mode any position may start or end. Matches never overlap: after
+            a match the scan resumes after it, otherwise at the next token.
+        """
+        if not isinstance(tokens, np.ndarray):
+            raise TypeError(f"tokens must be a numpy array, got {type(tokens).__name__}")
+        if tokens.dtype not in (np.int32, np.uint16):
+            raise TypeError(f"tokens must have dtype int32 or uint16, got {tokens.dtype}; cast it first")
+        if tokens.ndim != 1:
+            raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
+        if self._trie is None:
+            native = [
+                _native_order(self._arrays[n])
+                for n in ("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry", "token_classes")
+            ]
+            self._trie = _native().LexiconTrie(*native)
+        return self._trie.scan(np.ascontiguousarray(_native_order(tokens)), _MODE_CODE[self.mode])
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for humans and logs: entries, unique sources, multi-token share, drops."""
+        lengths = np.diff(self.entry_offsets)
+        has_translation = np.diff(self.translation_offsets) > 0
+        # Entries are never empty, so entry_offsets[:-1] indexes each entry's first token.
+        first = self.entry_flat[self.entry_offsets[:-1]] if self.num_entries else np.zeros(0, np.int32)
+        classes = self.token_classes
+        starts_word = np.zeros(self.num_entries, dtype=bool)
+        in_vocab = first < len(classes)
+        starts_word[in_vocab] = classes[first[in_vocab]] == WORD_START
+        scannable = has_translation if self.mode == "longest-match" else has_translation & starts_word
+        group_sizes = np.bincount(self.group_ids) if self.num_entries else np.zeros(0, np.int64)
+        return {
+            "entries": self.num_entries,
+            "unique_sources": int(self._stats.get("unique_sources", self.num_entries)),
+            "multi_token_share": float((lengths > 1).mean()) if self.num_entries else 0.0,
+            "scannable_entries": int(scannable.sum()),
+            "groups": int((group_sizes > 0).sum()),
+            "largest_group": int(group_sizes.max()) if len(group_sizes) else 0,
+            "dropped": dict(self._stats.get("dropped", {})),
+            "mode": self.mode,
+            "vocab_size": self.vocab_size,
+            "tokenizer_type": self.tokenizer_type,
+            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "sha256": self.sha256,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the `.lex` file atomically (temp name, renamed when complete)."""
+        layout, offset = [], 0
+        for name, dt in _ARRAY_DTYPES.items():
+            arr = self._arrays[name]
+            layout.append({"name": name, "dtype": dt.str, "shape": list(arr.shape), "offset": offset, "nbytes": arr.nbytes})
+            offset = _aligned(offset + arr.nbytes)
+        header = {
+            "format": "megatron_prealign.lexicon",
+            "version": LEX_VERSION,
+            "mode": self.mode,
+            "tokenizer_type": self.tokenizer_type,
+            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "sha256": self.sha256,
+            "stats": self._stats,
+            "arrays": layout,
+            "data_nbytes": offset,
+        }
+        header_bytes = json.dumps(header, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        data_start = _aligned(_PREAMBLE.size + len(header_bytes))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(_PREAMBLE.pack(LEX_MAGIC, LEX_VERSION, len(header_bytes)))
+                f.write(header_bytes)
+                f.write(b"\0" * (data_start - f.tell()))
+                for entry in layout:
+                    f.write(self._arrays[entry["name"]].tobytes())
+                    f.write(b"\0" * (_aligned(entry["nbytes"]) - entry["nbytes"]))
+                f.flush()
+                os.fsync(f.fileno())
+        self.path = os.fspath(path)
+
+    # --------------------------------------------------------------------------- internals
+
+    def _check_index(self, i: int) -> int:
+        i = int(i)
+        if not 0 <= i < self.num_entries:
+            raise IndexError(f"entry id {i} out of range [0, {self.num_entries})")
+        return i
+
+    def _check_structure(self) -> None:
+        a, where = self._arrays, self.path or "<lexicon>"
+        num = len(a["entry_offsets"]) - 1
+        problems = []
+        if num < 0:
+            problems.append("entry_offsets is empty")
+        for name, flat in (("entry", "entry_flat"), ("entry_text", "entry_text_utf8"), ("translation", "translation_flat")):
+            off = a[f"{name}_offsets"]
+            if len(off) != num + 1:
+                problems.append(f"{name}_offsets has {len(off)} elements, expected {num + 1}")
+            elif len(off) and (off[0] != 0 or off[-1] != len(a[flat]) or np.any(np.diff(off) < 0)):
+                problems.append(f"{name}_offsets does not index {flat}")
+        if len(a["group_ids"]) != max(num, 0):
+            problems.append(f"group_ids has {len(a['group_ids'])} elements, expected {num}")
+        tf = a["translation_flat"]
+        if len(tf) and (tf.min() < 0 or tf.max() >= num):
+            problems.append("translation_flat has entry ids out of range")
+        ne = a["trie_node_entry"]
+        if len(ne) and ne.max() >= num:
+            problems.append("trie_node_entry has entry ids out of range")
+        if problems:
+            raise LexiconError(f"{where}: corrupt lexicon: " + "; ".join(problems))
+
+    def _content_sha256(self) -> str:
+        h = hashlib.sha256()
+        h.update(f"megatron_prealign.lexicon/v{LEX_VERSION}\0{self.mode}\0{self.tokenizer_fingerprint}\0".encode())
+        for name, dt in _ARRAY_DTYPES.items():
+            arr = self._arrays[name]
+            h.update(f"{name}\0{dt.str}\0{arr.shape}\0".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The compiled trie is not picklable; data-loader workers rebuild it on first scan.
+        state = self.__dict__.copy()
+        state["_trie"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"Lexicon(entries={self.num_entries}, mode={self.mode!r}, sha256={self.sha256[:12]}…)"
+
+
+def compile_lexicon(
+    dictionary_result: DictionaryReadResult,
+    tokenizer: Tokenizer,
+    case_variants: bool = False,
+    mode: str = "word",
+) -> Lexicon:
+    """Tokenize a dictionary's words and compile them into a `Lexicon`.
+
+    Args:
+        dictionary_result: groups from `read_dictionary`.
+        tokenizer: tokenizer whose `encode_word` and `token_classes` define the entries.
+        case_variants: also add the Capitalized form of every group (first letter upper-cased);
+            a capitalized word's translations are the capitalized translations. Members that do
+            not change (caseless scripts, already-capitalized names) get no new outgoing edges,
+            so e.g. ``银行`` does not gain ``Bank`` next to ``bank``.
+        mode: ``"word"`` (scripts with spaces) or ``"longest-match"`` (scripts without).
+
+    Returns:
+        The lexicon. Words that tokenize to nothing are dropped (``untokenizable``); two words
+        with identical tokens become one entry, and a translation that collapses onto its own
+        entry that way is dropped (``identical_tokens``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    edges: list[tuple[str, str]] = []
+    sources: list[str] = []
+    for group in dictionary_result.groups:
+        sources.append(group[0])
+        edges.extend((a, b) for a in group for b in group if a != b)
+    if case_variants:
+        for group in dictionary_result.groups:
+            capital = tuple(w[:1].upper() + w[1:] for w in group)
+            changed = [c != w for c, w in zip(capital, group)]
+            if not any(changed):
+                continue
+            if changed[0]:
+                sources.append(capital[0])
+            edges.extend(
+                (capital[i], capital[j])
+                for i in range(len(group))
+                if changed[i]
+                for j in range(len(group))
+                if j != i and capital[j] != capital[i]
+            )
+
+    entry_of_word: dict[str, int] = {}
+    entry_of_tokens: dict[tuple[int, ...], int] = {}
+    entry_tokens: list[tuple[int, ...]] = []
+    entry_texts: list[str] = []
+    untokenizable: set[str] = set()
+
+    def entry(word: str) -> int | None:
+        if word in entry_of_word:
+            return entry_of_word[word]
+        if word in untokenizable:
+            return None
+        ids = tuple(tokenizer.encode_word(word))
+        if not ids:
+            untokenizable.add(word)
+            return None
+        e = entry_of_tokens.get(ids)
+        if e is None:
+            e = entry_of_tokens[ids] = len(entry_tokens)
+            entry_tokens.append(ids)
+            entry_texts.append(word)
+        entry_of_word[word] = e
+        return e
+
+    for a, b in edges:
+        entry(a)
+        entry(b)
+    translations: list[set[int]] = [set() for _ in entry_tokens]
+    identical_tokens = 0
+    for a, b in edges:
+        ea, eb = entry_of_word.get(a), entry_of_word.get(b)
+        if ea is None or eb is None:
+            continue
+        if ea == eb:
+            identical_tokens += 1
+        else:
+            translations[ea].add(eb)
+
+    source_entries = {entry_of_word[w] for w in sources if w in entry_of_word}
+    dropped = dict(dictionary_result.dropped)
+    dropped["untokenizable"] = len(untokenizable)
+    dropped["identical_tokens"] = identical_tokens
+    stats = {
+        "dictionary": os.path.basename(dictionary_result.path),
+        "dictionary_format": dictionary_result.format,
+        "dictionary_groups": len(dictionary_result.groups),
+        "case_variants": case_variants,
+        "unique_sources": len(source_entries),
+        "dropped": dropped,
+    }
+    lex = Lexicon.from_entries(
+        entry_tokens,
+        translations,
+        tokenizer.token_classes(),
+        mode=mode,
+        entry_texts=entry_texts,
+        tokenizer_fingerprint=tokenizer.fingerprint,
+        tokenizer_type=tokenizer.tokenizer_type,
+        stats=stats,
+    )
+    logger.info("compiled lexicon: %d entries from %d groups", lex.num_entries, len(dictionary_result.groups))
+    return lex
+
+
+def load_lexicon(path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> Lexicon:
+    """Read a `.lex` file, verify its content hash and, if given, the tokenizer.
+
+    Raises:
+        LexiconError: not a lexicon file, unsupported version, truncated or corrupt content, or
+            `tokenizer` has a different fingerprint than the one the lexicon was built with.
+    """
+    path_str = os.fspath(path)
+    with open(path_str, "rb") as f:
+        blob = f.read()
+    if len(blob) < _PREAMBLE.size:
+        raise LexiconError(f"{path_str}: truncated lexicon file ({len(blob)} bytes, no header)")
+    magic, version, header_len = _PREAMBLE.unpack_from(blob)
+    if magic != LEX_MAGIC:
+        raise LexiconError(
+            f"{path_str}: not a lexicon file (magic {magic!r}, expected {LEX_MAGIC!r}); "
+            "build one with tools/build_lexicon.py"
+        )
+    if version != LEX_VERSION:
+        raise LexiconError(
+            f"{path_str}: lexicon format version {version} is not supported (this code reads "
+            f"version {LEX_VERSION}); rebuild it with tools/build_lexicon.py"
+        )
+    data_start = _aligned(_PREAMBLE.size + header_len)
+    if len(blob) < data_start:
+        raise LexiconError(f"{path_str}: truncated lexicon file ({len(blob)} bytes, header needs {data_start})")
+    try:
+        header = json.loads(blob[_PREAMBLE.size : _PREAMBLE.size + header_len].decode("utf-8"))
+        expected = data_start + int(header["data_nbytes"])
+        layout = {a["name"]: a for a in header["arrays"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LexiconError(f"{path_str}: corrupt lexicon header ({exc})") from None
+    if len(blob) != expected:
+        raise LexiconError(
+            f"{path_str}: truncated or corrupt lexicon file: expected {expected} bytes, found {len(blob)}"
+        )
+    arrays = {}
+    for name, dt in _ARRAY_DTYPES.items():
+        try:
+            a = layout[name]
+            count = int(np.prod(a["shape"], dtype=np.int64))
+            begin = data_start + int(a["offset"])
+            if np.dtype(a["dtype"]) != dt or count * dt.itemsize != a["nbytes"] or begin + a["nbytes"] > len(blob):
+                raise ValueError("inconsistent layout")
+            arrays[name] = np.frombuffer(blob, dtype=dt, count=count, offset=begin).reshape(a["shape"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LexiconError(f"{path_str}: corrupt lexicon: array {name!r} ({exc})") from None
+    if header.get("mode") not in MODES:
+        raise LexiconError(f"{path_str}: corrupt lexicon header (mode {header.get('mode')!r})")
+    lex = Lexicon(
+        arrays,
+        mode=header["mode"],
+        tokenizer_fingerprint=header.get("tokenizer_fingerprint", ""),
+        tokenizer_type=header.get("tokenizer_type", ""),
+        stats=header.get("stats"),
+        sha256=header.get("sha256"),
+        path=path_str,
+    )
+    if tokenizer is not None and tokenizer.fingerprint != lex.tokenizer_fingerprint:
+        raise LexiconError(
+            f"{path_str}: lexicon was built for tokenizer fingerprint {lex.tokenizer_fingerprint} "
+            f"({lex.tokenizer_type}), but the tokenizer in use ({tokenizer.tokenizer_type} "
+            f"{tokenizer.model_path}) has fingerprint {tokenizer.fingerprint}; rebuild the lexicon "
+            f"with tools/build_lexicon.py --tokenizer-type {tokenizer.tokenizer_type} "
+            f"--tokenizer-model {tokenizer.model_path}"
+        )
+    return lex
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _native_order(a: np.ndarray) -> np.ndarray:
+    # The .lex file is little-endian; the extension only accepts native-order buffers.
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    if a.flags.writeable:
+        a = a.copy()
+        a.flags.writeable = False
+    return a
+
+
+def _ragged(rows: Sequence[Sequence[int]], dtype) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter((x for r in rows for x in r), dtype=dtype, count=int(offsets[-1]))
+    return offsets, flat
+
+
+def _components(num: int, translations: Sequence[Sequence[int]]) -> np.ndarray:
+    """Connected components of the (undirected) translation graph, numbered by first entry."""
+    parent = list(range(num))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, targets in enumerate(translations):
+        for b in targets:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    roots = [find(i) for i in range(num)]
+    numbering: dict[int, int] = {}
+    return np.array([numbering.setdefault(r, len(numbering)) for r in roots], dtype=np.int32)
+
+
+def _build_trie(
+    entry_tokens: Sequence[tuple[int, ...]], include: Sequence[bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSR token-id trie over the included entries: (child_offsets int64, child_tokens int32,
+    child_nodes int32, node_entry int32); children sorted by token for binary search."""
+    children: list[dict[int, int]] = [{}]
+    node_entry = [-1]
+    for e, seq in enumerate(entry_tokens):
+        if not include[e]:
+            continue
+        node = 0
+        for t in seq:
+            nxt = children[node].get(t)
+            if nxt is None:
+                nxt = len(children)
+                children[node][t] = nxt
+                children.append({})
+                node_entry.append(-1)
+            node = nxt
+        node_entry[node] = e
+    offsets = np.zeros(len(children) + 1, dtype=np.int64)
+    np.cumsum([len(c) for c in children], out=offsets[1:])
+    tokens = np.empty(int(offsets[-1]), dtype=np.int32)
+    nodes = np.empty(int(offsets[-1]), dtype=np.int32)
+    for n, c in enumerate(children):
+        if c:
+            items = sorted(c.items())
+            tokens[offsets[n] : offsets[n + 1]] = [t for t, _ in items]
+            nodes[offsets[n] : offsets[n + 1]] = [m for _, m in items]
+    return offsets, tokens, nodes, np.asarray(node_entry, dtype=np.int32)

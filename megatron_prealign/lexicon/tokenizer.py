@@ -1,0 +1,426 @@
+"""Tokenizer wrappers with the one extra piece of knowledge the lexicon needs: word boundaries.
+
+`build_tokenizer(tokenizer_type, tokenizer_model)` returns a `SentencePieceTokenizer` (a ``.model``
+file) or a `HuggingFaceTokenizer` (a ``tokenizer.json`` or a local directory; never a hub
+download). Both expose the same small surface: ``vocab_size``, ``eod``, ``pad``, ``fingerprint``,
+``encode``, ``decode``, ``encode_word`` and ``token_classes()``.
+
+Word boundaries are derived from the vocabulary, not from the model family: the tokenizer encodes
+the probe text ``"e e"`` and the piece that begins the second word reveals the word-start marker
+(SentencePiece's ``▁``, byte-level BPE's ``Ġ`` i.e. a leading space byte, or nothing for WordPiece,
+whose convention is instead a continuation prefix such as ``##`` read from the model). Every piece
+is then put in one of three classes (`WORD_START`, `CONTINUATION`, `OTHER`), see `classify_pieces`.
+"""
+from __future__ import annotations
+
+import abc
+import functools
+import hashlib
+import json
+import os
+import re
+import struct
+import unicodedata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from megatron_prealign.lexicon.dictionary import LexiconError
+from megatron_prealign.log import get_logger
+
+__all__ = [
+    "CONTINUATION",
+    "OTHER",
+    "TOKENIZER_TYPES",
+    "WORD_START",
+    "HuggingFaceTokenizer",
+    "SentencePieceTokenizer",
+    "Tokenizer",
+    "build_tokenizer",
+    "classify_pieces",
+]
+
+logger = get_logger(__name__)
+
+# Token classes (uint8). The values are shared with csrc/lexicon_scan.h; do not renumber.
+OTHER = 0
+"""Punctuation, digits, special, control and byte pieces: end a word, never start a lexicon match."""
+WORD_START = 1
+"""A piece that begins a new word (carries the tokenizer's word-start marker)."""
+CONTINUATION = 2
+"""A word-internal piece: a match may not end right before one."""
+
+TOKENIZER_TYPES = ("SentencePieceTokenizer", "HuggingFaceTokenizer")
+
+# Probe used to discover the word-start marker and the "after a space" encoding of a word:
+# the anchor is a lowercase letter every tokenizer encodes as a standalone piece.
+_ANCHOR = "e"
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+# EOS spellings tried, in order, when a HF tokenizer ships no tokenizer_config.json.
+_EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "<|im_end|>", "[SEP]")
+
+
+def _is_word_char(ch: str) -> bool:
+    cat = unicodedata.category(ch)
+    # Cs: a byte of an incomplete UTF-8 sequence (byte-level BPE pieces decoded with
+    # surrogateescape); such fragments are almost always parts of non-ASCII letters.
+    return cat[0] in "LM" or cat == "Cs"
+
+
+def classify_pieces(
+    texts: Sequence[str],
+    word_marker: str,
+    continuation_prefix: str = "",
+    special: Sequence[bool] | None = None,
+) -> np.ndarray:
+    """Assign every vocabulary piece a token class.
+
+    Args:
+        texts: piece i's surface text (byte-level pieces already mapped back to characters).
+        word_marker: prefix that marks a word-start piece (``"▁"``, ``" "``), or ``""``.
+        continuation_prefix: prefix that marks a word-internal piece (WordPiece ``"##"``), or ``""``.
+        special: True for pieces that are control/special/unknown/byte pieces (always OTHER).
+
+    Returns:
+        uint8 array of shape (len(texts),). A piece is WORD_START if it carries the marker and the
+        rest is empty (a bare marker, followed by word-internal pieces for rare characters) or
+        starts with a letter; CONTINUATION if it starts with a letter and has no marker; OTHER
+        otherwise (punctuation, digits, whitespace runs, special pieces). With a continuation
+        prefix instead of a marker, unmarked letter pieces start words and prefixed ones continue.
+        With neither convention every letter piece is a WORD_START (no boundary information).
+    """
+    out = np.full(len(texts), OTHER, dtype=np.uint8)
+    for i, text in enumerate(texts):
+        if not text or (special is not None and special[i]):
+            continue
+        if continuation_prefix and text.startswith(continuation_prefix):
+            rest = text[len(continuation_prefix) :]
+            if rest and _is_word_char(rest[0]):
+                out[i] = CONTINUATION
+        elif word_marker and text.startswith(word_marker):
+            rest = text[len(word_marker) :]
+            if not rest or _is_word_char(rest[0]):
+                out[i] = WORD_START
+        elif _is_word_char(text[0]):
+            out[i] = CONTINUATION if word_marker else WORD_START
+    return out
+
+
+def _fingerprint(tokenizer_type: str, pieces: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    h.update(tokenizer_type.encode("utf-8") + b"\0")
+    for piece in pieces:
+        b = piece.encode("utf-8", errors="surrogatepass")
+        # Length-prefixed so that no choice of piece text can collide with a different split.
+        h.update(struct.pack("<I", len(b)))
+        h.update(b)
+    return h.hexdigest()
+
+
+class Tokenizer(abc.ABC):
+    """Common surface of the tokenizer wrappers (see module docstring)."""
+
+    tokenizer_type: str
+    model_path: str
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of token ids (ids are 0..vocab_size-1)."""
+
+    @property
+    @abc.abstractmethod
+    def eod(self) -> int:
+        """End-of-document (EOS) token id."""
+
+    @property
+    @abc.abstractmethod
+    def pad(self) -> int:
+        """Padding token id, or `eod` when the tokenizer has none."""
+
+    @abc.abstractmethod
+    def pieces(self) -> list[str]:
+        """The vocabulary pieces, in id order (raw, as stored by the tokenizer)."""
+
+    @abc.abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without BOS/EOS."""
+
+    @abc.abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`."""
+
+    @abc.abstractmethod
+    def _piece_texts_and_special(self) -> tuple[list[str], list[bool]]:
+        """Per piece: surface text for classification, and whether it is special."""
+
+    @abc.abstractmethod
+    def _continuation_prefix(self) -> str:
+        """The model's word-internal prefix (WordPiece ``##``), or ``""``."""
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 hex of the tokenizer type and its ordered vocabulary pieces."""
+        return _fingerprint(self.tokenizer_type, self.pieces())
+
+    def encode_word(self, word: str) -> list[int]:
+        """Token ids of `word` as it appears after a space in running text."""
+        anchor = self.encode(_ANCHOR)
+        ids = self.encode(f"{_ANCHOR} {word}")
+        if ids[: len(anchor)] == anchor:
+            return ids[len(anchor) :]
+        # The tokenizer merged across the space: fall back to the word on its own.
+        return self._encode_word_alone(word)
+
+    def _encode_word_alone(self, word: str) -> list[int]:
+        return self.encode(" " + word)
+
+    @functools.cached_property
+    def word_marker(self) -> str:
+        """The detected word-start marker in piece-text form (``"▁"``, ``" "``) or ``""``."""
+        texts, _ = self._piece_texts_and_special()
+        ids = self.encode_word(_ANCHOR)
+        if not ids:
+            return ""
+        first = texts[ids[0]] if 0 <= ids[0] < len(texts) else ""
+        pos = first.find(_ANCHOR)
+        return first if pos < 0 else first[:pos]
+
+    def token_classes(self) -> np.ndarray:
+        """uint8 array of shape (vocab_size,) with WORD_START / CONTINUATION / OTHER per id."""
+        return self._token_classes.copy()
+
+    @functools.cached_property
+    def _token_classes(self) -> np.ndarray:
+        texts, special = self._piece_texts_and_special()
+        marker, cont = self.word_marker, self._continuation_prefix()
+        if not marker and not cont:
+            logger.warning(
+                "%s: no word-start marker or continuation prefix found; every letter piece is "
+                "treated as a word start (consider --mode longest-match)",
+                self.model_path,
+            )
+        return classify_pieces(texts, marker, cont, special)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_path!r}, vocab_size={self.vocab_size})"
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece ``.model`` file."""
+
+    tokenizer_type = "SentencePieceTokenizer"
+
+    def __init__(self, model_path: str | os.PathLike):
+        import sentencepiece as spm
+
+        self.model_path = os.fspath(model_path)
+        if not os.path.isfile(self.model_path):
+            raise FileNotFoundError(f"SentencePiece model not found: {self.model_path}")
+        self._sp = spm.SentencePieceProcessor(model_file=self.model_path)
+        if self._sp.eos_id() < 0:
+            raise LexiconError(f"{self.model_path}: SentencePiece model has no EOS piece (eos_id=-1)")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    @property
+    def eod(self) -> int:
+        return self._sp.eos_id()
+
+    @property
+    def pad(self) -> int:
+        pad = self._sp.pad_id()
+        return pad if pad >= 0 else self.eod
+
+    def pieces(self) -> list[str]:
+        return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._sp.encode(text))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode([int(i) for i in ids])
+
+    def _encode_word_alone(self, word: str) -> list[int]:
+        # With add_dummy_prefix (the default) a lone word already gets its leading "▁".
+        return self.encode(word)
+
+    def _piece_texts_and_special(self) -> tuple[list[str], list[bool]]:
+        sp = self._sp
+        special = [
+            sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i) or sp.is_byte(i)
+            for i in range(self.vocab_size)
+        ]
+        return self.pieces(), special
+
+    def _continuation_prefix(self) -> str:
+        return ""
+
+
+class HuggingFaceTokenizer(Tokenizer):
+    """A Hugging Face fast tokenizer from a local ``tokenizer.json`` or a local directory.
+
+    A directory with ``tokenizer.json`` is read with `tokenizers` directly; any other directory is
+    loaded with ``transformers.AutoTokenizer.from_pretrained(..., local_files_only=True)`` (which
+    converts e.g. a SentencePiece-based checkpoint to a fast tokenizer). Nothing is downloaded.
+    EOS/PAD come from ``tokenizer_config.json`` / ``special_tokens_map.json`` next to it when
+    present, otherwise from the first known EOS spelling among the special tokens.
+    """
+
+    tokenizer_type = "HuggingFaceTokenizer"
+
+    def __init__(self, model_path: str | os.PathLike):
+        from tokenizers import Tokenizer as _HFTokenizer
+
+        self.model_path = os.fspath(model_path)
+        p = Path(self.model_path)
+        named: dict[str, str | None] = {}
+        if p.is_file():
+            self._tok = _HFTokenizer.from_file(str(p))
+            config_dir = p.parent
+        elif (p / "tokenizer.json").is_file():
+            self._tok = _HFTokenizer.from_file(str(p / "tokenizer.json"))
+            config_dir = p
+        elif p.is_dir():
+            from transformers import AutoTokenizer
+
+            hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+            if not getattr(hf, "is_fast", False):
+                raise LexiconError(f"{p}: only fast (tokenizers-backed) Hugging Face tokenizers are supported")
+            self._tok = hf.backend_tokenizer
+            named = {"eos": hf.eos_token, "pad": hf.pad_token}
+            config_dir = p
+        else:
+            raise FileNotFoundError(f"Hugging Face tokenizer not found: {self.model_path}")
+        self._spec = json.loads(self._tok.to_str())
+        for key in ("eos", "pad"):
+            named.setdefault(key, None)
+            if named[key] is None:
+                named[key] = _configured_token(config_dir, f"{key}_token")
+        self._eod = self._resolve_eos(named["eos"])
+        pad_id = self._tok.token_to_id(named["pad"]) if named["pad"] else None
+        self._pad = self._eod if pad_id is None else pad_id
+
+    def _resolve_eos(self, configured: str | None) -> int:
+        if configured is not None:
+            eos = self._tok.token_to_id(configured)
+            if eos is None:
+                raise LexiconError(f"{self.model_path}: configured eos_token {configured!r} is not in the vocabulary")
+            return eos
+        specials = {t.content for t in self._tok.get_added_tokens_decoder().values() if t.special}
+        for cand in _EOS_CANDIDATES:
+            if cand in specials:
+                return self._tok.token_to_id(cand)
+        raise LexiconError(
+            f"{self.model_path}: cannot determine the EOS token; put a tokenizer_config.json with "
+            f'"eos_token" next to tokenizer.json'
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def eod(self) -> int:
+        return self._eod
+
+    @property
+    def pad(self) -> int:
+        return self._pad
+
+    def pieces(self) -> list[str]:
+        return [self._tok.id_to_token(i) or "" for i in range(self.vocab_size)]
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    @functools.cached_property
+    def _is_byte_level(self) -> bool:
+        return _has_component(self._spec.get("pre_tokenizer"), "ByteLevel") or _has_component(
+            self._spec.get("decoder"), "ByteLevel"
+        )
+
+    def _piece_texts_and_special(self) -> tuple[list[str], list[bool]]:
+        pieces = self.pieces()
+        special = [False] * len(pieces)
+        for i, tok in self._tok.get_added_tokens_decoder().items():
+            if tok.special and i < len(special):
+                special[i] = True
+        if bool((self._spec.get("model") or {}).get("byte_fallback")):
+            for i, piece in enumerate(pieces):
+                if _BYTE_PIECE.match(piece):
+                    special[i] = True
+        if self._is_byte_level:
+            table = _byte_level_decoder()
+            texts = []
+            for i, piece in enumerate(pieces):
+                if special[i] or any(ch not in table for ch in piece):
+                    texts.append(piece)
+                else:
+                    texts.append(bytes(table[ch] for ch in piece).decode("utf-8", errors="surrogateescape"))
+            return texts, special
+        return pieces, special
+
+    def _continuation_prefix(self) -> str:
+        return (self._spec.get("model") or {}).get("continuing_subword_prefix") or ""
+
+
+def _has_component(spec: dict | None, type_name: str) -> bool:
+    if not spec:
+        return False
+    if spec.get("type") == type_name:
+        return True
+    return any(_has_component(sub, type_name) for key in ("pretokenizers", "decoders") for sub in spec.get(key) or [])
+
+
+def _configured_token(config_dir: Path, key: str) -> str | None:
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        f = config_dir / name
+        if not f.is_file():
+            continue
+        value = json.loads(f.read_text(encoding="utf-8")).get(key)
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_level_decoder() -> dict[str, int]:
+    """Inverse of the GPT-2 byte-to-unicode table used by byte-level BPE vocabularies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    chars = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return {chr(c): b for b, c in chars.items()}
+
+
+def build_tokenizer(tokenizer_type: str, tokenizer_model: str | os.PathLike) -> Tokenizer:
+    """Build a tokenizer wrapper.
+
+    Args:
+        tokenizer_type: ``"SentencePieceTokenizer"`` or ``"HuggingFaceTokenizer"``.
+        tokenizer_model: a SentencePiece ``.model`` file, or a ``tokenizer.json`` / local
+            directory for Hugging Face.
+
+    Raises:
+        ValueError: unknown `tokenizer_type`.
+        FileNotFoundError: `tokenizer_model` does not exist.
+    """
+    if tokenizer_type == "SentencePieceTokenizer":
+        return SentencePieceTokenizer(tokenizer_model)
+    if tokenizer_type == "HuggingFaceTokenizer":
+        return HuggingFaceTokenizer(tokenizer_model)
+    raise ValueError(f"unknown tokenizer_type {tokenizer_type!r}; expected one of {TOKENIZER_TYPES}")

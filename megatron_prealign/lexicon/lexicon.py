@@ -9,6 +9,7 @@ as "the same meaning"). See README.md in this folder for the stages and the file
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import struct
@@ -53,13 +54,12 @@ _ARRAY_DTYPES: dict[str, np.dtype] = {
 def _native():
     """The compiled extension, imported on first use so that parsing works without a build."""
     try:
-        from megatron_prealign import _C
+        return importlib.import_module("megatron_prealign._C")
     except ImportError as exc:
         raise ImportError(
             "megatron_prealign._C (the compiled lexicon scanner) is not built or does not load "
             f"({exc}); run `pip install -e .` in the repository root to build it"
         ) from exc
-    return _C
 
 
 class Lexicon:

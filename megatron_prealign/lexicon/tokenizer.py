@@ -164,9 +164,13 @@ class Tokenizer(abc.ABC):
         """sha256 hex of the tokenizer type and its ordered vocabulary pieces."""
         return _fingerprint(self.tokenizer_type, self.pieces())
 
+    @functools.cached_property
+    def _anchor_ids(self) -> list[int]:
+        return self.encode(_ANCHOR)
+
     def encode_word(self, word: str) -> list[int]:
         """Token ids of `word` as it appears after a space in running text."""
-        anchor = self.encode(_ANCHOR)
+        anchor = self._anchor_ids
         ids = self.encode(f"{_ANCHOR} {word}")
         if ids[: len(anchor)] == anchor:
             return ids[len(anchor) :]

@@ -40,10 +40,6 @@ _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
-# Hash streams: one independent draw per question asked about a span.
-_STREAM_SWITCH = 0
-_STREAM_CHOICE = 1
-_INV_2_53 = 1.0 / float(1 << 53)
 
 STATS_KEYS = ("cs_switched_words", "cs_eligible_words", "cs_switched_tokens")
 """Sample-dict keys of the integer statistics; a training loop sums them over batches and ranks
@@ -109,6 +105,8 @@ class LexiconArrays(NamedTuple):
     ``translation_flat[translation_offsets[i]:translation_offsets[i+1]]``."""
     translation_flat: np.ndarray
     """int32 (total translations,): lexicon entry ids."""
+    num_translations: np.ndarray
+    """int64 (num_entries,): ``diff(translation_offsets)``, precomputed for the per-sample path."""
 
     @classmethod
     def from_lexicon(cls, lexicon: Any) -> "LexiconArrays":
@@ -129,11 +127,13 @@ class LexiconArrays(NamedTuple):
         translation_flat: Sequence[int],
     ) -> "LexiconArrays":
         """Build from array-likes, checking the invariants the fast path relies on."""
+        translation_offsets = np.ascontiguousarray(translation_offsets, dtype=np.int64)
         arrays = cls(
             np.ascontiguousarray(entry_offsets, dtype=np.int64),
             np.ascontiguousarray(entry_flat, dtype=np.int32),
-            np.ascontiguousarray(translation_offsets, dtype=np.int64),
+            translation_offsets,
             np.ascontiguousarray(translation_flat, dtype=np.int32),
+            np.diff(translation_offsets) if len(translation_offsets) else np.zeros(0, np.int64),
         )
         n = arrays.num_entries
         if arrays.entry_offsets.ndim != 1 or len(arrays.entry_offsets) < 1:
@@ -168,15 +168,28 @@ class LexiconArrays(NamedTuple):
 
 # ----------------------------------------------------------------------------------------------
 # Counter-based hash
+#
+# key(seed, sample) = splitmix64(splitmix64(seed) ^ sample)        (one Python integer per sample)
+# h(span)           = splitmix64(key ^ start)                      (vectorized over the spans)
+# switch            = (h >> 11) * 2**-53 < ratio                   (53-bit uniform in [0, 1))
+# choice            = (h & 0xFFFFFFFF) % number of translations
+#
+# The choice reuses the low 32 bits of the same hash: bits 0..10 never enter the switch test, and
+# conditioning on "switched" (a bound on the top bits) leaves bits 11..31 uniform up to ~2**-27.
+
+_U_GOLDEN = np.uint64(_GOLDEN)
+_U_MIX1 = np.uint64(_MIX1)
+_U_MIX2 = np.uint64(_MIX2)
+_U30, _U27, _U31, _U11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_LOW32 = np.uint64(0xFFFFFFFF)
 
 
 def _splitmix64_np(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer applied elementwise to uint64 (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
-        return z ^ (z >> np.uint64(31))
+    """splitmix64 finalizer applied elementwise to a uint64 array (arrays wrap silently)."""
+    z = x + _U_GOLDEN
+    z = (z ^ (z >> _U30)) * _U_MIX1
+    z = (z ^ (z >> _U27)) * _U_MIX2
+    return z ^ (z >> _U31)
 
 
 def _splitmix64_int(x: int) -> int:
@@ -189,6 +202,12 @@ def _splitmix64_int(x: int) -> int:
 
 def _sample_key(seed: int, sample_index: int) -> int:
     return _splitmix64_int(_splitmix64_int(int(seed) & _MASK64) ^ (int(sample_index) & _MASK64))
+
+
+def _threshold(ratio: float) -> np.uint64:
+    """Integer form of ``u < ratio`` for ``u = m * 2**-53``: ``m < ceil(ratio * 2**53)``
+    (exact: scaling by a power of two is exact in floating point)."""
+    return np.uint64(math.ceil(float(ratio) * float(1 << 53)))
 
 
 def switch_decisions(
@@ -211,14 +230,12 @@ def switch_decisions(
         ``(switch, choice)``: bool (S,) and int64 (S,), ``choice`` in ``[0, num_translations)``
         (meaningful only where ``switch``).
     """
-    starts_u = np.asarray(starts, dtype=np.int64).astype(np.uint64)  # (S,)
-    base = _splitmix64_np(np.uint64(_sample_key(seed, sample_index)) ^ starts_u)  # (S,)
-    h_switch = _splitmix64_np(base ^ np.uint64(_STREAM_SWITCH))  # (S,)
-    h_choice = _splitmix64_np(base ^ np.uint64(_STREAM_CHOICE))  # (S,)
-    uniform = (h_switch >> np.uint64(11)).astype(np.float64) * _INV_2_53  # (S,) in [0, 1)
-    switch = uniform < ratio
-    n = np.maximum(np.asarray(num_translations, dtype=np.int64), 1).astype(np.uint64)
-    choice = (h_choice % n).astype(np.int64)  # (S,)
+    h = _splitmix64_np(
+        np.uint64(_sample_key(seed, sample_index)) ^ np.asarray(starts, dtype=np.int64).astype(np.uint64)
+    )  # (S,)
+    switch = (h >> _U11) < _threshold(ratio)  # (S,)
+    n = np.maximum(np.asarray(num_translations, dtype=np.int64), 1).astype(np.uint64)  # (S,)
+    choice = ((h & _LOW32) % n).astype(np.int64)  # (S,)
     return switch, choice
 
 
@@ -226,17 +243,17 @@ def switch_decisions(
 # Fast path
 
 
-def _check_spans(starts: np.ndarray, lengths: np.ndarray, entry_ids: np.ndarray, num_entries: int) -> None:
+def _check_spans(starts: np.ndarray, lengths: np.ndarray, entry_ids: np.ndarray) -> None:
     if not (starts.shape == lengths.shape == entry_ids.shape) or starts.ndim != 1:
         raise ValueError("span starts, lengths and entry_ids must be 1-D arrays of equal length")
     if len(starts) == 0:
         return
-    if np.any(lengths <= 0):
+    if lengths.min() <= 0:
         raise ValueError("switch spans must have positive lengths")
-    if np.any(starts[1:] < starts[:-1] + lengths[:-1]):
+    if len(starts) > 1 and (starts[1:] - starts[:-1] - lengths[:-1]).min() < 0:
         raise ValueError("switch spans must be sorted by start and must not overlap")
-    if entry_ids.min() < 0 or entry_ids.max() >= num_entries:
-        raise ValueError(f"switch span entry ids fall outside [0, {num_entries})")
+    if entry_ids.min() < 0:  # ids past the end fail at the first lookup
+        raise ValueError("switch span entry ids must be non-negative")
 
 
 def apply_codeswitch(
@@ -273,7 +290,7 @@ def apply_codeswitch(
         float32 (seq_length,) with 0 at positions without a target (``t1..t(k-1)`` and the pad
         tail), and the decision-level ``CodeSwitchStats``.
     """
-    x = np.asarray(window_tokens).astype(np.int64, copy=False)  # (L,)
+    x = np.asarray(window_tokens).astype(np.int64)  # (L,) own copy
     L = int(x.shape[0])
     if x.ndim != 1 or L < 2:
         raise ValueError(f"window_tokens must be 1-D with at least 2 tokens, got shape {x.shape}")
@@ -283,68 +300,70 @@ def apply_codeswitch(
     starts = np.asarray(spans[0], dtype=np.int64)  # (S,)
     lengths = np.asarray(spans[1], dtype=np.int64)  # (S,)
     entries = np.asarray(spans[2], dtype=np.int64)  # (S,)
-    _check_spans(starts, lengths, entries, lexicon.num_entries)
+    _check_spans(starts, lengths, entries)
 
-    n_trans = (
-        lexicon.translation_offsets[entries + 1] - lexicon.translation_offsets[entries]
-    )  # (S,)
-    eligible = (starts >= 0) & (starts + lengths <= V - 1) & (n_trans > 0)  # (S,)
+    n_trans = lexicon.num_translations[entries]  # (S,)
+    # A span may switch when it lies inside the window, its following token is real, and it has
+    # something to switch to.
+    eligible = (starts >= 0) & (starts + lengths < V) & (n_trans > 0)  # (S,)
     num_eligible = int(np.count_nonzero(eligible))
 
+    W = 0
     if ratio > 0 and num_eligible:
-        e_starts, e_lengths, e_entries = starts[eligible], lengths[eligible], entries[eligible]  # (E,)
-        switch, choice = switch_decisions(seed, sample_index, e_starts, n_trans[eligible], ratio)
-        a = e_starts[switch]  # (W,) switched span starts
-        m = e_lengths[switch]  # (W,)
-        trans = lexicon.translation_flat[
-            lexicon.translation_offsets[e_entries[switch]] + choice[switch]
-        ].astype(np.int64)  # (W,) translation entry ids
-    else:
-        a = m = trans = np.zeros(0, dtype=np.int64)
+        h = _splitmix64_np(np.uint64(_sample_key(seed, sample_index)) ^ starts.astype(np.uint64))  # (S,)
+        hit = eligible & ((h >> _U11) < _threshold(ratio))  # (S,)
+        sw = np.flatnonzero(hit)  # (W,) switched spans, in stream order
+        W = int(sw.shape[0])
 
-    W = int(a.shape[0])
     if W == 0:
-        # Fast exit: the plain shifted window (what GPTDataset does).
+        # Nothing switches: the plain shifted window (what GPTDataset does).
         n_out = L - 1
         tokens_full, labels_full = x[:-1], x[1:]  # (L-1,) each
         mask_full = np.ones(n_out, dtype=np.float32)
         stats = CodeSwitchStats(0, num_eligible, 0)
     else:
+        a, m = starts[sw], lengths[sw]  # (W,) each
+        choice = ((h[sw] & _LOW32) % n_trans[sw].astype(np.uint64)).astype(np.int64)  # (W,)
+        trans = lexicon.translation_flat[
+            lexicon.translation_offsets[entries[sw]] + choice
+        ].astype(np.int64)  # (W,) translation entry ids
         t_beg = lexicon.entry_offsets[trans]  # (W,)
-        k = lexicon.entry_offsets[trans + 1] - t_beg  # (W,)
-        delta = np.concatenate(([0], np.cumsum(k - m)))  # (W+1,) length change before span w
-        Lz = L + int(delta[-1])  # full switched stream incl. the final label-only token
+        k = lexicon.entry_offsets[trans + 1] - t_beg  # (W,) translation lengths
+        k_beg = np.cumsum(k) - k  # (W,) exclusive cumsum
+        K = int(k_beg[-1] + k[-1])
+        owner = np.repeat(np.arange(W), k)  # (K,) switched span of each translation token
+        j = np.arange(K) - k_beg[owner]  # (K,) index inside its translation
 
-        # Original positions outside switched spans keep their token, shifted by the length
-        # change of the switched spans before them.
-        cover = np.zeros(L + 1, dtype=np.int64)  # (L+1,)
-        cover[a] += 1
-        cover[a + m] -= 1
-        kept = np.flatnonzero(np.cumsum(cover[:L]) == 0)  # (L - sum m,)
-        kept_out = kept + delta[np.searchsorted(a, kept, side="left")]  # (L - sum m,)
-
-        # Translation tokens: span w's j-th token lands at p_w + j, p_w = a_w + delta_w.
-        p = a + delta[:-1]  # (W,) output position of t1
-        K = int(k.sum())
-        k_beg = np.concatenate(([0], np.cumsum(k)[:-1]))  # (W,) exclusive cumsum
-        j = np.arange(K, dtype=np.int64) - np.repeat(k_beg, k)  # (K,) index inside its span
-        trans_out = np.repeat(p, k) + j  # (K,)
-        trans_src = np.repeat(t_beg, k) + j  # (K,) index into entry_flat
-
-        z = np.empty(Lz, dtype=np.int64)  # (Lz,)
-        z[kept_out] = x[kept]
-        z[trans_out] = lexicon.entry_flat[trans_src]
+        # The switched stream is 2W+1 segments: kept x[prev_end:a_w], then translation w, ...
+        ends = a + m  # (W,)
+        seg_len = np.empty(2 * W + 1, dtype=np.int64)  # (2W+1,)
+        seg_len[0] = a[0]
+        seg_len[2:-1:2] = a[1:] - ends[:-1]
+        seg_len[-1] = L - ends[-1]
+        seg_len[1::2] = k
+        seg_src = np.empty(2 * W + 1, dtype=np.int64)  # (2W+1,) segment start in `pool`
+        seg_src[0] = 0
+        seg_src[2::2] = ends
+        seg_src[1::2] = L + k_beg
+        seg_out = np.cumsum(seg_len) - seg_len  # (2W+1,) segment start in the output
+        Lz = int(seg_out[-1] + seg_len[-1])  # full switched stream incl. the label-only token
+        pool = np.concatenate((x, lexicon.entry_flat[t_beg[owner] + j]))  # (L+K,)
+        z = pool[np.repeat(seg_src - seg_out, seg_len) + np.arange(Lz)]  # (Lz,)
 
         n_out = Lz - 1
         tokens_full = z[:-1]  # (Lz-1,)
         labels_full = z[1:].copy()  # (Lz-1,) next input token; rewired below
+        p = seg_out[1::2]  # (W,) output position of each t1
+        # The position before a switched word still predicts the original first token w1
+        # (and, for adjacent switched words, the token after the previous word).
+        if p[0] == 0:
+            labels_full[p[1:] - 1] = x[a[1:]]
+        else:
+            labels_full[p - 1] = x[a]
+        # t1..t(k-1) have no target.
         mask_full = np.ones(n_out, dtype=np.float32)  # (Lz-1,)
-        # The position before a switched word still predicts the original first token w1.
-        before = p - 1
-        has_before = before >= 0
-        labels_full[before[has_before]] = x[a[has_before]]
-        # t1..t(k-1) have no target; tk's next input is the token that followed the word.
-        mask_full[trans_out[j < np.repeat(k, k) - 1]] = 0.0
+        not_last = j < (k - 1)[owner]  # (K,)
+        mask_full[(p[owner] + j)[not_last]] = 0.0
         stats = CodeSwitchStats(W, num_eligible, K)
 
     if n_out >= seq_length:
@@ -402,10 +421,10 @@ def _reference_codeswitch(
             t_hi = int(lexicon.translation_offsets[entry + 1])
             if i + length <= V - 1 and t_hi > t_lo:
                 eligible += 1
-                base = _splitmix64_int(key ^ i)
-                u = (_splitmix64_int(base ^ _STREAM_SWITCH) >> 11) / float(1 << 53)
+                h = _splitmix64_int(key ^ i)
+                u = (h >> 11) / float(1 << 53)
                 if u < ratio:
-                    pick = _splitmix64_int(base ^ _STREAM_CHOICE) % (t_hi - t_lo)
+                    pick = (h & 0xFFFFFFFF) % (t_hi - t_lo)
                     target_entry = int(lexicon.translation_flat[t_lo + pick])
                     e_lo = int(lexicon.entry_offsets[target_entry])
                     e_hi = int(lexicon.entry_offsets[target_entry + 1])

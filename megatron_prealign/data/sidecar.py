@@ -1,0 +1,463 @@
+"""The code-switch sidecar: lexicon spans of every document, aligned with the token dataset.
+
+For a token dataset ``<prefix>.{bin,idx}`` (megatron-core ``IndexedDataset``, one sequence per
+document) the sidecar is
+
+* ``<prefix>_codeswitch.{bin,idx}``: a second, standard megatron-core ``IndexedDataset`` of dtype
+  int32 with exactly one sequence per token sequence. Sequence ``d`` holds the switch spans of
+  token sequence ``d`` as flattened int32 triples ``(start, length, entry_id)``: ``start`` is a
+  token offset inside the document, ``length`` the number of tokens of the matched word, and
+  ``entry_id`` its lexicon entry. Spans are sorted by start and do not overlap; a document
+  without matches has an empty sequence.
+* ``<prefix>_codeswitch.json``: what the spans are valid for (`SidecarMeta`): the lexicon's
+  sha256 and tokenizer fingerprint, and a digest of the token dataset's sequence lengths, so a
+  dataset refuses a sidecar written for another lexicon or another token file.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+
+from megatron_prealign.data.codeswitch import LexiconArrays
+
+__all__ = [
+    "SIDECAR_SUFFIX",
+    "SidecarError",
+    "SidecarMeta",
+    "SidecarWriter",
+    "CodeSwitchSidecar",
+    "decode_spans",
+    "encode_spans",
+    "lengths_digest",
+    "sidecar_prefix",
+    "validate_sidecar",
+]
+
+SIDECAR_SUFFIX = "_codeswitch"
+_FORMAT = "megatron_prealign.codeswitch_sidecar"
+_VERSION = 1
+# Spans of a document with at least this many spans are located by binary search instead of
+# being read whole.
+_BISECT_MIN_SPANS = 2048
+_EMPTY_SPANS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+# Full validation reads the sidecar in blocks of about this many spans.
+_VALIDATE_BLOCK_SPANS = 1 << 20
+
+
+class SidecarError(ValueError):
+    """The sidecar is missing, or does not belong to the token dataset / lexicon in use."""
+
+
+def sidecar_prefix(token_prefix: str) -> str:
+    """``<token_prefix>_codeswitch``: the sidecar's IndexedDataset prefix."""
+    return f"{token_prefix}{SIDECAR_SUFFIX}"
+
+
+def _meta_path(token_prefix: str) -> str:
+    return sidecar_prefix(token_prefix) + ".json"
+
+
+def _fix_hint(token_prefix: str) -> str:
+    return (
+        f"re-run tools/preprocess_data.py with --lexicon FILE.lex (the lexicon the run uses) to "
+        f"rebuild {token_prefix}.{{bin,idx}} together with {sidecar_prefix(token_prefix)}.{{bin,idx,json}}"
+    )
+
+
+def encode_spans(starts: np.ndarray, lengths: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
+    """int32 (3*S,): the spans as flattened ``(start, length, entry_id)`` triples."""
+    triples = np.empty((len(starts), 3), dtype=np.int32)  # (S, 3)
+    triples[:, 0] = starts
+    triples[:, 1] = lengths
+    triples[:, 2] = entry_ids
+    return triples.reshape(-1)  # (3*S,)
+
+
+def decode_spans(flat: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of `encode_spans`: three int32 (S,) views ``(starts, lengths, entry_ids)``."""
+    triples = np.asarray(flat, dtype=np.int32).reshape(-1, 3)  # (S, 3)
+    return triples[:, 0], triples[:, 1], triples[:, 2]
+
+
+def lengths_digest(sequence_lengths: np.ndarray) -> str:
+    """sha256 hex of the token dataset's sequence lengths (int32 little endian)."""
+    return hashlib.sha256(np.ascontiguousarray(sequence_lengths, dtype="<i4").tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SidecarMeta:
+    """Contents of ``<prefix>_codeswitch.json``."""
+
+    lexicon_sha256: str
+    """sha256 of the lexicon whose entry ids the spans use."""
+    tokenizer_fingerprint: str
+    """Fingerprint of the tokenizer that produced the token ids."""
+    num_documents: int
+    """Number of token sequences (= sidecar sequences)."""
+    num_tokens: int
+    """Total tokens of the token dataset."""
+    num_spans: int
+    """Total switch spans."""
+    num_span_tokens: int
+    """Tokens covered by spans (coverage = num_span_tokens / num_tokens)."""
+    token_lengths_sha256: str
+    """`lengths_digest` of the token dataset's sequence lengths."""
+    format: str = _FORMAT
+    version: int = _VERSION
+
+    def write(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(dataclasses.asdict(self), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    @classmethod
+    def read(cls, path: str) -> "SidecarMeta":
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+            meta = cls(**raw)
+        except (OSError, ValueError, TypeError) as exc:
+            raise SidecarError(f"{path}: unreadable code-switch sidecar metadata ({exc})") from exc
+        if meta.format != _FORMAT or meta.version != _VERSION:
+            raise SidecarError(
+                f"{path}: not a version-{_VERSION} code-switch sidecar (format {meta.format!r}, "
+                f"version {meta.version!r})"
+            )
+        return meta
+
+
+class SidecarWriter:
+    """Streams document spans into a sidecar ``.bin`` (standard IndexedDatasetBuilder, int32).
+
+    The caller owns the paths (so they can be temporary names renamed when complete): call
+    `add_document` once per token document, in token-dataset order, then `finalize`.
+    """
+
+    def __init__(self, bin_path: str) -> None:
+        self._builder = IndexedDatasetBuilder(bin_path, dtype=np.int32)
+        self.num_documents = 0
+        self.num_spans = 0
+        self.num_span_tokens = 0
+
+    def add_document(self, starts: np.ndarray, lengths: np.ndarray, entry_ids: np.ndarray) -> None:
+        """Append the spans of the next document (positions relative to the document)."""
+        flat = encode_spans(starts, lengths, entry_ids)  # (3*S,)
+        self._builder.add_document(flat, [flat.size])
+        self.num_documents += 1
+        self.num_spans += len(starts)
+        self.num_span_tokens += int(np.sum(lengths, dtype=np.int64))
+
+    def add_flat_document(self, flat: np.ndarray) -> None:
+        """Append a document whose spans are already flattened int32 triples (3*S,)."""
+        flat = np.asarray(flat, dtype=np.int32)
+        if flat.size % 3:
+            raise ValueError(f"flattened spans must have a multiple of 3 values, got {flat.size}")
+        self._builder.add_document(flat, [flat.size])
+        self.num_documents += 1
+        self.num_spans += flat.size // 3
+        self.num_span_tokens += int(flat.reshape(-1, 3)[:, 1].sum(dtype=np.int64))
+
+    def add_index(self, path_prefix: str, num_spans: int, num_span_tokens: int) -> None:
+        """Append a complete sidecar written earlier (a partition), in order.
+
+        ``num_spans`` / ``num_span_tokens`` are that partition writer's counts (reading them
+        back would cost a pass over the partition's spans).
+        """
+        part = IndexedDataset(path_prefix)
+        self.num_documents += len(part)
+        if int(part.sequence_lengths.sum(dtype=np.int64)) != 3 * num_spans:
+            raise ValueError(f"{path_prefix}: partition holds a different number of spans than stated")
+        del part
+        self._builder.add_index(path_prefix)
+        self.num_spans += num_spans
+        self.num_span_tokens += num_span_tokens
+
+    def finalize(self, idx_path: str) -> None:
+        """Write the ``.idx`` (the ``.bin`` is complete afterwards)."""
+        self._builder.finalize(idx_path)
+
+    def make_meta(
+        self, token_sequence_lengths: np.ndarray, *, lexicon_sha256: str, tokenizer_fingerprint: str
+    ) -> SidecarMeta:
+        """The metadata binding these spans to a token dataset with the given sequence lengths."""
+        lengths = np.asarray(token_sequence_lengths)
+        if len(lengths) != self.num_documents:
+            raise ValueError(
+                f"token dataset has {len(lengths)} documents, sidecar {self.num_documents}"
+            )
+        return SidecarMeta(
+            lexicon_sha256=lexicon_sha256,
+            tokenizer_fingerprint=tokenizer_fingerprint,
+            num_documents=self.num_documents,
+            num_tokens=int(lengths.sum(dtype=np.int64)),
+            num_spans=self.num_spans,
+            num_span_tokens=self.num_span_tokens,
+            token_lengths_sha256=lengths_digest(lengths),
+        )
+
+
+class CodeSwitchSidecar:
+    """Reader of ``<token_prefix>_codeswitch.{bin,idx,json}``.
+
+    Args:
+        token_prefix: prefix of the token dataset the sidecar belongs to.
+        mmap: memory-map the ``.bin`` (as megatron-core's IndexedDataset does by default).
+    """
+
+    def __init__(self, token_prefix: str, mmap: bool = True) -> None:
+        self.token_prefix = token_prefix
+        self.path_prefix = sidecar_prefix(token_prefix)
+        missing = [
+            p for p in (self.path_prefix + ".bin", self.path_prefix + ".idx", _meta_path(token_prefix))
+            if not os.path.isfile(p)
+        ]
+        if missing:
+            raise SidecarError(
+                f"code-switch sidecar for {token_prefix}.{{bin,idx}} is missing ({', '.join(missing)}); "
+                + _fix_hint(token_prefix)
+            )
+        self.meta = SidecarMeta.read(_meta_path(token_prefix))
+        self.dataset = IndexedDataset(self.path_prefix, mmap=mmap)
+        if self.dataset.index.dtype != np.int32:
+            raise SidecarError(
+                f"{self.path_prefix}.idx: sidecar dtype is {self.dataset.index.dtype.__name__}, "
+                f"expected int32; " + _fix_hint(token_prefix)
+            )
+        self._mmap = mmap
+        self._values = self.dataset.sequence_lengths  # (D,) int32 values (3 per span) per document
+        self._pointers = self.dataset.index.sequence_pointers  # (D,) byte offsets in the .bin
+
+    def __getstate__(self) -> Tuple[str, bool]:
+        # Re-open in the unpickling process (DataLoader workers under spawn) instead of copying
+        # the memory-mapped index arrays.
+        return (self.token_prefix, self._mmap)
+
+    def __setstate__(self, state: Tuple[str, bool]) -> None:
+        self.__init__(*state)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def spans(self, doc: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All spans of document ``doc`` as int32 (S,) views ``(starts, lengths, entry_ids)``."""
+        return decode_spans(self.dataset.get(int(doc)))
+
+    def spans_in_range(self, doc: int, lo: int, hi: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spans of document ``doc`` whose start lies in ``[lo, hi)`` (int32 (S,) views)."""
+        triples = self._doc_triples(int(doc), lo, hi)  # (S, 3)
+        keep = (triples[:, 0] >= lo) & (triples[:, 0] < hi)
+        triples = triples[keep]
+        return triples[:, 0], triples[:, 1], triples[:, 2]
+
+    def window_spans(
+        self,
+        docs: Sequence[int],
+        offsets: Sequence[int],
+        lengths: Sequence[int],
+        positions: Sequence[int],
+        doc_lengths: np.ndarray,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spans of a sample window assembled from document parts, in window coordinates.
+
+        Part ``i`` is tokens ``[offsets[i], offsets[i] + lengths[i])`` of document ``docs[i]``,
+        placed at window position ``positions[i]``. A span is returned when it lies fully inside
+        its part.
+
+        Args:
+            docs, offsets, lengths, positions: one value per part (Python ints).
+            doc_lengths: the token dataset's sequence lengths, to catch a foreign sidecar.
+
+        Returns:
+            ``(starts, lengths, entry_ids)``: int64 (S,) each, sorted by start.
+
+        Raises:
+            SidecarError: a span extends past its document (the sidecar belongs to other tokens).
+        """
+        chunks = []
+        part_of = []
+        for i, doc in enumerate(docs):
+            if self._values[doc]:
+                triples = self._doc_triples(doc, offsets[i], offsets[i] + lengths[i])  # (S_i, 3)
+                if triples.shape[0]:
+                    chunks.append(triples)
+                    part_of.append(i)
+        if not chunks:
+            return _EMPTY_SPANS
+        if len(chunks) == 1:
+            t = chunks[0].astype(np.int64)  # (S, 3)
+            part = np.full(t.shape[0], part_of[0])  # (S,)
+        else:
+            t = np.concatenate(chunks).astype(np.int64)  # (S, 3)
+            part = np.repeat(part_of, [c.shape[0] for c in chunks])  # (S,)
+        s, n, e = t[:, 0], t[:, 1], t[:, 2]  # (S,) each
+        lo = np.asarray(offsets, dtype=np.int64)[part]  # (S,)
+        hi = lo + np.asarray(lengths, dtype=np.int64)[part]  # (S,)
+        ends = s + n
+        doc_of = np.asarray(docs, dtype=np.int64)[part]
+        if (ends > doc_lengths[doc_of]).any():
+            bad = int(np.flatnonzero(ends > doc_lengths[doc_of])[0])
+            raise SidecarError(
+                f"{self.path_prefix}.{{bin,idx}}: span {(int(s[bad]), int(n[bad]), int(e[bad]))} of "
+                f"document {int(doc_of[bad])} ends after its {int(doc_lengths[doc_of[bad]])} tokens in "
+                f"{self.token_prefix}.{{bin,idx}}; " + _fix_hint(self.token_prefix)
+            )
+        keep = (s >= lo) & (ends <= hi)  # (S,)
+        shift = np.asarray(positions, dtype=np.int64)[part] - lo  # (S,)
+        return (s + shift)[keep], n[keep], e[keep]
+
+    def _doc_triples(self, doc: int, lo: int, hi: int) -> np.ndarray:
+        """int32 (S, 3) spans of ``doc``; for long documents only those starting near [lo, hi)."""
+        count = int(self._values[doc]) // 3
+        flat = self.dataset.bin_reader.read(
+            dtype=np.int32, count=3 * count, offset=int(self._pointers[doc])
+        )
+        triples = flat.reshape(count, 3)  # (S, 3)
+        if count >= _BISECT_MIN_SPANS:
+            column = _Column(triples)
+            first = bisect.bisect_left(column, lo)
+            last = bisect.bisect_left(column, hi, lo=first)
+            triples = triples[first:last]
+        return triples
+
+    def check_matches(
+        self,
+        token_dataset: IndexedDataset,
+        *,
+        lexicon_sha256: Optional[str] = None,
+        tokenizer_fingerprint: Optional[str] = None,
+    ) -> None:
+        """Cheap checks (no span is read): same documents, same lengths, same lexicon.
+
+        Raises:
+            SidecarError: naming both files and how to rebuild them.
+        """
+        tok = f"{getattr(token_dataset, 'path_prefix', self.token_prefix)}.{{bin,idx}}"
+        side = f"{self.path_prefix}.{{bin,idx,json}}"
+        n_tok, n_side = len(token_dataset.sequence_lengths), len(self.dataset)
+        if n_tok != n_side or self.meta.num_documents != n_tok:
+            raise SidecarError(
+                f"{side} has {n_side} documents (metadata: {self.meta.num_documents}) but {tok} has "
+                f"{n_tok}; " + _fix_hint(self.token_prefix)
+            )
+        if lengths_digest(token_dataset.sequence_lengths) != self.meta.token_lengths_sha256:
+            raise SidecarError(
+                f"{side} was written for different documents than {tok} (document lengths differ); "
+                + _fix_hint(self.token_prefix)
+            )
+        if lexicon_sha256 is not None and lexicon_sha256 != self.meta.lexicon_sha256:
+            raise SidecarError(
+                f"{side} was built with lexicon sha256 {self.meta.lexicon_sha256[:12]}…, the run uses "
+                f"{lexicon_sha256[:12]}… ({tok}); " + _fix_hint(self.token_prefix)
+            )
+        if tokenizer_fingerprint is not None and tokenizer_fingerprint != self.meta.tokenizer_fingerprint:
+            raise SidecarError(
+                f"{side} was built with another tokenizer (fingerprint "
+                f"{self.meta.tokenizer_fingerprint[:12]}…) than the one in use ({tokenizer_fingerprint[:12]}…); "
+                + _fix_hint(self.token_prefix)
+            )
+
+
+class _Column:
+    """Sequence view of the start column of (S, 3) triples, for `bisect` without a copy."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, triples: np.ndarray) -> None:
+        self._t = triples
+
+    def __len__(self) -> int:
+        return self._t.shape[0]
+
+    def __getitem__(self, i: int) -> int:
+        return int(self._t[i, 0])
+
+
+def validate_sidecar(
+    token_prefix: str,
+    *,
+    lexicon: Optional[LexiconArrays] = None,
+    lexicon_sha256: Optional[str] = None,
+) -> SidecarMeta:
+    """Full check of a sidecar against its token dataset (reads every span once).
+
+    Besides `CodeSwitchSidecar.check_matches`: every document's value count is a multiple of 3;
+    spans are sorted, non-overlapping, with ``start >= 0``, ``length > 0`` and
+    ``start + length <= document length``; the span total matches the metadata; with ``lexicon``,
+    entry ids are in range and each span's length equals its entry's token count.
+
+    Returns:
+        The sidecar metadata.
+
+    Raises:
+        SidecarError: on the first violation, naming both files and the fix.
+    """
+    side = CodeSwitchSidecar(token_prefix)
+    tokens = IndexedDataset(token_prefix)
+    side.check_matches(tokens, lexicon_sha256=lexicon_sha256)
+    label = f"{side.path_prefix}.{{bin,idx}} (for {token_prefix}.{{bin,idx}})"
+
+    sizes = side.dataset.sequence_lengths.astype(np.int64)  # (D,) int32 values per document
+    if np.any(sizes % 3):
+        bad = int(np.flatnonzero(sizes % 3)[0])
+        raise SidecarError(f"{label}: document {bad} holds {sizes[bad]} values, not whole triples; " + _fix_hint(token_prefix))
+    spans_per_doc = sizes // 3  # (D,)
+    doc_lengths = tokens.sequence_lengths.astype(np.int64)  # (D,)
+    entry_lengths = lexicon.entry_lengths() if lexicon is not None else None
+
+    total = 0
+    covered = 0
+    doc = 0
+    D = len(sizes)
+    while doc < D:
+        # A block of whole documents with about _VALIDATE_BLOCK_SPANS spans.
+        end = doc + 1
+        acc = spans_per_doc[doc]
+        while end < D and acc + spans_per_doc[end] <= _VALIDATE_BLOCK_SPANS:
+            acc += spans_per_doc[end]
+            end += 1
+        n_block = int(spans_per_doc[doc:end].sum())
+        if n_block:
+            flat = side.dataset.bin_reader.read(
+                dtype=np.int32, count=3 * n_block, offset=int(side.dataset.index.sequence_pointers[doc])
+            )
+            s, l, e = (c.astype(np.int64) for c in decode_spans(flat))  # (N,) each
+            owner = np.repeat(np.arange(doc, end), spans_per_doc[doc:end])  # (N,) document of span
+            problems = {
+                "start < 0": s < 0,
+                "length <= 0": l <= 0,
+                "span ends after its document": s + l > doc_lengths[owner],
+            }
+            same_doc = owner[1:] == owner[:-1]
+            overlap = np.zeros(len(s), dtype=bool)
+            overlap[1:] = same_doc & (s[1:] < s[:-1] + l[:-1])
+            problems["spans unsorted or overlapping"] = overlap
+            if lexicon is not None:
+                in_range = (e >= 0) & (e < lexicon.num_entries)
+                problems["entry id outside the lexicon"] = ~in_range
+                mismatch = np.zeros(len(s), dtype=bool)
+                mismatch[in_range] = entry_lengths[e[in_range]] != l[in_range]
+                problems["span length differs from its entry's token count"] = mismatch
+            for what, bad in problems.items():
+                if np.any(bad):
+                    i = int(np.flatnonzero(bad)[0])
+                    raise SidecarError(
+                        f"{label}: document {int(owner[i])}, span {(int(s[i]), int(l[i]), int(e[i]))}: "
+                        f"{what}; " + _fix_hint(token_prefix)
+                    )
+            total += n_block
+            covered += int(l.sum())
+        doc = end
+    if total != side.meta.num_spans or covered != side.meta.num_span_tokens:
+        raise SidecarError(
+            f"{label}: holds {total} spans / {covered} span tokens but its metadata says "
+            f"{side.meta.num_spans} / {side.meta.num_span_tokens}; " + _fix_hint(token_prefix)
+        )
+    return side.meta

@@ -1,0 +1,199 @@
+"""Tier 2 (files on disk, megatron-core readers, a few seconds): tools/preprocess_data.py.
+
+The tool is loaded from its file (tools/ is not a package) and driven through ``main(argv)``;
+one test runs it as a script in a subprocess with several workers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+from megatron_prealign.data.codeswitch import LexiconArrays
+from megatron_prealign.data.sidecar import CodeSwitchSidecar, sidecar_prefix, validate_sidecar
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools" / "preprocess_data.py"
+MODEL = str(REPO / "tests" / "assets" / "tiny_sp.model")
+
+
+@pytest.fixture(scope="module")
+def tool():
+    """tools/preprocess_data.py as a module, registered under its name so that worker
+    processes can find its functions."""
+    spec = importlib.util.spec_from_file_location("preprocess_data", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["preprocess_data"] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules["preprocess_data"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, data_corpus_lines):
+    """A jsonl corpus with good documents and, at known places, every kind of bad line."""
+    rng = np.random.default_rng(1)
+    root = tmp_path_factory.mktemp("preprocess_corpus")
+    good, lines = [], []
+    for i in range(400):
+        if i % 50 == 7:
+            lines.append(b"\xff\xfe not utf-8\n")
+        elif i % 50 == 13:
+            lines.append(b'{"text": "unterminated\n')
+        elif i % 50 == 21:
+            lines.append(b"[1, 2, 3]\n")  # JSON, but not an object
+        elif i % 50 == 29:
+            lines.append(json.dumps({"text": "   "}).encode() + b"\n")  # empty document
+        elif i % 50 == 33:
+            lines.append(json.dumps({"title": "no text key"}).encode() + b"\n")
+        elif i % 50 == 41:
+            lines.append(b"\n")  # blank line: empty document
+        else:
+            text = " ".join(data_corpus_lines[j] for j in rng.integers(0, len(data_corpus_lines), rng.integers(1, 5)))
+            good.append(text)
+            lines.append(json.dumps({"text": text, "id": i}, ensure_ascii=False).encode() + b"\n")
+    path = root / "corpus.jsonl"
+    path.write_bytes(b"".join(lines))
+    return str(path), good
+
+
+def argv(corpus_path, prefix, *extra):
+    return [
+        "--input", corpus_path, "--output-prefix", str(prefix), "--tokenizer-type", "SentencePieceTokenizer",
+        "--tokenizer-model", MODEL, "--append-eod", *extra,
+    ]
+
+
+def files_of(prefix):
+    base = f"{prefix}_text_document"
+    return [base + s for s in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")]
+
+
+def test_stock_reader_opens_output_and_sidecar_is_aligned(tool, corpus, tmp_path, data_tokenizer, data_lexicon_path):
+    from megatron_prealign.lexicon.lexicon import load_lexicon
+
+    path, good = corpus
+    assert tool.main(argv(path, tmp_path / "out", "--lexicon", data_lexicon_path)) == 0
+    prefix = f"{tmp_path / 'out'}_text_document"
+    tokens = IndexedDataset(prefix)  # a stock megatron-core reader
+    assert tokens.index.dtype == np.uint16  # vocab 400: megatron's optimal dtype
+    assert len(tokens) == len(good)
+    lexicon = load_lexicon(data_lexicon_path, data_tokenizer)
+    side = CodeSwitchSidecar(prefix)
+    for doc, text in enumerate(good):
+        expected = data_tokenizer.encode(text) + [data_tokenizer.eod]
+        assert tokens[doc].tolist() == expected
+        want = lexicon.scan(np.asarray(expected, dtype=np.int32))
+        got = side.spans(doc)
+        for g, w in zip(got, want):
+            assert g.tolist() == w.tolist()
+    meta = validate_sidecar(prefix, lexicon=LexiconArrays.from_lexicon(lexicon), lexicon_sha256=lexicon.sha256)
+    assert meta.num_documents == len(good) and meta.num_spans > 100
+    assert 0.02 < meta.num_span_tokens / meta.num_tokens < 0.5
+
+
+def test_output_is_independent_of_workers_and_partitions(tool, corpus, tmp_path, data_lexicon_path):
+    path, _ = corpus
+    runs = {
+        "w1": [],
+        "w2": ["--workers", "2"],
+        "w2p3": ["--workers", "2", "--partitions", "3"],
+        "w1p5": ["--partitions", "5"],
+    }
+    contents = {}
+    for name, extra in runs.items():
+        tool.main(argv(path, tmp_path / name, "--lexicon", data_lexicon_path, *extra))
+        contents[name] = [Path(f).read_bytes() for f in files_of(tmp_path / name)]
+    for name in runs:
+        assert contents[name] == contents["w1"], name
+    # Partition scratch space is gone, and no temporary names are left behind.
+    assert sorted(os.listdir(tmp_path)) == sorted(Path(f).name for name in runs for f in files_of(tmp_path / name))
+
+
+def test_bad_lines_are_counted_and_reported(tool, corpus, tmp_path):
+    path, good = corpus
+    summary = tool.run(tool.get_args(argv(path, tmp_path / "out")))
+    c = summary.counts
+    assert c["lines"] == 400
+    assert (c["invalid_utf8"], c["invalid_json"]) == (8, 16)
+    assert (c["text:empty"], c["text:missing_key"]) == (16, 8)
+    assert summary.documents["text"] == len(good) == 400 - 48
+    written = IndexedDataset(summary.outputs["text"])  # keep alive: arrays are views of its mmap
+    assert summary.tokens["text"] == int(written.sequence_lengths.sum())
+    assert not os.path.exists(sidecar_prefix(summary.outputs["text"]) + ".bin")  # no --lexicon
+
+
+def test_plain_text_input_and_several_keys(tool, tmp_path, data_tokenizer):
+    text_file = tmp_path / "corpus.txt"
+    text_file.write_text("the house by the river\n\nthe water\n", encoding="utf-8")
+    tool.main(["--input", str(text_file), "--output-prefix", str(tmp_path / "t"), "--tokenizer-type",
+               "SentencePieceTokenizer", "--tokenizer-model", MODEL])
+    docs = IndexedDataset(str(tmp_path / "t_text_document"))
+    assert [docs[i].tolist() for i in range(len(docs))] == [data_tokenizer.encode("the house by the river"), data_tokenizer.encode("the water")]
+
+    jsonl = tmp_path / "two_keys.jsonl"
+    jsonl.write_text(json.dumps({"src": "the house", "tgt": "das Haus"}) + "\n" + json.dumps({"src": "water"}) + "\n")
+    summary = tool.run(tool.get_args(["--input", str(jsonl), "--output-prefix", str(tmp_path / "k"), "--json-keys",
+                                      "src", "tgt", "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", MODEL]))
+    assert summary.documents == {"src": 2, "tgt": 1} and summary.counts["tgt:missing_key"] == 1
+    tgt = IndexedDataset(str(tmp_path / "k_tgt_document"))
+    assert len(tgt) == 1 and tgt[0].tolist() == data_tokenizer.encode("das Haus")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failed_run_leaves_no_final_named_file(tool, corpus, tmp_path, monkeypatch, data_lexicon_path, workers):
+    path, _ = corpus
+    calls = {"n": 0}
+    real = tool._Encoder.encode_batch
+
+    def fail_on_second_batch(self, lines, nbytes):
+        # Each worker process counts its own calls: every worker fails on its second batch.
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated failure in the middle of the corpus")
+        return real(self, lines, nbytes)
+
+    monkeypatch.setattr(tool, "_BATCH_LINES", 20)
+    monkeypatch.setattr(tool._Encoder, "encode_batch", fail_on_second_batch)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        tool.main(argv(path, tmp_path / "out", "--lexicon", data_lexicon_path, "--workers", str(workers), "--partitions", "2"))
+    assert os.listdir(tmp_path) == []  # neither final names nor temporaries nor partition scratch
+
+
+def test_broken_lexicon_fails_before_writing(tool, corpus, tmp_path):
+    path, _ = corpus
+    bad = tmp_path / "bad.lex"
+    bad.write_bytes(b"not a lexicon at all")
+    from megatron_prealign.lexicon.dictionary import LexiconError
+
+    with pytest.raises(LexiconError, match="not a lexicon file"):
+        tool.main(argv(path, tmp_path / "out", "--lexicon", str(bad)))
+    assert os.listdir(tmp_path) == ["bad.lex"]
+
+
+def test_arguments_are_checked(tool, corpus, tmp_path):
+    path, _ = corpus
+    for extra in (["--workers", "0"], ["--partitions", "0"], ["--lexicon", str(tmp_path / "missing.lex")]):
+        with pytest.raises(SystemExit):
+            tool.get_args(argv(path, tmp_path / "out", *extra))
+
+
+def test_runs_as_a_script_with_workers(corpus, tmp_path, data_lexicon_path):
+    path, good = corpus
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), *argv(path, tmp_path / "script", "--lexicon", data_lexicon_path, "--workers", "2")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "lexicon coverage" in proc.stderr and "8 invalid UTF-8" in proc.stderr
+    written = IndexedDataset(f"{tmp_path / 'script'}_text_document")
+    assert len(written) == len(good)

@@ -2,7 +2,6 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,19 +31,25 @@ std::vector<T> ToVector(const py::array& arr, const char* name) {
   return std::vector<T>(c.data(), c.data() + c.size());
 }
 
+// Hands the vector's buffer to numpy without copying: the capsule owns it from here on.
 template <typename T>
-py::array_t<T> ToNumpy(const std::vector<T>& v) {
-  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
-  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(T));
-  return out;
+py::array_t<T> ToNumpy(std::vector<T>&& v) {
+  // Scan reserves one slot per token; a caller that keeps many sparse results alive should pay
+  // for the matches, not for that reservation.
+  if (v.capacity() > 2 * v.size() + 4096) v.shrink_to_fit();
+  auto* owned = new std::vector<T>(std::move(v));
+  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(static_cast<py::ssize_t>(owned->size()), owned->data(), free_when_done);
 }
 
 template <typename T>
 void ScanBuffer(const prealign::LexiconTrie& trie, const py::array& tokens, prealign::ScanMode mode,
                 prealign::ScanResult* result) {
-  // Zero-copy: the caller guarantees a C-contiguous 1-D buffer (checked in Scan below).
-  const T* data = static_cast<const T*>(tokens.data());
-  const int64_t n = static_cast<int64_t>(tokens.size());
+  // Zero-copy for the usual C-contiguous input; a strided view is copied once.
+  auto contiguous = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(tokens);
+  if (!contiguous) throw py::error_already_set();
+  const T* data = contiguous.data();
+  const int64_t n = static_cast<int64_t>(contiguous.size());
   py::gil_scoped_release release;
   trie.Scan<T>(data, n, mode, result);
 }
@@ -53,9 +58,8 @@ py::tuple Scan(const prealign::LexiconTrie& trie, const py::array& tokens, int m
   if (mode != static_cast<int>(prealign::ScanMode::kWord) &&
       mode != static_cast<int>(prealign::ScanMode::kLongestMatch))
     throw py::value_error("mode must be 0 (word) or 1 (longest-match), got " + std::to_string(mode));
-  if (tokens.ndim() != 1) throw py::value_error("tokens must be a 1-D array");
-  if (!(tokens.flags() & py::array::c_style))
-    throw py::value_error("tokens must be C-contiguous (use numpy.ascontiguousarray)");
+  if (tokens.ndim() != 1)
+    throw py::value_error("tokens must be 1-D, got " + std::to_string(tokens.ndim()) + " dimensions");
   prealign::ScanResult result;
   const auto smode = static_cast<prealign::ScanMode>(mode);
   if (HasDtype<int32_t>(tokens)) {
@@ -64,9 +68,10 @@ py::tuple Scan(const prealign::LexiconTrie& trie, const py::array& tokens, int m
     ScanBuffer<uint16_t>(trie, tokens, smode, &result);
   } else {
     throw py::type_error("tokens must have dtype int32 or uint16, got " +
-                         std::string(py::str(tokens.dtype())));
+                         std::string(py::str(tokens.dtype())) + "; cast it first");
   }
-  return py::make_tuple(ToNumpy(result.starts), ToNumpy(result.lengths), ToNumpy(result.entries));
+  return py::make_tuple(ToNumpy(std::move(result.starts)), ToNumpy(std::move(result.lengths)),
+                        ToNumpy(std::move(result.entries)));
 }
 
 }  // namespace
@@ -94,6 +99,6 @@ PYBIND11_MODULE(_C, m) {
            py::arg("node_entry"), py::arg("token_classes"))
       .def_property_readonly("num_nodes", &prealign::LexiconTrie::num_nodes)
       .def("scan", &Scan, py::arg("tokens"), py::arg("mode"),
-           "scan(tokens: int32|uint16 1-D C-contiguous array, mode: 0 word | 1 longest-match)"
+           "scan(tokens: int32|uint16 1-D array, mode: 0 word | 1 longest-match)"
            " -> (starts int64, lengths int32, entry_ids int32). Releases the GIL.");
 }

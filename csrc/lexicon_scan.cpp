@@ -13,6 +13,8 @@ namespace {
 // Root children with token ids above this are looked up by binary search instead of the dense
 // table, so a lexicon with a huge (or hostile) token id cannot allocate gigabytes.
 constexpr int64_t kMaxDenseRoot = int64_t{1} << 22;
+constexpr int64_t kLinearSearchMax = 8;
+constexpr int64_t kMaxReserve = int64_t{1} << 22;
 
 [[noreturn]] void Invalid(const std::string& what) {
   throw std::invalid_argument("invalid lexicon trie: " + what);
@@ -20,42 +22,52 @@ constexpr int64_t kMaxDenseRoot = int64_t{1} << 22;
 
 }  // namespace
 
-LexiconTrie::LexiconTrie(std::vector<int64_t> child_offsets, std::vector<int32_t> child_tokens,
-                         std::vector<int32_t> child_nodes, std::vector<int32_t> node_entry,
+LexiconTrie::LexiconTrie(const std::vector<int64_t>& child_offsets,
+                         const std::vector<int32_t>& child_tokens,
+                         const std::vector<int32_t>& child_nodes,
+                         const std::vector<int32_t>& node_entry,
                          std::vector<uint8_t> token_classes)
-    : child_offsets_(std::move(child_offsets)),
-      child_tokens_(std::move(child_tokens)),
-      child_nodes_(std::move(child_nodes)),
-      node_entry_(std::move(node_entry)),
-      token_classes_(std::move(token_classes)) {
-  const int64_t num_nodes = static_cast<int64_t>(node_entry_.size());
-  const int64_t num_edges = static_cast<int64_t>(child_tokens_.size());
+    : token_classes_(std::move(token_classes)) {
+  const int64_t num_nodes = static_cast<int64_t>(node_entry.size());
+  const int64_t num_edges = static_cast<int64_t>(child_tokens.size());
   if (num_nodes < 1) Invalid("no root node");
-  if (static_cast<int64_t>(child_offsets_.size()) != num_nodes + 1)
+  if (num_nodes > std::numeric_limits<int32_t>::max()) Invalid("more than 2^31-1 nodes");
+  if (static_cast<int64_t>(child_offsets.size()) != num_nodes + 1)
     Invalid("child_offsets must have num_nodes + 1 elements");
-  if (static_cast<int64_t>(child_nodes_.size()) != num_edges)
+  if (static_cast<int64_t>(child_nodes.size()) != num_edges)
     Invalid("child_nodes and child_tokens differ in length");
-  if (child_offsets_.front() != 0 || child_offsets_.back() != num_edges)
+  if (child_offsets.front() != 0 || child_offsets.back() != num_edges)
     Invalid("child_offsets must start at 0 and end at the number of edges");
+  if (num_edges >= num_nodes) Invalid("a trie has fewer edges than nodes");
+  edges_.resize(static_cast<std::size_t>(num_edges));
+  nodes_.resize(static_cast<std::size_t>(num_nodes));
   for (int64_t n = 0; n < num_nodes; ++n) {
-    const int64_t begin = child_offsets_[n], end = child_offsets_[n + 1];
+    const int64_t begin = child_offsets[n], end = child_offsets[n + 1];
     if (end < begin) Invalid("child_offsets must be non-decreasing");
+    Node& node = nodes_[n];
+    node.edge_begin = static_cast<int32_t>(begin);
+    node.num_children = static_cast<int32_t>(end - begin);
+    node.entry = node_entry[n];
+    node.child_classes = 0;
+    if (node.entry < -1) Invalid("node_entry must be -1 or an entry id");
     for (int64_t e = begin; e < end; ++e) {
-      if (e > begin && child_tokens_[e] <= child_tokens_[e - 1])
+      if (e > begin && child_tokens[e] <= child_tokens[e - 1])
         Invalid("children of a node must be sorted by token, without repeats");
-      if (child_nodes_[e] < 1 || child_nodes_[e] >= num_nodes) Invalid("child node out of range");
+      if (child_nodes[e] < 1 || child_nodes[e] >= num_nodes) Invalid("child node out of range");
+      edges_[e] = Edge{child_tokens[e], child_nodes[e]};
+      node.child_classes |= static_cast<uint8_t>(1u << ClassOf(child_tokens[e]));
     }
-    if (node_entry_[n] < -1) Invalid("node_entry must be -1 or an entry id");
   }
   int64_t max_root_token = -1;
-  for (int64_t e = child_offsets_[0]; e < child_offsets_[1]; ++e) {
-    if (child_tokens_[e] >= 0 && child_tokens_[e] < kMaxDenseRoot)
-      max_root_token = std::max<int64_t>(max_root_token, child_tokens_[e]);
+  const Node& root = nodes_[0];
+  for (int32_t e = root.edge_begin; e < root.edge_begin + root.num_children; ++e) {
+    if (edges_[e].token >= 0 && edges_[e].token < kMaxDenseRoot)
+      max_root_token = std::max<int64_t>(max_root_token, edges_[e].token);
   }
   root_child_.assign(static_cast<std::size_t>(max_root_token + 1), -1);
-  for (int64_t e = child_offsets_[0]; e < child_offsets_[1]; ++e) {
-    if (child_tokens_[e] >= 0 && child_tokens_[e] <= max_root_token)
-      root_child_[static_cast<std::size_t>(child_tokens_[e])] = child_nodes_[e];
+  for (int32_t e = root.edge_begin; e < root.edge_begin + root.num_children; ++e) {
+    if (edges_[e].token >= 0 && edges_[e].token <= max_root_token)
+      root_child_[static_cast<std::size_t>(edges_[e].token)] = edges_[e].node;
   }
 }
 
@@ -65,16 +77,31 @@ int32_t LexiconTrie::Child(int32_t node, int64_t token) const {
   // Token ids outside int32 cannot be in the trie (uint16 and int32 inputs never are).
   if (token < std::numeric_limits<int32_t>::min() || token > std::numeric_limits<int32_t>::max())
     return -1;
-  const auto first = child_tokens_.begin() + child_offsets_[node];
-  const auto last = child_tokens_.begin() + child_offsets_[node + 1];
-  const auto it = std::lower_bound(first, last, static_cast<int32_t>(token));
-  if (it == last || *it != token) return -1;
-  return child_nodes_[static_cast<std::size_t>(it - child_tokens_.begin())];
+  const int32_t t = static_cast<int32_t>(token);
+  const Node& nd = nodes_[static_cast<std::size_t>(node)];
+  const Edge* first = edges_.data() + nd.edge_begin;
+  const Edge* last = first + nd.num_children;
+  if (nd.num_children <= kLinearSearchMax) {
+    // Short child lists (the common case below the root) are faster to scan than to bisect.
+    for (; first != last && first->token <= t; ++first)
+      if (first->token == t) return first->node;
+    return -1;
+  }
+  const Edge* it =
+      std::lower_bound(first, last, t, [](const Edge& e, int32_t v) { return e.token < v; });
+  return (it != last && it->token == t) ? it->node : -1;
 }
 
 template <typename T>
 void LexiconTrie::Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* out) const {
   const bool word_mode = mode == ScanMode::kWord;
+  // Matches never outnumber tokens. Reserving that bound up front (capped) avoids the copy
+  // chain of repeated growth; pages of the reservation that are never written are never
+  // faulted in, so a sparse result costs address space, not memory.
+  const std::size_t reserve = static_cast<std::size_t>(std::min<int64_t>(n, kMaxReserve));
+  out->starts.reserve(out->starts.size() + reserve);
+  out->lengths.reserve(out->lengths.size() + reserve);
+  out->entries.reserve(out->entries.size() + reserve);
   int64_t i = 0;
   while (i < n) {
     if (word_mode && ClassOf(tokens[i]) != kWordStart) {
@@ -85,10 +112,12 @@ void LexiconTrie::Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* ou
     int64_t best_len = 0;
     int32_t best_entry = -1;
     for (int64_t j = i; j < n;) {
-      node = Child(node, static_cast<int64_t>(tokens[j]));
+      const int64_t token = static_cast<int64_t>(tokens[j]);
+      if (!(nodes_[static_cast<std::size_t>(node)].child_classes & (1u << ClassOf(token)))) break;
+      node = Child(node, token);
       if (node < 0) break;
       ++j;
-      const int32_t entry = node_entry_[static_cast<std::size_t>(node)];
+      const int32_t entry = nodes_[static_cast<std::size_t>(node)].entry;
       // Only an entry that ends at a word boundary counts; a longer walk may still find one.
       if (entry >= 0 && (!word_mode || j == n || ClassOf(tokens[j]) != kContinuation)) {
         best_len = j - i;

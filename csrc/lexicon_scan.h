@@ -33,8 +33,8 @@ class LexiconTrie {
  public:
   // Validates the arrays (sizes, bounds, child order) so that a corrupt lexicon file can never
   // make scan() read out of bounds; throws std::invalid_argument describing the first problem.
-  LexiconTrie(std::vector<int64_t> child_offsets, std::vector<int32_t> child_tokens,
-              std::vector<int32_t> child_nodes, std::vector<int32_t> node_entry,
+  LexiconTrie(const std::vector<int64_t>& child_offsets, const std::vector<int32_t>& child_tokens,
+              const std::vector<int32_t>& child_nodes, const std::vector<int32_t>& node_entry,
               std::vector<uint8_t> token_classes);
 
   // Appends every match in tokens[0:n] to *out: scanning left to right, the longest entry that
@@ -43,9 +43,14 @@ class LexiconTrie {
   template <typename T>
   void Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* out) const;
 
-  int64_t num_nodes() const { return static_cast<int64_t>(node_entry_.size()); }
+  int64_t num_nodes() const { return static_cast<int64_t>(nodes_.size()); }
 
  private:
+  struct Edge {
+    int32_t token;
+    int32_t node;
+  };
+
   int32_t Child(int32_t node, int64_t token) const;
   uint8_t ClassOf(int64_t token) const {
     return (token >= 0 && token < static_cast<int64_t>(token_classes_.size()))
@@ -53,10 +58,21 @@ class LexiconTrie {
                : static_cast<uint8_t>(kOther);
   }
 
-  std::vector<int64_t> child_offsets_;
-  std::vector<int32_t> child_tokens_;
-  std::vector<int32_t> child_nodes_;
-  std::vector<int32_t> node_entry_;
+  // Everything the walk needs about a node in one 16-byte record, so that visiting a node
+  // costs one cache miss rather than one per array.
+  struct Node {
+    int32_t edge_begin;
+    int32_t num_children;
+    int32_t entry;
+    // A bit (1 << class) for each class among the children's tokens. After a word most walks
+    // end because the next token is a WORD_START or OTHER and the node only has CONTINUATION
+    // children: this byte settles that without searching the children.
+    uint8_t child_classes;
+  };
+
+  std::vector<Node> nodes_;
+  // Children as (token, node) pairs, so one lookup touches one cache line, not two arrays.
+  std::vector<Edge> edges_;
   std::vector<uint8_t> token_classes_;
   // Dense first step: most scan positions fail at the root, and a direct table beats a binary
   // search over up to vocab_size root children.

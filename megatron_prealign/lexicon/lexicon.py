@@ -248,17 +248,18 @@ class Lexicon:
         """
         if not isinstance(tokens, np.ndarray):
             raise TypeError(f"tokens must be a numpy array, got {type(tokens).__name__}")
-        if tokens.dtype not in (np.int32, np.uint16):
-            raise TypeError(f"tokens must have dtype int32 or uint16, got {tokens.dtype}; cast it first")
-        if tokens.ndim != 1:
-            raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
-        if self._trie is None:
-            native = [
-                _native_order(self._arrays[n])
-                for n in ("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry", "token_classes")
-            ]
-            self._trie = _native().LexiconTrie(*native)
-        return self._trie.scan(np.ascontiguousarray(_native_order(tokens)), _MODE_CODE[self.mode])
+        # dtype, shape and contiguity are checked (and strided input copied) in the extension,
+        # keeping the per-call cost low for per-document scans.
+        trie = self._trie if self._trie is not None else self._compiled_trie()
+        return trie.scan(tokens, _MODE_CODE[self.mode])
+
+    def _compiled_trie(self):
+        arrays = [
+            _native_order(self._arrays[name])
+            for name in ("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry", "token_classes")
+        ]
+        self._trie = _native().LexiconTrie(*arrays)
+        return self._trie
 
     def summary(self) -> dict[str, Any]:
         """Counts for humans and logs: entries, unique sources, multi-token share, drops."""

@@ -249,3 +249,14 @@ def test_parity_int32(case):
 @given(lexicon_and_stream(np.uint16))
 def test_parity_uint16(case):
     check_parity(case)
+
+
+def test_results_larger_than_the_initial_reservation():
+    # The extension reserves at most 2^22 matches up front; a denser, longer stream must grow.
+    lex = make([[0], [1]])
+    n = (1 << 22) + 1000
+    tokens = np.tile(np.asarray([0, 1], dtype=np.int32), n // 2)
+    starts, lengths, ids = lex.scan(tokens)
+    assert len(starts) == n
+    assert np.array_equal(starts, np.arange(n))
+    assert np.all(lengths == 1) and np.array_equal(ids, np.tile([0, 1], n // 2))

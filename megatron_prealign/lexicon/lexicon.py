@@ -147,8 +147,8 @@ class Lexicon:
                 raise ValueError(f"entry {i} has a translation id outside [0, {num})")
             trans.append(ids)
         groups = _components(num, trans) if group_ids is None else np.asarray(group_ids, dtype=np.int32)
-        if len(groups) != num:
-            raise ValueError(f"{len(groups)} group ids for {num} entries")
+        if len(groups) != num or (num and groups.min() < 0):
+            raise ValueError(f"expected {num} non-negative group ids, got {groups.tolist()[:10]}…")
         texts = [""] * num if entry_texts is None else list(entry_texts)
 
         arrays = {"token_classes": np.asarray(token_classes, dtype=np.uint8)}

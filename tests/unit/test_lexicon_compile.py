@@ -250,3 +250,13 @@ def test_lexicon_pickles_without_the_compiled_trie(muse_lexicon, sp):
     assert clone.sha256 == muse_lexicon.sha256
     for got, want in zip(clone.scan(tokens), before):
         assert np.array_equal(got, want)
+
+
+def test_from_entries_explicit_groups():
+    classes = np.ones(4, dtype=np.uint8)
+    lex = Lexicon.from_entries([[1], [2], [3]], [[1], [0], []], classes, group_ids=[0, 0, 7])
+    assert [lex.group_id(i) for i in range(3)] == [0, 0, 7]
+    with pytest.raises(ValueError, match="non-negative group ids"):
+        Lexicon.from_entries([[1], [2]], [[1], [0]], classes, group_ids=[0, -1])
+    with pytest.raises(ValueError, match="non-negative group ids"):
+        Lexicon.from_entries([[1], [2]], [[1], [0]], classes, group_ids=[0])

@@ -1,0 +1,77 @@
+"""Model provider: ModelConfig + parallel layout -> megatron-core GPTModel for this rank's stage."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.transformer import TransformerConfig
+
+from megatron_prealign.distributed import ParallelConfig
+from megatron_prealign.model.config import ModelConfig
+from megatron_prealign.model.specs import get_prealign_layer_spec, resolve_transformer_impl
+from megatron_prealign.platform import compute_device, cpu_compat_active
+
+
+def transformer_config(cfg: ModelConfig, parallel: ParallelConfig) -> TransformerConfig:
+    """Map our ModelConfig onto megatron-core's TransformerConfig."""
+    on_cpu = cpu_compat_active()
+    return TransformerConfig(
+        num_layers=cfg.num_layers,
+        hidden_size=cfg.hidden_size,
+        ffn_hidden_size=cfg.ffn_hidden_size or 4 * cfg.hidden_size,
+        num_attention_heads=cfg.num_attention_heads,
+        num_query_groups=cfg.num_query_groups,
+        normalization=cfg.normalization,
+        layernorm_epsilon=cfg.norm_epsilon,
+        gated_linear_unit=cfg.swiglu,
+        activation_func=F.silu if cfg.swiglu else F.gelu,
+        add_bias_linear=cfg.add_bias_linear,
+        hidden_dropout=cfg.hidden_dropout,
+        attention_dropout=cfg.attention_dropout,
+        init_method_std=cfg.init_method_std,
+        tensor_model_parallel_size=parallel.tensor_model_parallel_size,
+        pipeline_model_parallel_size=parallel.pipeline_model_parallel_size,
+        sequence_parallel=parallel.sequence_parallel,
+        params_dtype=cfg.params_dtype,
+        pipeline_dtype=cfg.params_dtype,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        # CPU initialization builds each full weight from the default generator and keeps this
+        # rank's shard, so initial weights do not depend on the TP degree. On GPU the faster
+        # per-shard init (TP-rank RNG streams) is megatron-core's default.
+        use_cpu_initialization=on_cpu,
+        # The fused/persisted kernels below exist only on CUDA.
+        bias_activation_fusion=False,
+        masked_softmax_fusion=not on_cpu,
+        persist_layer_norm=not on_cpu,
+        bias_dropout_fusion=not on_cpu,
+        gradient_accumulation_fusion=False,
+        apply_rope_fusion=False,
+        transformer_impl=resolve_transformer_impl(cfg),
+        # Sum token losses and divide by the global token count (see training/step.py).
+        calculate_per_token_loss=True,
+    )
+
+
+def build_model(cfg: ModelConfig, parallel: ParallelConfig, pg_collection=None) -> GPTModel:
+    """Build this rank's pipeline stage of the GPT model, on the compute device.
+
+    The returned model's forward takes (input_ids, position_ids, attention_mask, labels=None)
+    and returns per-token losses [b, s] when labels are given (last stage), else logits or the
+    hidden states passed to the next stage.
+    """
+    tp = parallel.tensor_model_parallel_size
+    model = GPTModel(
+        config=transformer_config(cfg, parallel),
+        transformer_layer_spec=get_prealign_layer_spec(cfg),
+        vocab_size=cfg.padded_vocab_size(tp),
+        max_sequence_length=cfg.max_position_embeddings or cfg.seq_length,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        share_embeddings_and_output_weights=not cfg.untie_embeddings_and_output_weights,
+        position_embedding_type=cfg.position_embedding_type,
+        rotary_base=cfg.rotary_base,
+        pg_collection=pg_collection,
+    )
+    return model.to(compute_device())

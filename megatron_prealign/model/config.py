@@ -1,0 +1,96 @@
+"""Model architecture config (Megatron-LM flag names) and its mapping to megatron-core."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A GPT/Llama-style decoder. Field names follow Megatron-LM's flags (dashes -> underscores)."""
+
+    num_layers: int = 2
+    """Transformer layers (--num-layers)."""
+    hidden_size: int = 64
+    """Model width (--hidden-size)."""
+    num_attention_heads: int = 4
+    """Query heads (--num-attention-heads)."""
+    num_query_groups: int | None = None
+    """Key/value heads for grouped-query attention; None = one per query head (--num-query-groups)."""
+    ffn_hidden_size: int | None = None
+    """MLP width; None = 4 x hidden_size (--ffn-hidden-size)."""
+    seq_length: int = 128
+    """Training sequence length (--seq-length)."""
+    max_position_embeddings: int | None = None
+    """Position table size for learned positions; None = seq_length (--max-position-embeddings)."""
+    position_embedding_type: str = "rope"
+    """`rope` or `learned_absolute` (--position-embedding-type)."""
+    rotary_base: int = 10000
+    """RoPE theta (--rotary-base)."""
+    normalization: str = "RMSNorm"
+    """`RMSNorm` or `LayerNorm` (--normalization)."""
+    norm_epsilon: float = 1e-5
+    """Normalization epsilon (--norm-epsilon)."""
+    swiglu: bool = True
+    """Gated SiLU MLP as in Llama (--swiglu)."""
+    add_bias_linear: bool = False
+    """Biases in linear layers (--add-bias-linear / --disable-bias-linear)."""
+    untie_embeddings_and_output_weights: bool = True
+    """Separate output layer instead of reusing the input embedding (--untie-embeddings-and-output-weights)."""
+    vocab_size: int = 256
+    """Tokenizer vocabulary size; padded to make_vocab_size_divisible_by x TP for the model."""
+    make_vocab_size_divisible_by: int = 128
+    """Padding multiple for the embedding table (--make-vocab-size-divisible-by)."""
+    init_method_std: float = 0.02
+    """Std of the normal weight init (--init-method-std)."""
+    hidden_dropout: float = 0.0
+    """Dropout after attention/MLP (--hidden-dropout)."""
+    attention_dropout: float = 0.0
+    """Dropout on attention probabilities (--attention-dropout)."""
+    bf16: bool = False
+    """bf16 parameters and compute (--bf16); needs CUDA."""
+    fp16: bool = False
+    """fp16 parameters and compute with loss scaling (--fp16); needs CUDA."""
+    transformer_impl: str = "auto"
+    """`transformer_engine`, `local`, or `auto` (TE when importable and CUDA is present)."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "hidden_size", "num_attention_heads", "seq_length", "vocab_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("--hidden-size must be divisible by --num-attention-heads")
+        groups = self.num_query_groups or self.num_attention_heads
+        if self.num_attention_heads % groups:
+            raise ValueError("--num-attention-heads must be divisible by --num-query-groups")
+        if self.position_embedding_type not in ("rope", "learned_absolute"):
+            raise ValueError("--position-embedding-type must be rope or learned_absolute")
+        if self.normalization not in ("RMSNorm", "LayerNorm"):
+            raise ValueError("--normalization must be RMSNorm or LayerNorm")
+        if self.bf16 and self.fp16:
+            raise ValueError("--bf16 and --fp16 are mutually exclusive")
+        if self.transformer_impl not in ("auto", "local", "transformer_engine"):
+            raise ValueError("--transformer-impl must be auto, local or transformer_engine")
+
+    @property
+    def params_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else torch.float32
+
+    def padded_vocab_size(self, tensor_model_parallel_size: int) -> int:
+        """Embedding rows: vocab_size rounded up so every TP shard has equal, aligned rows."""
+        multiple = self.make_vocab_size_divisible_by * tensor_model_parallel_size
+        return -(-self.vocab_size // multiple) * multiple
+
+    def num_parameters(self) -> int:
+        """Parameter count of the unpadded model (for FLOP and size reports)."""
+        h, layers = self.hidden_size, self.num_layers
+        ffn = self.ffn_hidden_size or 4 * h
+        heads = self.num_attention_heads
+        kv = (self.num_query_groups or heads) * (h // heads)
+        attn = h * (h + 2 * kv) + h * h
+        mlp = h * ffn * (3 if self.swiglu else 2)
+        norms = 2 * h
+        embed = self.vocab_size * h * (2 if self.untie_embeddings_and_output_weights else 1)
+        pos = (self.max_position_embeddings or self.seq_length) * h if self.position_embedding_type == "learned_absolute" else 0
+        return layers * (attn + mlp + norms) + embed + pos + h

@@ -1,0 +1,87 @@
+"""Optimizer and LR schedule from megatron-core (Adam with decoupled weight decay)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer + schedule knobs (Megatron-LM flag names)."""
+
+    lr: float = 3e-4
+    """Peak learning rate (--lr)."""
+    min_lr: float = 3e-5
+    """Floor of the decay (--min-lr)."""
+    lr_decay_style: str = "cosine"
+    """`constant`, `linear` or `cosine` (--lr-decay-style)."""
+    lr_warmup_iters: int = 0
+    """Linear warmup steps (--lr-warmup-iters)."""
+    lr_decay_iters: int | None = None
+    """Steps over which to decay; None = all training iterations (--lr-decay-iters)."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay (--weight-decay)."""
+    adam_beta1: float = 0.9
+    """(--adam-beta1)"""
+    adam_beta2: float = 0.95
+    """(--adam-beta2)"""
+    adam_eps: float = 1e-8
+    """(--adam-eps)"""
+    clip_grad: float = 1.0
+    """Global gradient-norm clip; 0 disables (--clip-grad)."""
+    use_distributed_optimizer: bool = False
+    """Shard optimizer state across data-parallel ranks (--use-distributed-optimizer)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError("--lr must be > 0")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError("--min-lr must be in [0, --lr]")
+        if self.lr_decay_style not in ("constant", "linear", "cosine"):
+            raise ValueError("--lr-decay-style must be constant, linear or cosine")
+        if self.lr_warmup_iters < 0:
+            raise ValueError("--lr-warmup-iters must be >= 0")
+        if self.clip_grad < 0:
+            raise ValueError("--clip-grad must be >= 0")
+
+
+def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False, fp16: bool = False,
+                    pg_collection=None):
+    """megatron-core optimizer over the (DDP-wrapped) model chunks."""
+    mcore_cfg = OptimizerConfig(
+        optimizer="adam",
+        lr=cfg.lr,
+        min_lr=cfg.min_lr,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_eps=cfg.adam_eps,
+        clip_grad=cfg.clip_grad,
+        bf16=bf16,
+        fp16=fp16,
+        use_distributed_optimizer=cfg.use_distributed_optimizer,
+    )
+    # Gloo side-groups are only for the distributed optimizer's CPU state exchange; with an explicit
+    # pg_collection megatron-core takes every group from it instead.
+    return get_megatron_optimizer(mcore_cfg, model_chunks, pg_collection=pg_collection,
+                                  use_gloo_process_groups=pg_collection is None)
+
+
+def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int):
+    """Megatron's OptimizerParamScheduler counted in samples (iterations x global batch)."""
+    decay_iters = cfg.lr_decay_iters or train_iters
+    return OptimizerParamScheduler(
+        optimizer,
+        init_lr=0.0,
+        max_lr=cfg.lr,
+        min_lr=cfg.min_lr,
+        lr_warmup_steps=cfg.lr_warmup_iters * global_batch_size,
+        lr_decay_steps=decay_iters * global_batch_size,
+        lr_decay_style=cfg.lr_decay_style,
+        start_wd=cfg.weight_decay,
+        end_wd=cfg.weight_decay,
+        wd_incr_steps=decay_iters * global_batch_size,
+        wd_incr_style="constant",
+    )

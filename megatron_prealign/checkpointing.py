@@ -1,45 +1,209 @@
 """Checkpoints through megatron-core's dist_checkpointing (layout-independent on disk).
 
-A checkpoint written at one TP/PP layout loads at any other: every tensor is stored under its
-global name with its global shape, and each rank reads the slices its layout needs.
-Directories are written under a temporary name and renamed when every rank has finished.
+Directory layout (Megatron-LM's, so its tooling recognizes it):
+
+    <root>/latest_checkpointed_iteration.txt   "1200", or "release" for converted weights
+    <root>/iter_0001200/                        dist_checkpointing files (model [+ optimizer, rng])
+    <root>/iter_0001200/prealign_state.json     TrainState + resolved config + lexicon/tokenizer ids
+    <root>/release/                             same, model only (tools/convert_checkpoint.py)
+
+Every tensor is stored under its global name with its global shape, so a checkpoint written at
+one TP/PP layout loads at any other. A checkpoint directory is written under a temporary name and
+renamed when every rank has finished; the tracker file is replaced atomically after that, so a
+run killed mid-save leaves the previous checkpoint as `latest`.
 """
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from megatron.core import dist_checkpointing
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+from megatron_prealign.log import get_logger, log_rank0
+
+logger = get_logger(__name__)
+
+TRACKER_FILE = "latest_checkpointed_iteration.txt"
+STATE_FILE = "prealign_state.json"
+RELEASE = "release"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, or incompatible with this run."""
 
 
 def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def _barrier(group=None) -> None:
+def _is_rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _barrier() -> None:
     if dist.is_initialized():
-        dist.barrier(group=group)
+        dist.barrier()
 
 
-def save_model_weights(model, path: str | os.PathLike, group=None) -> None:
-    """Collectively save `model`'s parameters (all ranks of the job must call this)."""
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.tmp")
-    if not dist.is_initialized() or dist.get_rank() == 0:
+def checkpoint_name(iteration: int | None) -> str:
+    """`iter_0001200` for a training checkpoint, `release` for converted weights."""
+    return RELEASE if iteration is None else f"iter_{iteration:07d}"
+
+
+def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """Accept either a checkpoint root (with a tracker file) or one checkpoint directory."""
+    path = Path(path)
+    tracker = path / TRACKER_FILE
+    if tracker.is_file():
+        tag = tracker.read_text().strip()
+        name = RELEASE if tag == RELEASE else checkpoint_name(int(tag))
+        path = path / name
+    if not (path / STATE_FILE).is_file():
+        raise CheckpointError(
+            f"{path} is not a complete megatron_prealign checkpoint (no {STATE_FILE}); pass a "
+            f"directory written by --save or tools/convert_checkpoint.py"
+        )
+    return path
+
+
+def read_checkpoint_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """Return (checkpoint dir, its prealign_state.json) without touching tensors or groups."""
+    ckpt = resolve_checkpoint_dir(path)
+    return ckpt, json.loads((ckpt / STATE_FILE).read_text())
+
+
+def _layout() -> dict[str, int]:
+    return {
+        "tensor_model_parallel_size": parallel_state.get_tensor_model_parallel_world_size(),
+        "pipeline_model_parallel_size": parallel_state.get_pipeline_model_parallel_world_size(),
+        "data_parallel_size": parallel_state.get_data_parallel_world_size(),
+    }
+
+
+def _rng_sharded_object(is_loading: bool) -> ShardedObject:
+    """This rank's RNG streams, one shard per (pp, tp, dp) position; restorable only at the
+    same layout (other layouts continue from freshly seeded streams)."""
+    pp, tp, dp = (parallel_state.get_pipeline_model_parallel_rank(),
+                  parallel_state.get_tensor_model_parallel_rank(),
+                  parallel_state.get_data_parallel_rank())
+    shape = (parallel_state.get_pipeline_model_parallel_world_size(),
+             parallel_state.get_tensor_model_parallel_world_size(),
+             parallel_state.get_data_parallel_world_size())
+    state = None if is_loading else {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+    return ShardedObject("rng_state", state, shape, (pp, tp, dp), replica_id=0)
+
+
+def _restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool) -> dict:
+    model_sd = _unwrap(model).sharded_state_dict()
+    sharded = {"model": model_sd}
+    if optimizer is not None:
+        sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading)
+    if scheduler is not None:
+        sharded["scheduler"] = scheduler.state_dict()
+    if with_rng:
+        sharded["rng_state"] = _rng_sharded_object(is_loading)
+    return sharded
+
+
+def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], iteration: int | None,
+                    optimizer=None, scheduler=None, with_rng: bool = True) -> Path:
+    """Collectively write a checkpoint and point the tracker at it. All ranks must call this.
+
+    Args:
+        root: checkpoint root (`--save`).
+        model: this rank's model chunk (DDP-wrapped or not).
+        state: JSON-serializable training state and run metadata (written by rank 0).
+        iteration: training iteration, or None for a `release` (weights-only) checkpoint.
+        optimizer / scheduler: megatron-core optimizer and OptimizerParamScheduler to include.
+    """
+    root = Path(root)
+    final = root / checkpoint_name(iteration)
+    tmp = root / f".{final.name}.tmp"
+    if _is_rank0():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    _barrier(group)
-    dist_checkpointing.save(_unwrap(model).sharded_state_dict(), str(tmp))
-    _barrier(group)
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    _barrier()
+    sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False)
+    dist_checkpointing.save(sharded, str(tmp))
+    if _is_rank0():
+        meta = {**state, "layout": _layout(), "has_optimizer": optimizer is not None,
+                "has_rng": with_rng}
+        (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    _barrier()
+    if _is_rank0():
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    _barrier(group)
+        tracker_tmp = root / f".{TRACKER_FILE}.tmp"
+        tracker_tmp.write_text(RELEASE if iteration is None else str(iteration))
+        os.replace(tracker_tmp, root / TRACKER_FILE)
+    _barrier()
+    log_rank0(logger, "saved checkpoint %s", final)
+    return final
+
+
+def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler=None,
+                    strict: bool = True) -> dict[str, Any]:
+    """Load a checkpoint (any TP/PP layout) into `model` [and optimizer/scheduler, and the RNG
+    streams when the layout is unchanged]. Returns the checkpoint's prealign_state.json."""
+    ckpt, state = read_checkpoint_state(path)
+    if optimizer is not None and not state.get("has_optimizer"):
+        raise CheckpointError(
+            f"{ckpt} holds no optimizer state (weights only); start from it with "
+            f"--pretrained-checkpoint {path} instead of --load"
+        )
+    same_layout = state.get("layout") == _layout()
+    with_rng = bool(state.get("has_rng")) and same_layout and optimizer is not None
+    sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=True)
+    loaded = dist_checkpointing.load(sharded, str(ckpt))
+    _unwrap(model).load_state_dict(loaded["model"], strict=strict)
+    if optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+    if scheduler is not None:
+        # Non-tensor entries come back from the checkpoint's common (rank-0) state.
+        scheduler.load_state_dict(loaded["scheduler"])
+    if with_rng:
+        _restore_rng(loaded["rng_state"])
+    log_rank0(logger, "loaded checkpoint %s (iteration %s)", ckpt, state.get("iteration"))
+    return state
+
+
+def save_model_weights(model, path: str | os.PathLike) -> None:
+    """Collectively save only `model`'s parameters into directory `path` (tests, inspection)."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if _is_rank0():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier()
+    dist_checkpointing.save(_unwrap(model).sharded_state_dict(), str(tmp))
+    _barrier()
+    if _is_rank0():
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    _barrier()
 
 
 def load_model_weights(model, path: str | os.PathLike, strict: bool = True) -> None:
@@ -47,8 +211,7 @@ def load_model_weights(model, path: str | os.PathLike, strict: bool = True) -> N
     if not Path(path).is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {path}")
     module = _unwrap(model)
-    sharded = module.sharded_state_dict()
-    state = dist_checkpointing.load(sharded, str(path))
+    state = dist_checkpointing.load(module.sharded_state_dict(), str(path))
     module.load_state_dict(state, strict=strict)
 
 
@@ -75,12 +238,15 @@ def params_holding_grads(model):
 
 
 def read_full_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a dist checkpoint into full (unsharded) tensors keyed by global name, without any
-    model or process group (for tests, conversion and inspection)."""
+    """Read a dist checkpoint's tensors as full (unsharded) tensors keyed by global name, with no
+    model or process group (conversion, tests, inspection). Accepts a root or a checkpoint dir."""
     import tempfile
 
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+    path = Path(path)
+    if (path / TRACKER_FILE).is_file():
+        path = resolve_checkpoint_dir(path)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "full.pt"
         dcp_to_torch_save(str(path), str(out))

@@ -302,17 +302,29 @@ def apply_codeswitch(
     entries = np.asarray(spans[2], dtype=np.int64)  # (S,)
     _check_spans(starts, lengths, entries)
 
-    n_trans = lexicon.num_translations[entries]  # (S,)
-    # A span may switch when it lies inside the window, its following token is real, and it has
-    # something to switch to.
-    eligible = (starts >= 0) & (starts + lengths < V) & (n_trans > 0)  # (S,)
-    num_eligible = int(np.count_nonzero(eligible))
+    # Eligible: inside the window, followed by a real token (start + length <= V - 1), with
+    # something to switch to. Spans are sorted and disjoint, so the first two conditions select
+    # an index range [i0, i1) (only the last span starting before V - 1 can reach past it).
+    i0 = int(np.searchsorted(starts, 0))
+    i1 = int(np.searchsorted(starts, V - 1))
+    if i1 > i0 and starts[i1 - 1] + lengths[i1 - 1] > V - 1:
+        i1 -= 1
+    i1 = max(i0, i1)
+    n_trans = lexicon.num_translations[entries[i0:i1]]  # (E,)
+    has_translation = n_trans > 0  # (E,)
+    all_have = bool(has_translation.all())
+    num_eligible = (i1 - i0) if all_have else int(np.count_nonzero(has_translation))
 
     W = 0
     if ratio > 0 and num_eligible:
-        h = _splitmix64_np(np.uint64(_sample_key(seed, sample_index)) ^ starts.astype(np.uint64))  # (S,)
-        hit = eligible & ((h >> _U11) < _threshold(ratio))  # (S,)
-        sw = np.flatnonzero(hit)  # (W,) switched spans, in stream order
+        h = _splitmix64_np(
+            np.uint64(_sample_key(seed, sample_index)) ^ starts[i0:i1].astype(np.uint64)
+        )  # (E,)
+        hit = (h >> _U11) < _threshold(ratio)  # (E,)
+        if not all_have:
+            hit &= has_translation
+        sw_local = np.flatnonzero(hit)  # (W,) switched spans, in stream order
+        sw = sw_local + i0
         W = int(sw.shape[0])
 
     if W == 0:
@@ -323,7 +335,7 @@ def apply_codeswitch(
         stats = CodeSwitchStats(0, num_eligible, 0)
     else:
         a, m = starts[sw], lengths[sw]  # (W,) each
-        choice = ((h[sw] & _LOW32) % n_trans[sw].astype(np.uint64)).astype(np.int64)  # (W,)
+        choice = ((h[sw_local] & _LOW32) % n_trans[sw_local].astype(np.uint64)).astype(np.int64)  # (W,)
         trans = lexicon.translation_flat[
             lexicon.translation_offsets[entries[sw]] + choice
         ].astype(np.int64)  # (W,) translation entry ids

@@ -177,6 +177,7 @@ class CodeSwitchGPTDataset(GPTDataset):
         )
         self._lexicon: Optional[LexiconArrays] = None
         self._sidecar: Optional[CodeSwitchSidecar] = None
+        self._plain_indices: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
         if config.lexicon_path is not None:
             lexicon, sha, lex_fingerprint = load_lexicon_arrays(config.lexicon_path)
             if sha != config.lexicon_sha256:
@@ -206,6 +207,12 @@ class CodeSwitchGPTDataset(GPTDataset):
             "codeswitch_seed",
         ]
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # The plain views are rebuilt on first use; pickling them would copy the indices twice.
+        state = self.__dict__.copy()
+        state["_plain_indices"] = None
+        return state
+
     # ------------------------------------------------------------------------------------------
 
     def _window_spans(self, idx: int, window_size: int) -> Tuple[Tuple[np.ndarray, ...], int]:
@@ -216,12 +223,19 @@ class CodeSwitchGPTDataset(GPTDataset):
         when the documents ran out; a span is used when it lies fully inside its part.
         """
         extra = int(self.config.add_extra_token_to_sequence)
-        shuffled = self.shuffle_index[idx]
-        doc_beg, off_beg = (int(v) for v in self.sample_index[shuffled])
-        doc_end, off_end = (int(v) for v in self.sample_index[shuffled + 1])
+        if self._plain_indices is None:
+            # Plain ndarray views of megatron's memory-mapped indices: indexing a np.memmap
+            # goes through Python-level __getitem__/__array_finalize__ on every access.
+            self._plain_indices = tuple(
+                np.asarray(a) for a in (self.shuffle_index, self.sample_index, self.document_index)
+            )
+        shuffle_index, sample_index, document_index = self._plain_indices
+        shuffled = int(shuffle_index[idx])
+        doc_beg, off_beg = sample_index[shuffled].tolist()
+        doc_end, off_end = sample_index[shuffled + 1].tolist()
         doc_lengths = self.dataset.sequence_lengths
 
-        docs = [int(d) for d in self.document_index[doc_beg : doc_end + 1]]
+        docs = document_index[doc_beg : doc_end + 1].tolist()
         offsets = [0] * len(docs)
         offsets[0] = off_beg
         lengths, positions = [], []

@@ -44,10 +44,10 @@ __all__ = [
 SIDECAR_SUFFIX = "_codeswitch"
 _FORMAT = "megatron_prealign.codeswitch_sidecar"
 _VERSION = 1
-# Spans of a document with at least this many spans are located by binary search instead of
-# being read whole.
+# Documents with at least this many spans are searched with `bisect` on the strided start column
+# instead of numpy's searchsorted (which copies the column first).
 _BISECT_MIN_SPANS = 2048
-_EMPTY_SPANS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+_EMPTY_SPANS = (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
 # Full validation reads the sidecar in blocks of about this many spans.
 _VALIDATE_BLOCK_SPANS = 1 << 20
 
@@ -253,8 +253,6 @@ class CodeSwitchSidecar:
     def spans_in_range(self, doc: int, lo: int, hi: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Spans of document ``doc`` whose start lies in ``[lo, hi)`` (int32 (S,) views)."""
         triples = self._doc_triples(int(doc), lo, hi)  # (S, 3)
-        keep = (triples[:, 0] >= lo) & (triples[:, 0] < hi)
-        triples = triples[keep]
         return triples[:, 0], triples[:, 1], triples[:, 2]
 
     def window_spans(
@@ -276,56 +274,56 @@ class CodeSwitchSidecar:
             doc_lengths: the token dataset's sequence lengths, to catch a foreign sidecar.
 
         Returns:
-            ``(starts, lengths, entry_ids)``: int64 (S,) each, sorted by start.
+            ``(starts, lengths, entry_ids)``: int32 (S,) each, sorted by start.
 
         Raises:
-            SidecarError: a span extends past its document (the sidecar belongs to other tokens).
+            SidecarError: a document's last span ends after the document (the sidecar belongs
+                to other tokens). `validate_sidecar` checks every span.
         """
-        chunks = []
-        part_of = []
-        for i, doc in enumerate(docs):
-            if self._values[doc]:
-                triples = self._doc_triples(doc, offsets[i], offsets[i] + lengths[i])  # (S_i, 3)
-                if triples.shape[0]:
-                    chunks.append(triples)
-                    part_of.append(i)
+        chunks, shifts, counts = [], [], []
+        for doc, lo, n_tokens, pos in zip(docs, offsets, lengths, positions):
+            values = int(self._values[doc])
+            if not values:
+                continue
+            doc_len = int(doc_lengths[doc])
+            triples = self._read(doc, values // 3)  # (S_d, 3)
+            if int(triples[-1, 0]) + int(triples[-1, 1]) > doc_len:
+                raise SidecarError(
+                    f"{self.path_prefix}.{{bin,idx}}: span {tuple(int(v) for v in triples[-1])} of "
+                    f"document {doc} ends after its {doc_len} tokens in {self.token_prefix}.{{bin,idx}}; "
+                    + _fix_hint(self.token_prefix)
+                )
+            # Spans are sorted and disjoint: those inside [lo, hi) are one index range.
+            hi = lo + n_tokens
+            first = _first_start_at_or_after(triples, lo) if lo > 0 else 0
+            stop = triples.shape[0]
+            if hi < doc_len:
+                stop = _first_start_at_or_after(triples, hi)
+                if stop > first and int(triples[stop - 1, 0]) + int(triples[stop - 1, 1]) > hi:
+                    stop -= 1  # the one span that crosses the part's end
+            if stop > first:
+                chunks.append(triples[first:stop])
+                shifts.append(pos - lo)
+                counts.append(stop - first)
         if not chunks:
             return _EMPTY_SPANS
         if len(chunks) == 1:
-            t = chunks[0].astype(np.int64)  # (S, 3)
-            part = np.full(t.shape[0], part_of[0])  # (S,)
+            t = chunks[0]  # (S, 3)
+            starts = t[:, 0] + np.int32(shifts[0])  # (S,) window coordinates
         else:
-            t = np.concatenate(chunks).astype(np.int64)  # (S, 3)
-            part = np.repeat(part_of, [c.shape[0] for c in chunks])  # (S,)
-        s, n, e = t[:, 0], t[:, 1], t[:, 2]  # (S,) each
-        lo = np.asarray(offsets, dtype=np.int64)[part]  # (S,)
-        hi = lo + np.asarray(lengths, dtype=np.int64)[part]  # (S,)
-        ends = s + n
-        doc_of = np.asarray(docs, dtype=np.int64)[part]
-        if (ends > doc_lengths[doc_of]).any():
-            bad = int(np.flatnonzero(ends > doc_lengths[doc_of])[0])
-            raise SidecarError(
-                f"{self.path_prefix}.{{bin,idx}}: span {(int(s[bad]), int(n[bad]), int(e[bad]))} of "
-                f"document {int(doc_of[bad])} ends after its {int(doc_lengths[doc_of[bad]])} tokens in "
-                f"{self.token_prefix}.{{bin,idx}}; " + _fix_hint(self.token_prefix)
-            )
-        keep = (s >= lo) & (ends <= hi)  # (S,)
-        shift = np.asarray(positions, dtype=np.int64)[part] - lo  # (S,)
-        return (s + shift)[keep], n[keep], e[keep]
+            t = np.concatenate(chunks)  # (S, 3)
+            starts = t[:, 0] + np.repeat(np.asarray(shifts, dtype=np.int32), counts)  # (S,)
+        return starts, t[:, 1], t[:, 2]
+
+    def _read(self, doc: int, count: int) -> np.ndarray:
+        """int32 (count, 3): the spans of ``doc`` (a view of the memory map)."""
+        flat = self.dataset.bin_reader.read(dtype=np.int32, count=3 * count, offset=int(self._pointers[doc]))
+        return flat.reshape(count, 3)
 
     def _doc_triples(self, doc: int, lo: int, hi: int) -> np.ndarray:
-        """int32 (S, 3) spans of ``doc``; for long documents only those starting near [lo, hi)."""
-        count = int(self._values[doc]) // 3
-        flat = self.dataset.bin_reader.read(
-            dtype=np.int32, count=3 * count, offset=int(self._pointers[doc])
-        )
-        triples = flat.reshape(count, 3)  # (S, 3)
-        if count >= _BISECT_MIN_SPANS:
-            column = _Column(triples)
-            first = bisect.bisect_left(column, lo)
-            last = bisect.bisect_left(column, hi, lo=first)
-            triples = triples[first:last]
-        return triples
+        """int32 (S, 3) spans of ``doc`` whose start lies in ``[lo, hi)``."""
+        triples = self._read(doc, int(self._values[doc]) // 3)  # (S_d, 3)
+        return triples[_first_start_at_or_after(triples, lo) : _first_start_at_or_after(triples, hi)]
 
     def check_matches(
         self,
@@ -363,6 +361,14 @@ class CodeSwitchSidecar:
                 f"{self.meta.tokenizer_fingerprint[:12]}…) than the one in use ({tokenizer_fingerprint[:12]}…); "
                 + _fix_hint(self.token_prefix)
             )
+
+
+def _first_start_at_or_after(triples: np.ndarray, position: int) -> int:
+    """Index of the first span of sorted (S, 3) triples whose start is >= ``position``."""
+    if triples.shape[0] < _BISECT_MIN_SPANS:
+        return int(np.searchsorted(triples[:, 0], position))
+    # Long documents: a binary search on the strided column, without copying it.
+    return bisect.bisect_left(_Column(triples), position)
 
 
 class _Column:

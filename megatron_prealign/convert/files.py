@@ -1,0 +1,267 @@
+"""File-level conversion: Hugging Face model directories <-> megatron_prealign checkpoints.
+
+* `convert_hf_to_mcore` reads config.json and the weights (safetensors or pytorch_model.bin,
+  single file or sharded with an index), maps them with `hf.py`, and writes a weights-only
+  `release` checkpoint from one process (world size 1): the dist checkpoint on disk is layout
+  independent, only the vocabulary padding depends on the target TP degree.
+* `convert_mcore_to_hf` reads the model tensors of any checkpoint (release or iter_N, any TP/PP
+  layout) with no process group, and writes `model.safetensors` and `config.json`.
+
+Every output is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+
+from megatron_prealign.convert.hf import (
+    MC_EMBED,
+    ConversionError,
+    check_llama_compatible,
+    check_target_layout,
+    expected_mcore_shapes,
+    hf_config_from_model_config,
+    hf_dtype,
+    hf_to_mcore_state,
+    mcore_to_hf_state,
+    model_config_from_hf,
+)
+from megatron_prealign.fileio import atomic_path
+from megatron_prealign.log import get_logger
+from megatron_prealign.model.config import ModelConfig
+
+logger = get_logger(__name__)
+
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_FILE = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+CONFIG_FILE = "config.json"
+
+
+# ------------------------------------------------------------------------------------------
+# Hugging Face directories
+# ------------------------------------------------------------------------------------------
+
+def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed config.json of a Hugging Face model directory."""
+    file = Path(path) / CONFIG_FILE
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"--hf-path {path} is not a directory")
+    if not file.is_file():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {path}: pass a Hugging Face model directory")
+    return json.loads(file.read_text())
+
+
+def hf_weight_files(path: str | os.PathLike) -> list[Path]:
+    """The weight files of a HF model directory: safetensors preferred over pytorch_model.bin,
+    single-file or sharded (with its index json)."""
+    root = Path(path)
+    for single, index in ((SAFETENSORS_FILE, SAFETENSORS_INDEX), (BIN_FILE, BIN_INDEX)):
+        if (root / single).is_file():
+            return [root / single]
+        if (root / index).is_file():
+            weight_map = json.loads((root / index).read_text()).get("weight_map")
+            if not weight_map:
+                raise ConversionError(f"{root / index} has no `weight_map`")
+            files = [root / name for name in sorted(set(weight_map.values()))]
+            absent = [str(f) for f in files if not f.is_file()]
+            if absent:
+                raise FileNotFoundError(f"{index} lists shard(s) that do not exist: {', '.join(absent)}")
+            return files
+    raise FileNotFoundError(
+        f"no weights in {root}: expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, {BIN_FILE} or {BIN_INDEX}")
+
+
+def read_hf_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a HF model directory, by name (CPU)."""
+    state: dict[str, torch.Tensor] = {}
+    for file in hf_weight_files(path):
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            part = load_file(str(file), device="cpu")
+        else:
+            part = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        duplicate = state.keys() & part.keys()
+        if duplicate:
+            raise ConversionError(f"tensor {sorted(duplicate)[0]} appears in more than one shard ({file.name})")
+        state.update(part)
+    return state
+
+
+def write_hf_checkpoint(output: str | os.PathLike, hf_state: Mapping[str, torch.Tensor], config) -> Path:
+    """Write `model.safetensors` then `config.json` into `output`, each atomically."""
+    from safetensors.torch import save_file
+
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"--output {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (SAFETENSORS_INDEX, BIN_FILE, BIN_INDEX):
+        if (out / stale).exists():
+            raise ConversionError(
+                f"--output {out} already holds {stale} from another model; choose an empty directory")
+    with atomic_path(out / SAFETENSORS_FILE) as tmp:
+        save_file(dict(hf_state), str(tmp), metadata={"format": "pt"})
+    with atomic_path(out / CONFIG_FILE) as tmp:
+        tmp.write_text(config.to_json_string(use_diff=True))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# megatron-core checkpoints
+# ------------------------------------------------------------------------------------------
+
+def read_mcore_tensors(checkpoint_dir: str | os.PathLike, names) -> dict[str, torch.Tensor]:
+    """Full tensors `names` of one dist checkpoint directory, with no process group and without
+    reading anything else (a training checkpoint's optimizer state stays on disk)."""
+    import torch.distributed.checkpoint as dcp
+
+    reader = dcp.FileSystemReader(str(checkpoint_dir))
+    metadata = reader.read_metadata().state_dict_metadata
+    wanted = {}
+    for name in names:
+        meta = metadata.get(name)
+        if meta is None or not hasattr(meta, "size"):
+            raise ConversionError(f"checkpoint {checkpoint_dir} has no tensor {name}")
+        wanted[name] = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+    with warnings.catch_warnings():
+        # "torch.distributed is ... uninitialized, assuming ... a single process": intended here.
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(wanted, storage_reader=reader, no_dist=True)
+    return wanted
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _single_process_world() -> Iterator[Any]:
+    """A world of one process (gloo/nccl via init_distributed) for building and saving a model;
+    torn down afterwards. Refuses to run inside an already initialized multi-process job."""
+    import torch.distributed as dist
+
+    from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
+
+    if dist.is_initialized():
+        raise ConversionError(
+            "hf-to-mcore conversion runs in its own process; call it before init_distributed "
+            "(or use tools/convert_checkpoint.py)")
+    environ = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(_free_port())}
+    pgs = init_distributed(ParallelConfig(), seed=0, environ=environ)
+    try:
+        yield pgs
+    finally:
+        destroy_distributed()
+
+
+def _fill_model(model, full: Mapping[str, torch.Tensor]) -> None:
+    """Copy full tensors into a single-rank model through its sharded state dict, so the
+    global-name -> parameter mapping is megatron-core's own (spec independent)."""
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
+
+    sharded = model.sharded_state_dict()
+    apply_factories(sharded)
+    used = set()
+    with torch.no_grad():
+        for item in nested_values(sharded):
+            if not isinstance(item, ShardedTensor):
+                continue
+            if item.key not in full:
+                raise ConversionError(f"converted state has no tensor {item.key}")
+            source = full[item.key]
+            if tuple(source.shape) != tuple(item.global_shape):
+                raise ConversionError(
+                    f"tensor {item.key} has shape {tuple(source.shape)}, the model expects {tuple(item.global_shape)}")
+            item.data.copy_(source[item.global_slice()])
+            used.add(item.key)
+    unused = sorted(full.keys() - used)
+    if unused:
+        raise ConversionError(f"the model has no parameter for converted tensor(s) {', '.join(unused)}")
+
+
+def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *,
+                        tensor_model_parallel_size: int = 1,
+                        pipeline_model_parallel_size: int = 1) -> Path:
+    """Convert a HF Llama directory into a weights-only `release` checkpoint under `output`,
+    ready to load at the target TP/PP (vocab padded for that TP). Returns the release dir.
+
+    Runs a world of one process; must be called where no process group exists yet.
+    """
+    from megatron_prealign.checkpointing import save_checkpoint
+    from megatron_prealign.distributed import ParallelConfig
+    from megatron_prealign.model import build_model
+
+    hf_config = read_hf_config(hf_path)
+    cfg = model_config_from_hf(hf_config)
+    check_target_layout(cfg, tensor_model_parallel_size, pipeline_model_parallel_size)
+    files = hf_weight_files(hf_path)
+    full = hf_to_mcore_state(read_hf_state(hf_path), cfg, tensor_model_parallel_size)
+    state = {
+        "model": dataclasses.asdict(cfg),
+        "iteration": 0,
+        "source": {"format": "huggingface", "path": str(Path(hf_path).resolve()),
+                   "files": [f.name for f in files], "hf_config": hf_config},
+        "target_layout": {"tensor_model_parallel_size": tensor_model_parallel_size,
+                          "pipeline_model_parallel_size": pipeline_model_parallel_size,
+                          "padded_vocab_size": cfg.padded_vocab_size(tensor_model_parallel_size)},
+    }
+    # One rank holding the whole model, with the embedding padded as the target TP pads it.
+    build_cfg = dataclasses.replace(
+        cfg, transformer_impl="local",
+        make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by * tensor_model_parallel_size)
+    with _single_process_world() as pgs:
+        model = build_model(build_cfg, ParallelConfig(), pgs)
+        _fill_model(model, full)
+        del full
+        release = save_checkpoint(output, model=model, state=state, iteration=None, with_rng=False)
+    logger.info("converted %s -> %s (TP=%d PP=%d, padded vocab %d)", hf_path, release,
+                tensor_model_parallel_size, pipeline_model_parallel_size,
+                cfg.padded_vocab_size(tensor_model_parallel_size))
+    return release
+
+
+def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Export a megatron_prealign checkpoint (root or checkpoint dir, any TP/PP layout, release or
+    training) to a HF Llama directory: `config.json` + `model.safetensors`. No process group."""
+    from megatron_prealign.checkpointing import read_checkpoint_state
+
+    ckpt, state = read_checkpoint_state(load)
+    if "model" not in state:
+        raise ConversionError(f"{ckpt}/prealign_state.json has no `model` config; cannot rebuild the architecture")
+    try:
+        cfg = ModelConfig(**state["model"])
+    except TypeError as exc:
+        raise ConversionError(f"{ckpt}/prealign_state.json `model` does not match ModelConfig: {exc}") from None
+    check_llama_compatible(cfg)
+    source = state.get("source")
+    base = source.get("hf_config") if isinstance(source, Mapping) else None
+    names = expected_mcore_shapes(cfg, padded_vocab_size=0).keys()
+    full = read_mcore_tensors(ckpt, names)
+    dtype = (hf_dtype(base) if base else None) or full[MC_EMBED].dtype
+    hf_state = mcore_to_hf_state(full, cfg, dtype=dtype)
+    del full
+    config = hf_config_from_model_config(cfg, base=base, dtype=dtype)
+    out = write_hf_checkpoint(output, hf_state, config)
+    logger.info("exported %s -> %s (%d tensors, %s)", ckpt, out, len(hf_state), dtype)
+    return out
+
+
+__all__ = [
+    "convert_hf_to_mcore", "convert_mcore_to_hf", "hf_weight_files", "read_hf_config",
+    "read_hf_state", "read_mcore_tensors", "write_hf_checkpoint",
+]

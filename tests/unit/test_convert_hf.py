@@ -1,0 +1,290 @@
+"""Tier 2 (in process, no process groups): the HF Llama <-> megatron-core state-dict adapter.
+
+Config mapping and its errors, the QKV/SwiGLU/vocab-padding tensor layouts, in-memory round
+trips on real `transformers` Llama state dicts, and reading the HF weight file formats. The
+logits parity and the file round trip through a real dist checkpoint are in
+tests/distributed/test_convert_parity.py.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from megatron_prealign.checkpointing import CheckpointError
+from megatron_prealign.convert import ConversionError, convert_mcore_to_hf
+from megatron_prealign.convert.files import (
+    hf_weight_files,
+    read_hf_config,
+    read_hf_state,
+    write_hf_checkpoint,
+)
+from megatron_prealign.convert.hf import (
+    HF_LM_HEAD,
+    MC_EMBED,
+    MC_FC1,
+    MC_OUTPUT,
+    MC_QKV,
+    check_llama_compatible,
+    check_target_layout,
+    expected_mcore_shapes,
+    fuse_qkv,
+    hf_config_from_model_config,
+    hf_dtype,
+    hf_to_mcore_state,
+    mcore_to_hf_state,
+    model_config_from_hf,
+    split_qkv,
+)
+from megatron_prealign.model import ModelConfig
+
+transformers = pytest.importorskip("transformers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+VOCAB = 300  # not a multiple of 128: padding differs between TP=1 (384) and TP=2 (512)
+
+
+def llama_config(**overrides):
+    base = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                bos_token_id=5, eos_token_id=6, pad_token_id=0, initializer_range=0.03)
+    base.update(overrides)
+    return transformers.LlamaConfig(**base)
+
+
+def llama_state(config, seed=0, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1) if p.dim() > 1 else p.uniform_(0.5, 1.5)
+    return {k: v.detach().to(dtype).clone() for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def test_model_config_from_v5_and_v4_style_configs():
+    v5 = llama_config().to_dict()
+    assert "rope_parameters" in v5 and "rope_theta" not in v5
+    v4 = {k: v for k, v in v5.items() if k != "rope_parameters"}
+    v4.update(rope_theta=500000.0, rope_scaling=None, torch_dtype="float32")
+    for hf in (v5, v4):
+        cfg = model_config_from_hf(hf)
+        assert (cfg.num_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.num_query_groups,
+                cfg.ffn_hidden_size, cfg.vocab_size) == (2, 32, 4, 2, 48, VOCAB)
+        assert cfg.rotary_base == 500000 and cfg.norm_epsilon == 1e-5
+        assert cfg.untie_embeddings_and_output_weights and cfg.swiglu and not cfg.add_bias_linear
+        assert (cfg.normalization, cfg.position_embedding_type) == ("RMSNorm", "rope")
+        assert cfg.max_position_embeddings == 64 and cfg.init_method_std == 0.03
+    assert not model_config_from_hf(llama_config(tie_word_embeddings=True).to_dict()) \
+        .untie_embeddings_and_output_weights
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_hf_config_round_trip_preserves_every_field(tied):
+    source = llama_config(tie_word_embeddings=tied, dtype="bfloat16", architectures=["LlamaForCausalLM"]).to_dict()
+    cfg = model_config_from_hf(source)
+    dtype = hf_dtype(source)
+    assert dtype is torch.bfloat16
+    back = hf_config_from_model_config(cfg, base=source, dtype=dtype)
+    assert back.to_dict() == transformers.LlamaConfig.from_dict(source).to_dict()
+    # Without the source config the architecture still comes back exactly.
+    bare = hf_config_from_model_config(cfg).to_dict()
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "rms_norm_eps", "rope_parameters",
+                "tie_word_embeddings", "max_position_embeddings", "head_dim"):
+        assert bare[key] == source[key], key
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"architectures": ["MistralForCausalLM"]}, "architectures"),
+    ({"model_type": "qwen2"}, "model_type"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"mlp_bias": True}, "mlp_bias"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"head_dim": 16}, "head_dim"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "rope_parameters.rope_type"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
+    ({"rope_parameters": None, "rope_theta": 10000.5}, "rope_theta"),
+    ({"hidden_size": None}, "hidden_size"),
+])
+def test_unsupported_or_incomplete_configs_name_the_field(change, field):
+    hf = llama_config(architectures=["LlamaForCausalLM"]).to_dict()
+    hf.update(change)
+    with pytest.raises(ConversionError, match=f"`{field}`"):
+        model_config_from_hf(hf)
+
+
+def test_non_llama_model_config_is_refused_for_export():
+    with pytest.raises(ConversionError, match="normalization='LayerNorm'"):
+        check_llama_compatible(ModelConfig(normalization="LayerNorm"))
+    with pytest.raises(ConversionError, match="position_embedding_type"):
+        hf_config_from_model_config(ModelConfig(position_embedding_type="learned_absolute"))
+
+
+def test_target_layout_errors_name_the_flag():
+    cfg = model_config_from_hf(llama_config(num_attention_heads=8, num_key_value_heads=2).to_dict())
+    check_target_layout(cfg, 2, 2)
+    with pytest.raises(ConversionError, match=r"--target-tensor-parallel-size 4 .*num_key_value_heads.*=2; choose one of \[1, 2\]"):
+        check_target_layout(cfg, 4, 1)
+    with pytest.raises(ConversionError, match=r"--target-tensor-parallel-size 3 .*num_attention_heads=8"):
+        check_target_layout(cfg, 3, 1)
+    with pytest.raises(ConversionError, match=r"--target-pipeline-parallel-size 3 .*num_hidden_layers=2"):
+        check_target_layout(cfg, 1, 3)
+
+
+# ---------------------------------------------------------------------------------- layouts
+
+
+def test_fuse_qkv_interleaves_heads_per_query_group():
+    # 4 query heads in 2 groups, head_dim 1: row value = its name's code.
+    q = torch.tensor([[10.0], [11.0], [12.0], [13.0]])
+    k = torch.tensor([[20.0], [21.0]])
+    v = torch.tensor([[30.0], [31.0]])
+    fused = fuse_qkv(q, k, v, num_query_groups=2)
+    assert fused.flatten().tolist() == [10, 11, 20, 30, 12, 13, 21, 31]
+
+
+@pytest.mark.parametrize("heads, groups", [(4, 4), (4, 2), (8, 1)])
+def test_split_qkv_inverts_fuse(heads, groups):
+    d, h = 3, 5
+    q, k, v = torch.randn(heads * d, h), torch.randn(groups * d, h), torch.randn(groups * d, h)
+    back = split_qkv(fuse_qkv(q, k, v, groups), heads, groups, d)
+    assert all(torch.equal(a, b) for a, b in zip(back, (q, k, v)))
+
+
+@pytest.mark.parametrize("tied, dtype, tp", [(False, torch.float32, 1), (False, torch.bfloat16, 2),
+                                             (True, torch.float16, 2)])
+def test_state_round_trip_is_bit_identical_and_padding_is_undone(tied, dtype, tp):
+    config = llama_config(tie_word_embeddings=tied)
+    cfg = model_config_from_hf(config.to_dict())
+    hf = llama_state(config, dtype=dtype)
+    full = hf_to_mcore_state(hf, cfg, tensor_model_parallel_size=tp)
+    rows = cfg.padded_vocab_size(tp)
+    assert rows == (384 if tp == 1 else 512)
+    assert {k: tuple(v.shape) for k, v in full.items()} == expected_mcore_shapes(cfg, rows)
+    assert (MC_OUTPUT in full) == (not tied)
+    assert torch.equal(full[MC_EMBED][:VOCAB], hf["model.embed_tokens.weight"])
+    assert not full[MC_EMBED][VOCAB:].any()
+    # SwiGLU: [gate; up]; QKV group 0 starts with query heads 0-1, then key 0, then value 0.
+    assert torch.equal(full[MC_FC1][1, :48], hf["model.layers.1.mlp.gate_proj.weight"])
+    assert torch.equal(full[MC_FC1][1, 48:], hf["model.layers.1.mlp.up_proj.weight"])
+    assert torch.equal(full[MC_QKV][0, 16:24], hf["model.layers.0.self_attn.k_proj.weight"][:8])
+    back = mcore_to_hf_state(full, cfg, dtype=dtype)
+    expected = {k: v for k, v in hf.items() if not (tied and k == HF_LM_HEAD)}
+    assert back.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert back[key].dtype == dtype and torch.equal(back[key], tensor), key
+        assert back[key].is_contiguous()
+
+
+def test_hf_shape_mismatch_names_the_tensor():
+    config = llama_config()
+    cfg = model_config_from_hf(config.to_dict())
+    hf = llama_state(config)
+    hf["model.layers.1.self_attn.k_proj.weight"] = torch.zeros(24, 32)  # 3 key heads, config says 2
+    with pytest.raises(ConversionError, match=r"tensor model\.layers\.1\.self_attn\.k_proj\.weight has "
+                                              r"shape \(24, 32\), but config\.json implies \(16, 32\)"):
+        hf_to_mcore_state(hf, cfg)
+    hf = llama_state(config)
+    hf["model.layers.0.mlp.down_proj.weight"] = torch.zeros(32, 40)
+    with pytest.raises(ConversionError, match=r"model\.layers\.0\.mlp\.down_proj\.weight has shape \(32, 40\), "
+                                              r"but config\.json implies \(32, 48\)"):
+        hf_to_mcore_state(hf, cfg)
+
+
+def test_missing_unexpected_and_inconsistent_tensors_are_named():
+    config = llama_config()
+    cfg = model_config_from_hf(config.to_dict())
+    hf = llama_state(config)
+    del hf["model.layers.1.post_attention_layernorm.weight"]
+    with pytest.raises(ConversionError, match=r"missing .*model\.layers\.1\.post_attention_layernorm\.weight"):
+        hf_to_mcore_state(hf, cfg)
+    hf = llama_state(config)
+    hf["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(32)
+    with pytest.raises(ConversionError, match=r"unexpected .*model\.layers\.0\.self_attn\.q_proj\.bias"):
+        hf_to_mcore_state(hf, cfg)
+    # Old checkpoints carry RoPE buffers: ignored.
+    hf = llama_state(config)
+    hf["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(4)
+    hf_to_mcore_state(hf, cfg)
+    tied = llama_config(tie_word_embeddings=True)
+    hf = llama_state(tied)
+    hf[HF_LM_HEAD] = hf[HF_LM_HEAD] + 1
+    with pytest.raises(ConversionError, match="lm_head.weight differs from model.embed_tokens.weight"):
+        hf_to_mcore_state(hf, model_config_from_hf(tied.to_dict()))
+
+
+def test_mcore_shape_mismatch_names_the_tensor():
+    config = llama_config()
+    cfg = model_config_from_hf(config.to_dict())
+    full = hf_to_mcore_state(llama_state(config), cfg)
+    full[MC_QKV] = full[MC_QKV][:, :-8]
+    with pytest.raises(ConversionError, match=r"tensor decoder\.layers\.self_attention\.linear_qkv\.weight has shape \(2, 56, 32\)"):
+        mcore_to_hf_state(full, cfg)
+    del full[MC_QKV]
+    with pytest.raises(ConversionError, match="no tensor decoder.layers.self_attention.linear_qkv.weight"):
+        mcore_to_hf_state(full, cfg)
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def _write_config(path, config):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.to_json_string())
+
+
+def test_reads_single_sharded_safetensors_and_bin_alike(tmp_path):
+    config = llama_config()
+    hf = llama_state(config)
+    single, sharded, binary = tmp_path / "single", tmp_path / "sharded", tmp_path / "bin"
+    for d in (single, sharded, binary):
+        _write_config(d, config)
+    safetensors_torch.save_file(hf, str(single / "model.safetensors"))
+    names = sorted(hf)
+    halves = {"model-00001-of-00002.safetensors": names[:10], "model-00002-of-00002.safetensors": names[10:]}
+    for file, keys in halves.items():
+        safetensors_torch.save_file({k: hf[k] for k in keys}, str(sharded / file))
+    weight_map = {k: file for file, keys in halves.items() for k in keys}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    torch.save(hf, binary / "pytorch_model.bin")
+    assert [f.name for f in hf_weight_files(sharded)] == sorted(halves)
+    for d in (single, sharded, binary):
+        state = read_hf_state(d)
+        assert state.keys() == hf.keys() and all(torch.equal(state[k], hf[k]) for k in hf), d.name
+    assert read_hf_config(single)["num_key_value_heads"] == 2
+
+
+def test_missing_files_are_reported_with_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        read_hf_config(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        read_hf_config(tmp_path)
+    with pytest.raises(FileNotFoundError, match="expected model.safetensors, model.safetensors.index.json, "
+                                                "pytorch_model.bin or pytorch_model.bin.index.json"):
+        hf_weight_files(tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "part-1.safetensors"}}))
+    with pytest.raises(FileNotFoundError, match="part-1.safetensors"):
+        hf_weight_files(tmp_path)
+    with pytest.raises(CheckpointError, match="no prealign_state.json"):
+        convert_mcore_to_hf(tmp_path, tmp_path / "out")
+
+
+def test_export_refuses_non_llama_checkpoint_and_stale_outputs(tmp_path):
+    import dataclasses
+
+    ckpt = tmp_path / "release"
+    ckpt.mkdir()
+    state = {"model": dataclasses.asdict(ModelConfig(normalization="LayerNorm")), "iteration": 0}
+    (ckpt / "prealign_state.json").write_text(json.dumps(state))
+    with pytest.raises(ConversionError, match="normalization='LayerNorm'"):
+        convert_mcore_to_hf(ckpt, tmp_path / "out")
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(ConversionError, match="already holds model.safetensors.index.json"):
+        write_hf_checkpoint(out, {}, llama_config())

@@ -72,6 +72,12 @@ def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False,
 def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int):
     """Megatron's OptimizerParamScheduler counted in samples (iterations x global batch)."""
     decay_iters = cfg.lr_decay_iters or train_iters
+    if cfg.lr_warmup_iters >= max(decay_iters, 1) and train_iters > 0:
+        raise ValueError(f"--lr-warmup-iters {cfg.lr_warmup_iters} must be smaller than the decay length "
+                         f"{decay_iters} (--lr-decay-iters or --train-iters)")
+    # megatron-core needs decay > warmup >= 0 even for a run with no steps (e.g. --train-iters 0
+    # to write an initial checkpoint).
+    decay_iters = max(decay_iters, cfg.lr_warmup_iters + 1)
     return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,

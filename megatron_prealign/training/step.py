@@ -60,7 +60,8 @@ def lm_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
 
 def forward_step(data_iterator: Iterator, model, tp_group=None):
     """megatron-core forward_step: pull a microbatch, run this stage, return (output, loss_fn)."""
-    batch = next(data_iterator)
+    # Only TP rank 0 reads data (the others hold no iterator); it broadcasts to its TP group.
+    batch = next(data_iterator) if data_iterator is not None else None
     batch = broadcast_batch(batch, tp_group or parallel_state.get_tensor_model_parallel_group())
     output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
     return output, partial(lm_loss_func, batch["loss_mask"])

@@ -1,0 +1,142 @@
+"""Pretraining step cost: code-switching on vs off at the same config, tokens/s and MFU.
+
+Runs `megatron_prealign.pretrain.main` in this process (single rank, CPU or one GPU) several
+times, alternating code-switch ratio 0 and R so machine-load drift hits both arms alike, and
+reads step-only throughput (evaluation and saving excluded) from the metrics log.
+MFU = model FLOPs/s / peak FLOPs/s, with peak measured here by a large dense matmul in the same
+precision (on CPU there is no datasheet number worth quoting).
+
+    python bench/bench_pretrain_step.py                      # demo-sized model on the shipped assets
+    python bench/bench_pretrain_step.py --data-path P --tokenizer-model M --lexicon L --hidden-size 2048 ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "tests" / "assets"
+
+
+def build_default_data(work: Path) -> tuple[str, str, str]:
+    """Tiny assets (SentencePiece vocab 400, en-de dictionary) through the real tools."""
+    import runpy
+
+    corpus = work / "corpus.txt"
+    corpus.write_text((ASSETS / "tiny_corpus.txt").read_text() * 300)
+    tok = str(ASSETS / "tiny_sp.model")
+    lex = str(work / "en_de.lex")
+    argv = sys.argv
+    try:
+        sys.argv = ["build_lexicon.py", "--dictionary", str(ASSETS / "dict_en_de.muse"), "--tokenizer-type",
+                    "SentencePieceTokenizer", "--tokenizer-model", tok, "--output", lex]
+        runpy.run_path(str(REPO / "tools" / "build_lexicon.py"), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    try:
+        sys.argv = ["preprocess_data.py", "--input", str(corpus), "--output-prefix", str(work / "corpus"),
+                    "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", tok, "--lexicon", lex,
+                    "--append-eod", "--workers", "1"]
+        runpy.run_path(str(REPO / "tools" / "preprocess_data.py"), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    finally:
+        sys.argv = argv
+    return str(work / "corpus_text_document"), tok, lex
+
+
+def peak_matmul_flops(dtype: torch.dtype, device: str, size: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def model_flops_per_token(num_layers: int, hidden: int, ffn: int, seq: int, vocab: int, heads: int,
+                          groups: int) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward), attention scores included."""
+    kv = hidden // heads * groups
+    per_layer = 2 * (hidden * (hidden + 2 * kv) + hidden * hidden + 3 * hidden * ffn) + 2 * 2 * seq * hidden
+    return 3 * (num_layers * per_layer + 2 * hidden * vocab)
+
+
+def run_arm(common: list[str], ratio: float, work: Path, tag: str) -> float:
+    from megatron_prealign.pretrain import main
+
+    log = work / f"{tag}.jsonl"
+    rc = main(common + ["--codeswitch-ratio", str(ratio), "--metrics-log", str(log)])
+    if rc:
+        raise SystemExit(f"run {tag} failed")
+    rates = [json.loads(line)["tokens_per_sec"] for line in log.read_text().splitlines() if "tokens_per_sec" in line]
+    return statistics.median(rates[1:])  # the first window holds warm-up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-path"), parser.add_argument("--tokenizer-model"), parser.add_argument("--lexicon")
+    parser.add_argument("--ratio", type=float, default=0.05)
+    parser.add_argument("--num-layers", type=int, default=4)
+    parser.add_argument("--hidden-size", type=int, default=160)
+    parser.add_argument("--num-attention-heads", type=int, default=4)
+    parser.add_argument("--seq-length", type=int, default=128)
+    parser.add_argument("--micro-batch-size", type=int, default=8)
+    parser.add_argument("--train-iters", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    os.environ.setdefault("RANK", "0"), os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1"), os.environ.setdefault("MASTER_PORT", "29733")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.data_path:
+            data, tok, lex = args.data_path, args.tokenizer_model, args.lexicon
+        else:
+            data, tok, lex = build_default_data(work)
+        ffn = 4 * args.hidden_size
+        common = ["--num-layers", str(args.num_layers), "--hidden-size", str(args.hidden_size),
+                  "--num-attention-heads", str(args.num_attention_heads), "--ffn-hidden-size", str(ffn),
+                  "--seq-length", str(args.seq_length), "--micro-batch-size", str(args.micro_batch_size),
+                  "--train-iters", str(args.train_iters), "--lr", "3e-4", "--min-lr", "3e-5", "--log-interval", "5",
+                  "--eval-iters", "1", "--data-path", data, "--split", "99,1,0", "--tokenizer-model", tok,
+                  "--lexicon", lex, "--num-workers", "1"]
+        off, on = [], []
+        for r in range(args.repeats):
+            off.append(run_arm(common, 0.0, work, f"off{r}"))
+            on.append(run_arm(common, args.ratio, work, f"on{r}"))
+        from megatron_prealign.lexicon import build_tokenizer
+
+        vocab = build_tokenizer("SentencePieceTokenizer", tok).vocab_size
+        flops_per_token = model_flops_per_token(args.num_layers, args.hidden_size, ffn, args.seq_length, vocab,
+                                                args.num_attention_heads, args.num_attention_heads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        peak = peak_matmul_flops(torch.float32, device)
+        tok_s_off, tok_s_on = statistics.median(off), statistics.median(on)
+        print(f"config: layers={args.num_layers} hidden={args.hidden_size} seq={args.seq_length} "
+              f"micro-batch={args.micro_batch_size} vocab={vocab} device={device} threads={torch.get_num_threads()}")
+        print(f"tokens/s  code-switch off: {tok_s_off:,.0f}   on (r={args.ratio}): {tok_s_on:,.0f}   "
+              f"(per repeat off={[round(x) for x in off]} on={[round(x) for x in on]})")
+        print(f"step-time overhead of code-switching: {100 * (tok_s_off / tok_s_on - 1):+.2f}% (target <= 2%)")
+        print(f"model FLOPs/token {flops_per_token / 1e6:.2f} M; achieved {tok_s_off * flops_per_token / 1e9:.2f} "
+              f"GFLOP/s; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; MFU {100 * tok_s_off * flops_per_token / peak:.1f}%")
+
+
+if __name__ == "__main__":
+    main()

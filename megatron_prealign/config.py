@@ -1,0 +1,241 @@
+"""RunConfig: composes the per-component configs; CLI and YAML share one flat key space.
+
+Each component owns its config dataclass (ModelConfig in model/, ParallelConfig in
+distributed.py, OptimConfig in training/optim.py, DataConfig in training/data.py, TrainingConfig
+in training/loop.py, AlignConfig in align/prepass.py) and validates its own fields. This module
+only derives the command line from those dataclasses (Megatron-LM flag names: field
+`num_layers` -> `--num-layers`; AlignConfig fields get an `align-` prefix), loads `--config`
+YAML files strictly (unknown keys are errors; CLI flags override them), and runs the few
+cross-component checks in `RunConfig.validate()`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from megatron_prealign.align.prepass import AlignConfig
+from megatron_prealign.distributed import ParallelConfig
+from megatron_prealign.model.config import ModelConfig
+from megatron_prealign.training.data import DataConfig
+from megatron_prealign.training.loop import TrainingConfig
+from megatron_prealign.training.optim import OptimConfig
+
+# section name -> (dataclass, prefix of its keys on the command line / in YAML)
+SECTIONS: dict[str, tuple[type, str]] = {
+    "model": (ModelConfig, ""),
+    "parallel": (ParallelConfig, ""),
+    "optim": (OptimConfig, ""),
+    "data": (DataConfig, ""),
+    "training": (TrainingConfig, ""),
+    "align": (AlignConfig, "align_"),
+}
+
+# Run-level defaults that differ from a component's own. The pre-pass runs only when asked for
+# with --align-steps (AlignConfig's own default, the authors' 5,000 steps, describes the method),
+# so `--lexicon` alone means code-switching without a pre-pass.
+RUN_DEFAULTS: dict[str, Any] = {"align_steps": 0}
+
+# Megatron-LM spellings accepted besides the generated ones: flag -> (key, value it sets).
+ALIASES: dict[str, tuple[str, Any]] = {
+    "--disable-bias-linear": ("add_bias_linear", False),
+}
+
+
+def _key(prefix: str, name: str) -> str:
+    return name if name.startswith(prefix) else prefix + name
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run: one frozen, nested config per component."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    align: AlignConfig = field(default_factory=lambda: AlignConfig(steps=RUN_DEFAULTS["align_steps"]))
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def flat(self) -> dict[str, Any]:
+        """The flat key -> value view (the YAML/CLI key space)."""
+        out = {}
+        for name, (cls, prefix) in SECTIONS.items():
+            for f in fields(cls):
+                out[_key(prefix, f.name)] = getattr(getattr(self, name), f.name)
+        return out
+
+    def validate(self) -> "RunConfig":
+        """Checks that involve more than one component; each raises ValueError naming the flags."""
+        _check_heads_divisible_by_tp(self)
+        _check_layers_divisible_by_pp(self)
+        _check_lexicon_for_align(self)
+        return self
+
+
+def _check_heads_divisible_by_tp(cfg: RunConfig) -> None:
+    tp = cfg.parallel.tensor_model_parallel_size
+    groups = cfg.model.num_query_groups or cfg.model.num_attention_heads
+    if cfg.model.num_attention_heads % tp or groups % tp:
+        raise ValueError(
+            f"--num-attention-heads {cfg.model.num_attention_heads} and --num-query-groups {groups} "
+            f"must be divisible by --tensor-model-parallel-size {tp}"
+        )
+
+
+def _check_layers_divisible_by_pp(cfg: RunConfig) -> None:
+    pp = cfg.parallel.pipeline_model_parallel_size
+    if cfg.model.num_layers % pp:
+        raise ValueError(
+            f"--num-layers {cfg.model.num_layers} must be divisible by --pipeline-model-parallel-size {pp}"
+        )
+
+
+def _check_lexicon_for_align(cfg: RunConfig) -> None:
+    if cfg.align.steps > 0 and not cfg.data.lexicon:
+        raise ValueError("--align-steps > 0 needs --lexicon (the dictionary to align)")
+    if cfg.training.align_only and cfg.align.steps == 0:
+        raise ValueError("--align-only needs --align-steps > 0")
+
+
+def check_runtime_device(cfg: RunConfig) -> None:
+    """Checks against this machine (not part of validate(): a --dry-run on a login node without
+    GPUs must still accept a GPU config)."""
+    import torch
+
+    if (cfg.model.bf16 or cfg.model.fp16) and not torch.cuda.is_available():
+        raise ValueError("--bf16/--fp16 need a CUDA device; CPU runs are fp32 (drop the flag)")
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def _scalar_type(annotation) -> tuple[Any, bool]:
+    """(element type, is_sequence) of a field annotation such as `int | None` or `tuple[str, ...]`."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    if origin in (tuple, list):
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def _help_texts(cls) -> dict[str, str]:
+    """Attribute docstrings (the string literal after each field) as --help text."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    out = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(getattr(nxt, "value", None), ast.Constant) and isinstance(nxt.value.value, str):
+            out[node.target.id] = " ".join(nxt.value.value.split())
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one flag per config field, `--config FILE.yaml`, and Megatron aliases."""
+    parser = argparse.ArgumentParser(
+        prog="python -m megatron_prealign.pretrain",
+        description="PreAlign pretraining on megatron-core (alignment pre-pass + input-only code-switching).",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", action="append", default=[], metavar="FILE.yaml",
+                        help="YAML file(s) with the same keys as the flags (underscores); later files and "
+                             "command-line flags override earlier values")
+    parser.add_argument("--dry-run", action="store_true", default=False,
+                        help="resolve and validate the config, print it, and exit")
+    hints = {}
+    for name, (cls, prefix) in SECTIONS.items():
+        group = parser.add_argument_group(name)
+        type_hints = typing.get_type_hints(cls)
+        helps = _help_texts(cls)
+        for f in fields(cls):
+            key = _key(prefix, f.name)
+            flag = "--" + key.replace("_", "-")
+            elem, is_seq = _scalar_type(type_hints[f.name])
+            hints[key] = (elem, is_seq)
+            kwargs: dict[str, Any] = {"dest": key, "help": helps.get(f.name, "")}
+            if elem is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            elif is_seq:
+                group.add_argument(flag, nargs="+", type=elem, **kwargs)
+            else:
+                group.add_argument(flag, type=elem, **kwargs)
+    for flag, (key, value) in ALIASES.items():
+        parser.add_argument(flag, dest=key, action="store_const", const=value,
+                            help=f"Megatron-LM spelling of --{key.replace('_', '-')}={value}")
+    return parser
+
+
+def cli_flags() -> list[str]:
+    """Every flag the CLI accepts (pinned by a golden-file test)."""
+    return sorted(opt for action in build_parser()._actions for opt in action.option_strings
+                  if opt.startswith("--"))
+
+
+def _load_yaml(path: str, known: set[str]) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of flag names to values")
+    out = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"{path}: unknown key {raw_key!r}{hint}")
+        out[key] = value
+    return out
+
+
+def from_flat(values: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from flat keys (unknown keys are errors)."""
+    values = {**RUN_DEFAULTS, **values}
+    sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    owners = {}
+    for name, (cls, prefix) in SECTIONS.items():
+        for f in fields(cls):
+            owners[_key(prefix, f.name)] = (name, f.name)
+    for key, value in values.items():
+        if key not in owners:
+            raise ValueError(f"unknown config key {key!r}")
+        section, field_name = owners[key]
+        if isinstance(value, list):
+            value = tuple(value)
+        sections[section][field_name] = value
+    return RunConfig(**{name: SECTIONS[name][0](**kw) for name, kw in sections.items()}).validate()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
+    """Defaults < YAML files (in order) < command-line flags. Returns (config, raw namespace)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    known = {a.dest for a in parser._actions if a.dest not in ("help", "config", "dry_run")}
+    values: dict[str, Any] = {}
+    try:
+        for path in args.config:
+            values.update(_load_yaml(path, known))
+        values.update({k: v for k, v in vars(args).items() if k not in ("config", "dry_run")})
+        return from_flat(values), args
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits

@@ -1,0 +1,66 @@
+"""`python -m megatron_prealign.pretrain`: PreAlign pretraining on megatron-core.
+
+parse config -> init process groups -> build tokenizer, model, optimizer -> restore checkpoint
+-> stage "align" (pre-pass, unless already done) -> stage "pretrain" -> close.
+Launch with `torchrun --nproc-per-node N -m megatron_prealign.pretrain ...`, with `srun` (one
+task per GPU), or as a single process with RANK=0 WORLD_SIZE=1.
+"""
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+from megatron_prealign.config import check_runtime_device, parse_args
+from megatron_prealign.distributed import destroy_distributed, init_distributed
+from megatron_prealign.log import get_logger, log_rank0
+from megatron_prealign.training import assemble
+from megatron_prealign.training.loop import Trainer
+
+logger = get_logger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, args = parse_args(argv)
+    if args.dry_run:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return 0
+    check_runtime_device(cfg)
+    pgs = init_distributed(cfg.parallel, seed=cfg.training.seed)
+    try:
+        tokenizer = assemble.build_run_tokenizer(cfg)
+        model_cfg = assemble.resolve_model_config(cfg, tokenizer)
+        identity = assemble.run_identity(cfg, tokenizer)
+        model, optimizer, scheduler = assemble.build_model_and_optimizer(cfg, model_cfg, pgs)
+        state = assemble.restore(cfg, model, optimizer, scheduler, model_cfg, identity)
+        current = {"optimizer": optimizer, "scheduler": scheduler}
+        save = assemble.make_save_fn(cfg, model, model_cfg, identity,
+                                     lambda: (current["optimizer"], current["scheduler"]))
+
+        # Stage "align": after any checkpoint is loaded, so it also aligns converted models.
+        if cfg.align.steps > 0 and not state.align_finished:
+            report = assemble.run_align_stage(cfg, model, tokenizer, pgs)
+            log_rank0(logger, "alignment pre-pass: %d steps in %.0f s", report.steps, report.seconds)
+            state.align_finished = True
+            # Pretraining starts with a fresh optimizer and schedule from the aligned weights.
+            current["optimizer"], current["scheduler"] = assemble.build_optimizer_and_scheduler(cfg, model, pgs)
+            if cfg.training.save:
+                save(state)
+        if cfg.training.align_only:
+            return 0
+
+        # Stage "pretrain".
+        datasets = assemble.build_train_datasets(cfg, tokenizer)
+        trainer = Trainer(cfg.training, model=model, optimizer=current["optimizer"],
+                          scheduler=current["scheduler"], datasets=datasets, state=state,
+                          seq_length=cfg.model.seq_length, num_workers=cfg.data.num_workers, save_fn=save,
+                          eval_hooks=assemble.eval_hooks(cfg, model_cfg, tokenizer, pgs))
+        trainer.train()
+        trainer.close()
+        return 0
+    finally:
+        destroy_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

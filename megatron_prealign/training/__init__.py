@@ -1,0 +1,1 @@
+"""Pretraining on megatron-core: step (forward/backward/loss), DDP, optimizer, data, loop."""

@@ -1,0 +1,193 @@
+"""Pretraining data for the trainer: blended CodeSwitchGPTDatasets, a resumable sampler, and
+the per-rank microbatch iterators.
+
+Stages: `--data-path` prefixes (.bin/.idx [+ code-switch sidecar]) -> megatron-core's
+BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset) -> `ResumableBatchSampler` (starts at
+`consumed_samples`, this data-parallel rank's share of each global batch) -> DataLoader ->
+microbatch dicts {tokens, labels (int64 [b, s]), loss_mask (float32 [b, s]), position_ids,
+cs_* switch statistics (int64 [b])}.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from megatron_prealign.log import get_logger
+
+logger = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the model reads and how it is code-switched (Megatron-LM flag names)."""
+
+    data_path: tuple[str, ...] = ()
+    """Dataset prefixes, optionally weighted: `PREFIX` or `W1 PREFIX1 W2 PREFIX2 ...` (--data-path)."""
+    split: str = "969,30,1"
+    """Train/valid/test proportions of each prefix's documents (--split)."""
+    tokenizer_type: str = "SentencePieceTokenizer"
+    """`SentencePieceTokenizer` or `HuggingFaceTokenizer` (--tokenizer-type)."""
+    tokenizer_model: str | None = None
+    """Tokenizer file or directory (--tokenizer-model)."""
+    lexicon: str | None = None
+    """Compiled lexicon from tools/build_lexicon.py; enables code-switching and the pre-pass (--lexicon)."""
+    codeswitch_ratio: float = 0.0
+    """Probability of switching each dictionary-word occurrence, input-only (--codeswitch-ratio)."""
+    codeswitch_seed: int | None = None
+    """Seed of the switching decisions; None = --seed (--codeswitch-seed)."""
+    num_workers: int = 1
+    """DataLoader worker processes per data-reading rank (--num-workers)."""
+    data_cache_path: str | None = None
+    """Where megatron-core caches its sample indices; None = next to the data (--data-cache-path)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.codeswitch_ratio <= 1.0:
+            raise ValueError("--codeswitch-ratio must be in [0, 1]")
+        if self.codeswitch_ratio > 0 and not self.lexicon:
+            raise ValueError("--codeswitch-ratio > 0 needs --lexicon")
+        if self.num_workers < 0:
+            raise ValueError("--num-workers must be >= 0")
+
+    def blend(self) -> tuple[list[str], list[float] | None]:
+        """(prefixes, weights) from `--data-path`, as megatron-core's `blend` expects."""
+        items = list(self.data_path)
+        if not items:
+            raise ValueError("--data-path is required for pretraining")
+        if len(items) == 1:
+            return items, None
+        if len(items) % 2:
+            raise ValueError("--data-path with several prefixes needs weight/prefix pairs: W1 P1 W2 P2 ...")
+        try:
+            weights = [float(w) for w in items[0::2]]
+        except ValueError:
+            raise ValueError("--data-path: expected `W1 PREFIX1 W2 PREFIX2 ...` with numeric weights") from None
+        return items[1::2], weights
+
+
+def check_prefixes_exist(prefixes: list[str]) -> None:
+    for prefix in prefixes:
+        for ext in (".bin", ".idx"):
+            if not os.path.isfile(prefix + ext):
+                raise FileNotFoundError(
+                    f"--data-path {prefix}: {prefix + ext} not found; build it with "
+                    f"tools/preprocess_data.py --output-prefix ..."
+                )
+
+
+def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, num_samples: list[int],
+                   is_built_on_rank) -> list:
+    """[train, valid, test] CodeSwitchGPTDatasets (blended when several prefixes)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+
+    from megatron_prealign.data import CodeSwitchGPTDataset, CodeSwitchGPTDatasetConfig
+
+    prefixes, weights = cfg.blend()
+    check_prefixes_exist(prefixes)
+    ds_cfg = CodeSwitchGPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=seq_length,
+        blend=(prefixes, weights),
+        split=cfg.split,
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        path_to_cache=cfg.data_cache_path,
+        mmap_bin_files=True,
+        codeswitch_ratio=cfg.codeswitch_ratio,
+        codeswitch_seed=seed if cfg.codeswitch_seed is None else cfg.codeswitch_seed,
+        lexicon_path=cfg.lexicon,
+    )
+    return BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset, num_samples, is_built_on_rank, ds_cfg).build()
+
+
+class ResumableBatchSampler:
+    """Megatron's pretraining order: global batches of consecutive sample indices starting at
+    `consumed_samples`; each data-parallel rank takes its `micro_batch_size` slice of every
+    `micro_batch_size * dp_size` chunk. A pure function of (consumed_samples, layout), so a
+    resumed run reads exactly the samples the uninterrupted run would have read."""
+
+    def __init__(self, total_samples: int, consumed_samples: int, micro_batch_size: int,
+                 dp_rank: int, dp_size: int):
+        if total_samples <= 0:
+            raise ValueError("dataset has no samples")
+        self.total_samples = total_samples
+        self.consumed_samples = consumed_samples
+        self.micro_batch_size = micro_batch_size
+        self.dp_rank, self.dp_size = dp_rank, dp_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        chunk = self.micro_batch_size * self.dp_size
+        start = self.consumed_samples
+        while start + chunk <= self.total_samples:
+            first = start + self.dp_rank * self.micro_batch_size
+            yield list(range(first, first + self.micro_batch_size))
+            start += chunk
+
+    def __len__(self) -> int:
+        return (self.total_samples - self.consumed_samples) // (self.micro_batch_size * self.dp_size)
+
+
+def build_loader(dataset, *, consumed_samples: int, micro_batch_size: int, dp_rank: int, dp_size: int,
+                 num_workers: int) -> Iterator[dict]:
+    """An iterator of this rank's microbatches (None dataset -> None, for ranks that read no data)."""
+    if dataset is None:
+        return None
+    sampler = ResumableBatchSampler(len(dataset), consumed_samples, micro_batch_size, dp_rank, dp_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=False,
+        persistent_workers=num_workers > 0,
+    )
+    return iter(loader)
+
+
+@dataclass
+class SwitchCounter:
+    """Running totals of the code-switch statistics of the batches a rank consumed."""
+
+    switched_words: int = 0
+    eligible_words: int = 0
+    switched_tokens: int = 0
+    tokens: int = 0
+    checksum: int = 0
+    """Position-weighted sum of the input tokens (mod 2^31), to check two runs read the same samples."""
+
+    def observe(self, batch: dict) -> None:
+        self.switched_words += int(batch.get("cs_switched_words", torch.zeros(1)).sum())
+        self.eligible_words += int(batch.get("cs_eligible_words", torch.zeros(1)).sum())
+        self.switched_tokens += int(batch.get("cs_switched_tokens", torch.zeros(1)).sum())
+        tokens = batch["tokens"].long()
+        self.tokens += int(tokens.numel())
+        weights = torch.arange(1, tokens.shape[-1] + 1, dtype=torch.long)
+        self.checksum = (self.checksum + int((tokens * weights).sum())) % 2**31
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.tensor([self.switched_words, self.eligible_words, self.switched_tokens, self.tokens,
+                             self.checksum], dtype=torch.float64)
+
+    def reset(self) -> None:
+        self.switched_words = self.eligible_words = self.switched_tokens = self.tokens = self.checksum = 0
+
+
+def counting(iterator: Iterator[dict] | None, counter: SwitchCounter) -> Iterator[dict] | None:
+    """Pass microbatches through while adding their switch statistics to `counter`."""
+    if iterator is None:
+        return None
+
+    def gen():
+        for batch in iterator:
+            counter.observe(batch)
+            yield batch
+
+    return gen()
+
+
+def dataset_name(dataset) -> str:
+    """Short display name of a (component) dataset: its prefix's file name."""
+    prefix = getattr(dataset, "dataset_path", None) or getattr(getattr(dataset, "dataset", None), "path_prefix", "")
+    return Path(str(prefix)).name or type(dataset).__name__

@@ -1,0 +1,331 @@
+"""The pretraining loop: train steps, evaluation, checkpoint cadence, metrics, preemption.
+
+`Trainer` owns one explicit, checkpointable `TrainState`; everything else (model, optimizer,
+data iterators, process groups) is built from the run config and passed in, never read from
+globals.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from megatron_prealign.log import get_logger, log_rank0
+from megatron_prealign.training.data import SwitchCounter, build_loader, counting, dataset_name
+from megatron_prealign.training.step import forward_backward
+
+logger = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Loop, batch, checkpoint and logging knobs (Megatron-LM flag names)."""
+
+    micro_batch_size: int = 1
+    """Samples per microbatch per data-parallel rank (--micro-batch-size)."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all ranks; None = micro-batch-size x DP (--global-batch-size)."""
+    train_iters: int = 100
+    """Optimizer steps of pretraining (--train-iters)."""
+    seed: int = 1234
+    """Seed of initialization, data order and code-switching (--seed)."""
+    save: str | None = None
+    """Checkpoint root to write (--save)."""
+    load: str | None = None
+    """Checkpoint root to resume from (model, optimizer, iteration, data position) (--load)."""
+    pretrained_checkpoint: str | None = None
+    """Weights to start from with a fresh optimizer at iteration 0 (--pretrained-checkpoint)."""
+    save_interval: int | None = None
+    """Save every N iterations; a final checkpoint is always written with --save (--save-interval)."""
+    eval_interval: int | None = None
+    """Evaluate every N iterations; None = only at the end (--eval-interval)."""
+    eval_iters: int = 10
+    """Global batches per evaluation and dataset (--eval-iters)."""
+    log_interval: int = 10
+    """Log every N iterations (--log-interval)."""
+    metrics_log: str | None = None
+    """JSON-lines file with one record per logged iteration and per evaluation (--metrics-log)."""
+    tensorboard_dir: str | None = None
+    """TensorBoard event directory (--tensorboard-dir)."""
+    align_only: bool = False
+    """Run the alignment pre-pass, save, and stop (--align-only)."""
+    override_checkpoint_mismatch: bool = False
+    """Resume even if the checkpoint's lexicon or tokenizer differs (--override-checkpoint-mismatch)."""
+    exit_signal_handler: bool = True
+    """On SIGTERM/SIGUSR1 finish the step, save and exit 0 (--exit-signal-handler)."""
+
+    def __post_init__(self) -> None:
+        if self.micro_batch_size < 1:
+            raise ValueError("--micro-batch-size must be >= 1")
+        if self.global_batch_size is not None and self.global_batch_size % self.micro_batch_size:
+            raise ValueError("--global-batch-size must be a multiple of --micro-batch-size")
+        if self.train_iters < 0:
+            raise ValueError("--train-iters must be >= 0")
+        if self.load and self.pretrained_checkpoint:
+            raise ValueError("use either --load (resume) or --pretrained-checkpoint (fresh start), not both")
+        for name in ("save_interval", "eval_interval", "log_interval"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+
+
+@dataclass
+class TrainState:
+    """Everything besides tensors that a resumed run needs to continue exactly."""
+
+    iteration: int = 0
+    consumed_samples: int = 0
+    align_finished: bool = False
+
+
+class PreemptionFlag:
+    """Remembers SIGTERM/SIGUSR1; the loop checks it (agreed across ranks) after each step."""
+
+    def __init__(self, enabled: bool):
+        self.received = False
+        if enabled:
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def any_rank(self) -> bool:
+        flag = torch.tensor([1 if self.received else 0], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+class MetricsWriter:
+    """Rank-0 JSON-lines log and optional TensorBoard, one interface."""
+
+    def __init__(self, path: str | None, tensorboard_dir: str | None):
+        self._file = None
+        self._tb = None
+        if dist.get_rank() != 0:
+            return
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", buffering=1)
+        if tensorboard_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(tensorboard_dir)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._file:
+            self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        if self._tb:
+            step = record.get("iteration", 0)
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "iteration":
+                    self._tb.add_scalar(key, value, step)
+                elif isinstance(value, dict):
+                    for sub, v in value.items():
+                        if isinstance(v, (int, float)):
+                            self._tb.add_scalar(f"{key}/{sub}", v, step)
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+        if self._tb:
+            self._tb.close()
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+    """Runs pretraining on an already built (and possibly loaded/aligned) model.
+
+    Args:
+        cfg: the training section of the run config.
+        model: this rank's DDP-wrapped model chunk.
+        optimizer / scheduler: megatron-core optimizer and OptimizerParamScheduler.
+        datasets: [train, valid, test] from `build_datasets` (None on ranks that read no data).
+        state: where the run stands (restored from a checkpoint when resuming).
+        seq_length: tokens per sample.
+        save_fn: `save_fn(state)` writes a checkpoint (collective).
+        eval_hooks: callables `hook(model) -> dict` adding metrics at every evaluation
+            (e.g. the alignment gap per layer).
+    """
+
+    def __init__(self, cfg: TrainingConfig, *, model, optimizer, scheduler, datasets, state: TrainState,
+                 seq_length: int, num_workers: int, save_fn, eval_hooks=()):
+        self.cfg = cfg
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.train_ds, self.valid_ds, _ = datasets
+        self.state = state
+        self.seq_length = seq_length
+        self.num_workers = num_workers
+        self.save_fn = save_fn
+        self.eval_hooks = list(eval_hooks)
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.dp_size = parallel_state.get_data_parallel_world_size()
+        self.global_batch = cfg.global_batch_size or cfg.micro_batch_size * self.dp_size
+        if self.global_batch % (cfg.micro_batch_size * self.dp_size):
+            raise ValueError(
+                f"--global-batch-size {self.global_batch} must be a multiple of --micro-batch-size x "
+                f"data-parallel size = {cfg.micro_batch_size} x {self.dp_size}"
+            )
+        self.num_microbatches = self.global_batch // (cfg.micro_batch_size * self.dp_size)
+        self.metrics = MetricsWriter(cfg.metrics_log, cfg.tensorboard_dir)
+        self.preemption = PreemptionFlag(cfg.exit_signal_handler)
+        self.switches = SwitchCounter()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _reads_data(self) -> bool:
+        return parallel_state.get_tensor_model_parallel_rank() == 0
+
+    def _train_iterator(self):
+        if not self._reads_data():
+            return None
+        loader = build_loader(self.train_ds, consumed_samples=self.state.consumed_samples,
+                              micro_batch_size=self.cfg.micro_batch_size, dp_rank=self.dp_rank,
+                              dp_size=self.dp_size, num_workers=self.num_workers)
+        return counting(loader, self.switches)
+
+    def _reduce_for_logging(self, lm_loss: float | None) -> tuple[float, torch.Tensor]:
+        """One all-reduce: the global loss (from one last-stage rank) and switch totals (from
+        each data-reading rank of the first stage)."""
+        loss_owner = (parallel_state.is_pipeline_last_stage() and self._reads_data() and self.dp_rank == 0)
+        stats_owner = parallel_state.is_pipeline_first_stage() and self._reads_data()
+        values = torch.zeros(6, dtype=torch.float64)
+        if loss_owner and lm_loss is not None:
+            values[0] = lm_loss
+        if stats_owner:
+            values[1:] = self.switches.as_tensor()
+        dist.all_reduce(values)
+        return float(values[0]), values[1:]
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Per-token loss on the first --eval-iters global batches of each validation dataset
+        (the same batches every time, so evaluations are comparable across a run and resumes)."""
+        if self.valid_ds is None:  # datasets are built on every rank, so all ranks agree
+            return {}
+        components = getattr(self.valid_ds, "datasets", None) or [self.valid_ds]
+        results: dict[str, float] = {}
+        self.model.eval()
+        for index, dataset in enumerate(components):
+            iterator = None
+            if self._reads_data():
+                iterator = build_loader(dataset, consumed_samples=0, micro_batch_size=self.cfg.micro_batch_size,
+                                        dp_rank=self.dp_rank, dp_size=self.dp_size, num_workers=0)
+            total, count = 0.0, 0
+            for _ in range(self.cfg.eval_iters):
+                result = forward_backward(self.model, iterator, num_microbatches=self.num_microbatches,
+                                          seq_length=self.seq_length, micro_batch_size=self.cfg.micro_batch_size,
+                                          forward_only=True)
+                if result.lm_loss is not None:
+                    total += result.lm_loss
+                    count += 1
+            loss, _ = self._reduce_for_logging(total / count if count else None)
+            name = dataset_name(dataset) if dataset is not None else f"valid{index}"
+            results[name] = loss
+        self.model.train()
+        record: dict[str, Any] = {"eval_loss": results}
+        for hook in self.eval_hooks:
+            record.update(hook(self.model))
+        return record
+
+    # -- training --------------------------------------------------------------------------
+    def train_step(self, data_iterator) -> tuple[float | None, float, bool]:
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        result = forward_backward(self.model, data_iterator, num_microbatches=self.num_microbatches,
+                                  seq_length=self.seq_length, micro_batch_size=self.cfg.micro_batch_size)
+        update_ok, grad_norm, _ = self.optimizer.step()
+        if update_ok:
+            self.scheduler.step(increment=self.global_batch)
+        return result.lm_loss, float(grad_norm or 0.0), update_ok
+
+    def train(self) -> TrainState:
+        """Run until --train-iters, saving, evaluating and logging on their intervals.
+
+        Returns the final state; on SIGTERM/SIGUSR1 saves and returns early.
+        """
+        cfg, state = self.cfg, self.state
+        data_iterator = self._train_iterator()
+        tokens_per_step = self.global_batch * self.seq_length
+        log_rank0(logger, "pretraining: iterations %d -> %d, global batch %d (%d microbatches x %d x DP %d)",
+                  state.iteration, cfg.train_iters, self.global_batch, self.num_microbatches,
+                  cfg.micro_batch_size, self.dp_size)
+        start_iteration, loop_start = state.iteration, time.perf_counter()
+        window_seconds, window_iters = 0.0, 0  # step time only: evaluation and saving excluded
+        while state.iteration < cfg.train_iters:
+            step_start = time.perf_counter()
+            lm_loss, grad_norm, update_ok = self.train_step(data_iterator)
+            window_seconds += time.perf_counter() - step_start
+            state.iteration += 1
+            state.consumed_samples += self.global_batch
+            window_iters += 1
+            if state.iteration % cfg.log_interval == 0 or state.iteration == cfg.train_iters:
+                loss, switches = self._reduce_for_logging(lm_loss)
+                done = state.iteration - start_iteration
+                eta = (time.perf_counter() - loop_start) / done * (cfg.train_iters - state.iteration)
+                switched, eligible, switched_tokens, tokens, checksum = switches.tolist()
+                record = {
+                    "iteration": state.iteration,
+                    "consumed_samples": state.consumed_samples,
+                    "lm_loss": loss,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "grad_norm": grad_norm,
+                    "skipped_update": not update_ok,
+                    "tokens_per_sec": tokens_per_step * window_iters / max(window_seconds, 1e-9),
+                    "data_checksum": int(checksum),
+                    "switch_rate": switched / eligible if eligible else 0.0,
+                    "switched_token_share": switched_tokens / tokens if tokens else 0.0,
+                }
+                self.metrics.write(record)
+                log_rank0(logger, "iter %d/%d | lm loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | "
+                          "switch %.2f%% | ETA %s", state.iteration, cfg.train_iters, loss, record["lr"],
+                          grad_norm, record["tokens_per_sec"], 100 * record["switch_rate"], _format_eta(eta))
+                self.switches.reset()
+                window_seconds, window_iters = 0.0, 0
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"lm loss is {loss} at iteration {state.iteration}")
+            if cfg.eval_interval and state.iteration % cfg.eval_interval == 0 and state.iteration < cfg.train_iters:
+                self._log_eval()
+            if cfg.save and cfg.save_interval and state.iteration % cfg.save_interval == 0:
+                self.save_fn(state)
+            if self.preemption.any_rank():
+                log_rank0(logger, "exit signal received: saving at iteration %d and stopping", state.iteration)
+                if cfg.save and not (cfg.save_interval and state.iteration % cfg.save_interval == 0):
+                    self.save_fn(state)
+                return state
+        self._log_eval()
+        if cfg.save and not (cfg.save_interval and state.iteration % cfg.save_interval == 0):
+            self.save_fn(state)
+        return state
+
+    def _log_eval(self) -> None:
+        record = self.evaluate()
+        if record:
+            record["iteration"] = self.state.iteration
+            self.metrics.write(record)
+            log_rank0(logger, "eval at iteration %d: %s", self.state.iteration,
+                      json.dumps({k: v for k, v in record.items() if k != "iteration"}, sort_keys=True))
+
+    def close(self) -> None:
+        self.metrics.close()
+
+
+def train_state_from_checkpoint(meta: dict[str, Any]) -> TrainState:
+    fields = TrainState.__dataclass_fields__
+    return TrainState(**{k: meta[k] for k in fields if k in meta})
+
+
+def train_state_dict(state: TrainState) -> dict[str, Any]:
+    return asdict(state)

@@ -36,6 +36,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+from tqdm import tqdm
 
 from megatron_prealign.data.sidecar import SidecarWriter, encode_spans, sidecar_prefix
 from megatron_prealign.fileio import atomic_path
@@ -117,7 +118,8 @@ class _KeyBatch:
     lengths: np.ndarray  # int64 (D,) tokens per document
     tokens: np.ndarray  # int32 (sum lengths,)
     span_values: np.ndarray  # int64 (D,) int32 values of each document's span triples (3 per span)
-    spans: np.ndarray  # int32 (sum span_values,)
+    spans: np.ndarray  # int32 (sum span_values,) flattened (start, length, entry_id) triples
+    span_tokens: int  # sum of the span lengths
 
 
 @dataclass
@@ -128,12 +130,14 @@ class _Batch:
 
 
 class _Encoder:
-    """Tokenizer + lexicon, loaded once per worker."""
+    """Tokenizer + lexicon, loaded once per worker (or handed over when encoding in-process)."""
 
-    def __init__(self, options: _EncoderOptions) -> None:
+    def __init__(self, options: _EncoderOptions, tokenizer=None, lexicon=None) -> None:
         self.options = options
-        self.tokenizer = build_tokenizer(options.tokenizer_type, options.tokenizer_model)
-        self.lexicon = load_lexicon(options.lexicon, self.tokenizer) if options.lexicon else None
+        self.tokenizer = tokenizer or build_tokenizer(options.tokenizer_type, options.tokenizer_model)
+        if lexicon is None and options.lexicon:
+            lexicon = load_lexicon(options.lexicon, self.tokenizer)
+        self.lexicon = lexicon
         self.eod = self.tokenizer.eod
 
     def _texts(self, raw: bytes, counts: collections.Counter) -> Dict[str, Optional[str]]:
@@ -163,7 +167,7 @@ class _Encoder:
     def encode_batch(self, lines: List[bytes], nbytes: int) -> _Batch:
         counts: collections.Counter = collections.Counter(lines=len(lines))
         docs: Dict[str, list] = {key: [] for key in self.options.keys}
-        spans: Dict[str, list] = {key: [] for key in self.options.keys}
+        spans: Dict[str, list] = {key: [] for key in self.options.keys}  # scan results per document
         for raw in lines:
             for key, text in self._texts(raw, counts).items():
                 if text is None:
@@ -178,16 +182,24 @@ class _Encoder:
                 tokens = np.asarray(ids, dtype=np.int32)
                 docs[key].append(tokens)
                 if self.lexicon is not None:
-                    starts, lengths, entries = self.lexicon.scan(tokens)
-                    spans[key].append(encode_spans(starts, lengths, entries))
+                    spans[key].append(self.lexicon.scan(tokens))
         out = {}
         for key in self.options.keys:
             d, s = docs[key], spans[key]
+            if s:
+                # One (N, 3) int32 array for the whole batch instead of one per document.
+                starts, lengths, entries = (np.concatenate(column) for column in zip(*s))  # (N,) each
+                flat = encode_spans(starts, lengths, entries)  # (3N,)
+                span_values = 3 * np.fromiter((len(r[0]) for r in s), dtype=np.int64, count=len(s))
+                span_tokens = int(lengths.sum(dtype=np.int64))
+            else:
+                flat, span_values, span_tokens = np.zeros(0, np.int32), np.zeros(0, np.int64), 0
             out[key] = _KeyBatch(
                 lengths=np.fromiter((len(t) for t in d), dtype=np.int64, count=len(d)),
                 tokens=np.concatenate(d) if d else np.zeros(0, np.int32),
-                span_values=np.fromiter((len(v) for v in s), dtype=np.int64, count=len(s)),
-                spans=np.concatenate(s) if s else np.zeros(0, np.int32),
+                span_values=span_values,
+                spans=flat,
+                span_tokens=span_tokens,
             )
         return _Batch(nbytes=nbytes, counts=counts, keys=out)
 
@@ -255,14 +267,13 @@ class _Outputs:
         self.num_tokens = 0
 
     def add(self, batch: _KeyBatch) -> None:
-        tok_end = np.cumsum(batch.lengths)
-        span_end = np.cumsum(batch.span_values)
-        for i, length in enumerate(batch.lengths.tolist()):
-            self.tokens.add_document(batch.tokens[tok_end[i] - length : tok_end[i]], [length])
-            if self.sidecar is not None:
-                count = int(batch.span_values[i])
-                self.sidecar.add_flat_document(batch.spans[span_end[i] - count : span_end[i]])
-        self.num_tokens += int(tok_end[-1]) if len(tok_end) else 0
+        end = 0
+        for length in batch.lengths.tolist():
+            self.tokens.add_document(batch.tokens[end : end + length], [length])
+            end += length
+        self.num_tokens += end
+        if self.sidecar is not None:
+            self.sidecar.add_documents(batch.spans, batch.span_values, batch.span_tokens)
 
     def finalize(self) -> None:
         self.tokens.finalize(self.paths["idx"])
@@ -289,10 +300,10 @@ class Summary:
 
 
 @contextlib.contextmanager
-def _encode_fn(options: _EncoderOptions, workers: int):
+def _encode_fn(options: _EncoderOptions, workers: int, tokenizer, lexicon):
     """Yields ``encode(iterable of (lines, nbytes)) -> iterator of _Batch`` in input order."""
     if workers == 1:
-        encoder = _Encoder(options)
+        encoder = _Encoder(options, tokenizer, lexicon)
         yield lambda batches: (encoder.encode_batch(lines, n) for lines, n in batches)
         return
     with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(options,)) as pool:
@@ -331,8 +342,6 @@ def run(args: argparse.Namespace) -> Summary:
             finals[key].update(cs_bin=side + ".bin", cs_idx=side + ".idx", cs_json=side + ".json")
         summary.outputs[key] = prefix
 
-    from tqdm import tqdm
-
     with contextlib.ExitStack() as stack:
         tmp = {key: {kind: str(stack.enter_context(atomic_path(p))) for kind, p in paths.items()} for key, paths in finals.items()}
         scratch = stack.enter_context(_scratch_dir(os.path.dirname(os.path.abspath(args.output_prefix)))) if args.partitions > 1 else None
@@ -340,7 +349,7 @@ def run(args: argparse.Namespace) -> Summary:
         progress = stack.enter_context(
             tqdm(total=summary.input_bytes, unit="B", unit_scale=True, desc="preprocess", disable=None, file=sys.stderr)
         )
-        encode = stack.enter_context(_encode_fn(options, args.workers))
+        encode = stack.enter_context(_encode_fn(options, args.workers, tokenizer, lexicon))
         docs_seen = 0
         for part in range(args.partitions):
             if scratch is None:

@@ -16,12 +16,14 @@ _EXPORTS = {
     "apply_codeswitch": "codeswitch",
     "switch_decisions": "codeswitch",
     "SidecarError": "sidecar",
+    "SidecarMeta": "sidecar",
     "SidecarWriter": "sidecar",
     "CodeSwitchSidecar": "sidecar",
     "sidecar_prefix": "sidecar",
     "validate_sidecar": "sidecar",
     "CodeSwitchGPTDataset": "dataset",
     "CodeSwitchGPTDatasetConfig": "dataset",
+    "MegatronTokenizerView": "dataset",
 }
 
 __all__ = sorted(_EXPORTS)

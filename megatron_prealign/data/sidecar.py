@@ -155,15 +155,25 @@ class SidecarWriter:
         self.num_spans += len(starts)
         self.num_span_tokens += int(np.sum(lengths, dtype=np.int64))
 
-    def add_flat_document(self, flat: np.ndarray) -> None:
-        """Append a document whose spans are already flattened int32 triples (3*S,)."""
+    def add_documents(self, flat: np.ndarray, values_per_document: np.ndarray, num_span_tokens: int) -> None:
+        """Append several documents at once.
+
+        Args:
+            flat: int32 (3 * total spans,) the documents' flattened triples, concatenated.
+            values_per_document: int (D,) how many of those values (3 per span) each document has.
+            num_span_tokens: the sum of the span lengths (for the coverage statistics).
+        """
         flat = np.asarray(flat, dtype=np.int32)
-        if flat.size % 3:
-            raise ValueError(f"flattened spans must have a multiple of 3 values, got {flat.size}")
-        self._builder.add_document(flat, [flat.size])
-        self.num_documents += 1
+        sizes = np.asarray(values_per_document, dtype=np.int64)
+        if int(sizes.sum()) != flat.size or np.any(sizes % 3):
+            raise ValueError("values_per_document must split `flat` into whole triples")
+        end = 0
+        for size in sizes.tolist():
+            self._builder.add_document(flat[end : end + size], [size])
+            end += size
+        self.num_documents += len(sizes)
         self.num_spans += flat.size // 3
-        self.num_span_tokens += int(flat.reshape(-1, 3)[:, 1].sum(dtype=np.int64))
+        self.num_span_tokens += int(num_span_tokens)
 
     def add_index(self, path_prefix: str, num_spans: int, num_span_tokens: int) -> None:
         """Append a complete sidecar written earlier (a partition), in order.

@@ -15,7 +15,8 @@ Tensor layout differences handled here (verified against megatron-core 0.16.1's 
   SwiGLU sharded factory stores it in that order for every TP degree.
 * The embedding (and untied output layer) has `ModelConfig.padded_vocab_size(TP)` rows. Import
   appends zero rows (a padded row is never an input token, and its output logit starts at 0);
-  export drops every row past `vocab_size`.
+  export drops every row past `vocab_size`. megatron-core itself loads these two tensors at
+  another padding (`allow_shape_mismatch`: missing rows zero), so the target TP is not binding.
 * Tied embeddings: megatron stores no `output_layer.weight`; HF stores no `lm_head.weight`.
 
 Precision: the dist checkpoint holds float32 parameters (the trainer casts to its own precision).
@@ -129,11 +130,13 @@ def model_config_from_hf(hf: Mapping[str, Any]) -> ModelConfig:
         raise ConversionError(
             f"unsupported `head_dim` {head_dim}: must equal hidden_size / num_attention_heads = {hidden // heads}")
     positions = _require(hf, "max_position_embeddings")
+    groups = hf.get("num_key_value_heads") or heads
     return ModelConfig(
         num_layers=_require(hf, "num_hidden_layers"),
         hidden_size=hidden,
         num_attention_heads=heads,
-        num_query_groups=hf.get("num_key_value_heads") or heads,
+        # None (the ModelConfig default) means one group per head, i.e. plain multi-head attention.
+        num_query_groups=groups if groups != heads else None,
         ffn_hidden_size=_require(hf, "intermediate_size"),
         seq_length=positions,
         max_position_embeddings=positions,

@@ -4,8 +4,9 @@ One spawn of two ranks does all the distributed work:
   rank 0 first converts two tiny random Llamas (GQA 4 heads / 2 groups; one untied fp32 model in
   sharded safetensors, one tied model saved in bf16) with `tools/convert_checkpoint.py`, for
   target layouts TP=1/PP=2 and TP=2/PP=1 (the vocabulary padding differs: 384 vs 512 rows);
-  then both ranks load them at TP=1, TP=2 and PP=2, compute logits for the same tokens as the
-  HF models, and re-save the untied model from the TP=2 and PP=2 layouts as iter checkpoints.
+  then both ranks load them at TP=1, TP=2 and PP=2 (and each at the other TP's padding), compute
+  logits for the same tokens as the HF models, and re-save the untied model from the TP=2 and
+  PP=2 layouts as iter checkpoints.
 The test process then exports every checkpoint back to HF and compares tensors bit for bit.
 """
 from __future__ import annotations
@@ -24,8 +25,11 @@ VOCAB, SEQ, BATCH = 300, 16, 2
 TOLERANCE = 1e-4
 VARIANTS = ("untied", "tied")
 TARGETS = {"tp1pp2": (1, 2), "tp2pp1": (2, 1)}
-# (layout name, TP, PP, checkpoint target it loads: padding must match the TP degree)
-LAYOUTS = (("tp1", 1, 1, "tp1pp2"), ("tp2", 2, 1, "tp2pp1"), ("pp2", 1, 2, "tp1pp2"))
+# (layout name, TP, PP, checkpoint it loads). The last two load a checkpoint padded for another
+# TP degree: megatron-core loads embedding/output rows with a different padding (extra rows zero).
+LAYOUTS = (("tp1", 1, 1, "tp1pp2"), ("tp2", 2, 1, "tp2pp1"), ("pp2", 1, 2, "tp1pp2"),
+           ("tp2_from_tp1_target", 2, 1, "tp1pp2"), ("tp1_from_tp2_target", 1, 1, "tp2pp1"))
+PADDED = {"tp1": 384, "tp2": 512, "pp2": 384, "tp2_from_tp1_target": 512, "tp1_from_tp2_target": 384}
 
 
 def _load_tool():
@@ -111,7 +115,7 @@ def _convert_and_compare(rank, world_size, workdir):
                 out[(layout, variant, "padded_vocab")] = logits.shape[-1]
                 diff = (logits[..., :VOCAB] - reference[variant]).abs().max().item()
                 out[(layout, variant, "max_abs_diff")] = diff
-            if variant == "untied" and layout != "tp1":
+            if variant == "untied" and layout in ("tp2", "pp2"):
                 save_checkpoint(work / f"resaved_{layout}", model=model, iteration=3, with_rng=False,
                                 state={**state, "iteration": 3})
         out[(layout, "pp_last_stage")] = parallel_state.is_pipeline_last_stage()
@@ -162,12 +166,11 @@ def test_sources_are_what_the_test_claims(runs):
     assert all(t.dtype == torch.bfloat16 for t in tied.values())
 
 
-@pytest.mark.parametrize("layout", ["tp1", "tp2", "pp2"])
+@pytest.mark.parametrize("layout", list(PADDED))
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_converted_model_matches_hf_logits(runs, layout, variant):
     results = runs["results"]
-    padded = {"tp1": 384, "tp2": 512, "pp2": 384}[layout]
-    assert results[(layout, variant, "padded_vocab")] == padded
+    assert results[(layout, variant, "padded_vocab")] == PADDED[layout]
     diff = results[(layout, variant, "max_abs_diff")]
     print(f"{layout} {variant}: max |logits - HF| = {diff:.3e}")
     assert diff <= TOLERANCE

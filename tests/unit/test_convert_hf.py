@@ -81,6 +81,10 @@ def test_model_config_from_v5_and_v4_style_configs():
         assert cfg.max_position_embeddings == 64 and cfg.init_method_std == 0.03
     assert not model_config_from_hf(llama_config(tie_word_embeddings=True).to_dict()) \
         .untie_embeddings_and_output_weights
+    # Multi-head attention maps to ModelConfig's default (no query groups), and back.
+    mha = model_config_from_hf(llama_config(num_key_value_heads=4).to_dict())
+    assert mha.num_query_groups is None
+    assert hf_config_from_model_config(mha).num_key_value_heads == 4
 
 
 @pytest.mark.parametrize("tied", [False, True])

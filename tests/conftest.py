@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-
 
 # ============================================================================================
 # data fixtures
 # (megatron_prealign/data, tools/preprocess_data.py: a tiny tokenizer, lexicon and token
 # datasets with code-switch sidecars, all built offline from tests/assets)
 # ============================================================================================
+
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 # A small en-de dictionary over words of tests/assets/tiny_corpus.txt (written for these tests).
 DATA_DICTIONARY = """\

@@ -29,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     pgs = init_distributed(cfg.parallel, seed=cfg.training.seed)
     try:
         tokenizer = assemble.build_run_tokenizer(cfg)
-        model_cfg = assemble.resolve_model_config(cfg, tokenizer)
-        identity = assemble.run_identity(cfg, tokenizer)
+        start = assemble.read_start_checkpoint(cfg)
+        model_cfg = assemble.resolve_model_config(cfg, tokenizer, start)
+        identity = assemble.run_identity(cfg, tokenizer, start)
         model, optimizer, scheduler = assemble.build_model_and_optimizer(cfg, model_cfg, pgs)
         state = assemble.restore(cfg, model, optimizer, scheduler, model_cfg, identity)
         current = {"optimizer": optimizer, "scheduler": scheduler}

@@ -23,9 +23,11 @@ from megatron_prealign.training.optim import build_optimizer, build_scheduler
 
 logger = get_logger(__name__)
 
-# Model fields that may differ between a checkpoint and the run that loads it.
-_LAYOUT_FREE_MODEL_FIELDS = {"bf16", "fp16", "transformer_impl", "make_vocab_size_divisible_by",
-                             "hidden_dropout", "attention_dropout", "seq_length", "max_position_embeddings"}
+# Model fields that may differ between a checkpoint and the run that loads it (precision,
+# implementation, regularization, initialization, context length): not the weights' meaning.
+_NON_ARCHITECTURE_FIELDS = {"bf16", "fp16", "transformer_impl", "make_vocab_size_divisible_by",
+                            "hidden_dropout", "attention_dropout", "seq_length", "max_position_embeddings",
+                            "init_method_std"}
 
 
 def build_run_tokenizer(cfg: RunConfig):
@@ -36,11 +38,37 @@ def build_run_tokenizer(cfg: RunConfig):
     return build_tokenizer(cfg.data.tokenizer_type, cfg.data.tokenizer_model)
 
 
-def resolve_model_config(cfg: RunConfig, tokenizer) -> ModelConfig:
-    """The model's vocabulary comes from the tokenizer (as in Megatron-LM) when one is given."""
-    if tokenizer is None:
-        return cfg.model
-    return dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
+def read_start_checkpoint(cfg: RunConfig) -> dict[str, Any] | None:
+    """prealign_state.json of the checkpoint this run starts from (None when there is none yet)."""
+    path = cfg.training.load or cfg.training.pretrained_checkpoint
+    if not path:
+        return None
+    try:
+        return read_checkpoint_state(path)[1]
+    except CheckpointError:
+        if cfg.training.pretrained_checkpoint:
+            raise
+        return None  # an empty --load root: first start of a requeueable job
+
+
+def resolve_model_config(cfg: RunConfig, tokenizer, start_meta: dict[str, Any] | None) -> ModelConfig:
+    """The architecture to build.
+
+    From the flags, or from the checkpoint with --use-checkpoint-args. The vocabulary comes from
+    the tokenizer (as in Megatron-LM), unless the checkpoint's embedding is larger (models often
+    ship embedding rows beyond the tokenizer's ids): then the checkpoint's size is kept.
+    """
+    model = cfg.model
+    saved = (start_meta or {}).get("model")
+    if cfg.training.use_checkpoint_args:
+        if not saved:
+            raise CheckpointError("--use-checkpoint-args needs --load or --pretrained-checkpoint with a model config")
+        model = ModelConfig(**{**dataclasses.asdict(model),
+                               **{k: v for k, v in saved.items() if k not in _NON_ARCHITECTURE_FIELDS}})
+    vocab = tokenizer.vocab_size if tokenizer is not None else model.vocab_size
+    if saved and saved.get("vocab_size", 0) >= vocab:
+        vocab = saved["vocab_size"]
+    return dataclasses.replace(model, vocab_size=vocab)
 
 
 def build_model_and_optimizer(cfg: RunConfig, model_cfg: ModelConfig, pgs):
@@ -61,17 +89,21 @@ def global_batch_size(cfg: RunConfig) -> int:
     return cfg.training.global_batch_size or cfg.training.micro_batch_size * parallel_state.get_data_parallel_world_size()
 
 
-def run_identity(cfg: RunConfig, tokenizer) -> dict[str, Any]:
-    """What a checkpoint must agree with to be resumed by this run."""
+def run_identity(cfg: RunConfig, tokenizer, start_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint must agree with to be resumed by this run (plus the provenance of a
+    converted model, carried into every later checkpoint so an export keeps its HF config)."""
     lexicon_sha = None
     if cfg.data.lexicon:
         from megatron_prealign.lexicon import load_lexicon
 
         lexicon_sha = load_lexicon(cfg.data.lexicon, tokenizer).sha256
-    return {
+    identity = {
         "lexicon_sha256": lexicon_sha,
         "tokenizer_fingerprint": getattr(tokenizer, "fingerprint", None),
     }
+    if start_meta and start_meta.get("source"):
+        identity["source"] = start_meta["source"]
+    return identity
 
 
 def _check_compatible(path: str, meta: dict[str, Any], model_cfg: ModelConfig, identity: dict[str, Any],
@@ -80,7 +112,7 @@ def _check_compatible(path: str, meta: dict[str, Any], model_cfg: ModelConfig, i
     if saved_model:
         ours = dataclasses.asdict(model_cfg)
         diffs = [f"{k}: checkpoint {saved_model.get(k)!r} vs run {ours[k]!r}" for k in ours
-                 if k not in _LAYOUT_FREE_MODEL_FIELDS and k in saved_model and saved_model[k] != ours[k]]
+                 if k not in _NON_ARCHITECTURE_FIELDS and k in saved_model and saved_model[k] != ours[k]]
         if diffs:
             raise CheckpointError(f"{path} holds a different architecture: " + "; ".join(diffs))
     for key, flag in (("lexicon_sha256", "--lexicon"), ("tokenizer_fingerprint", "--tokenizer-model")):

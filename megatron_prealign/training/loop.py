@@ -57,6 +57,9 @@ class TrainingConfig:
     """TensorBoard event directory (--tensorboard-dir)."""
     align_only: bool = False
     """Run the alignment pre-pass, save, and stop (--align-only)."""
+    use_checkpoint_args: bool = False
+    """Take the architecture from the --load/--pretrained-checkpoint checkpoint instead of the
+    model flags, e.g. for a converted Hugging Face model (--use-checkpoint-args)."""
     override_checkpoint_mismatch: bool = False
     """Resume even if the checkpoint's lexicon or tokenizer differs (--override-checkpoint-mismatch)."""
     exit_signal_handler: bool = True
@@ -257,7 +260,7 @@ class Trainer:
         Returns the final state; on SIGTERM/SIGUSR1 saves and returns early.
         """
         cfg, state = self.cfg, self.state
-        data_iterator = self._train_iterator()
+        data_iterator = self._train_iterator() if state.iteration < cfg.train_iters else None
         tokens_per_step = self.global_batch * self.seq_length
         log_rank0(logger, "pretraining: iterations %d -> %d, global batch %d (%d microbatches x %d x DP %d)",
                   state.iteration, cfg.train_iters, self.global_batch, self.num_microbatches,

@@ -1,0 +1,433 @@
+"""Stage `align`: the alignment pre-pass (PreAlign stage 1) on a megatron-core GPTModel.
+
+`run_align_prepass` trains the model for `AlignConfig.steps` steps on word pairs from the
+lexicon, with its own optimizer and LR schedule, and reports the losses and the alignment gap
+before and after. Afterwards the caller builds a fresh optimizer and scheduler for pretraining.
+
+Loss of one step (M microbatches, K selected layer slots, see capture.py for slots):
+
+    total = align_weight   * 1/M sum_j 1/K sum_l InfoNCE_l(pool_j)
+          + collapse_weight * 1/M sum_j 1/K sum_l max(0, mean cos_l(pool_j))      (optional)
+          + lm_weight      * (sum of word-LM token losses) / (LM tokens in the global batch)
+
+How it maps onto megatron-core (calculate_per_token_loss=True): every microbatch reports its
+word count as `num_tokens`, so `finalize_model_grads` divides gradients by B, the words in the
+global batch; each microbatch therefore back-propagates B times its share of `total`. The LM share
+and the loss terms of the slots on the last stage are part of the loss the last stage returns;
+the slots of other stages are injected into their stage's backward at the stage's last layer
+(`InjectAuxLoss`), so no stage needs another stage's activations. Under tensor parallelism the
+pooled hidden states are replicated (full) on every TP rank and the vocab-sharded LM-head rows are
+pooled with a TP all-reduce, so every TP rank computes the same, unsharded loss.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from megatron_prealign.align.capture import LayerTap, slot_names, unwrap_model
+from megatron_prealign.align.data import (
+    WordMicrobatch,
+    WordPairSampler,
+    _translation_keys,
+    build_microbatches,
+    split_entries,
+)
+from megatron_prealign.align.loss import all_gather_with_grad, collapse_penalty, info_nce
+from megatron_prealign.lexicon import Lexicon
+from megatron_prealign.log import get_logger, log_rank0
+from megatron_prealign.platform import compute_device
+
+__all__ = ["AlignConfig", "AlignReport", "AlignmentObjective", "run_align_prepass"]
+
+logger = get_logger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlignConfig:
+    """Alignment pre-pass knobs. Defaults follow the authors' runs unless a field says otherwise
+    (see align/README.md for the reasons)."""
+
+    steps: int = 5000
+    """Optimizer steps of the pre-pass; 0 skips training (--align-steps). Authors: ~5,000."""
+    lr: float = 5e-4
+    """Peak learning rate (--align-lr). Authors: 5e-4."""
+    min_lr: float = 0.0
+    """LR at the end of the linear decay (--align-min-lr); the authors' HF Trainer decays to 0."""
+    warmup_fraction: float = 0.05
+    """Share of `steps` spent in linear warmup (--align-warmup-fraction). Authors: 5%."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay (--align-weight-decay). Authors: 0.1."""
+    clip_grad: float = 1.0
+    """Global gradient-norm clip, 0 disables (--align-clip-grad); the HF Trainer default."""
+    temperature: float = 0.1
+    """InfoNCE temperature τ on cosine similarities (--align-temperature). Authors: 0.1."""
+    align_weight: float = 0.5
+    """Weight of the contrastive term (--align-weight). Authors: 0.1 (Jul-2024), 0.5 (Dec-2024);
+    0.5 measured better here (README)."""
+    lm_weight: float = 1.0
+    """Weight of the next-token loss on the word sequences (--align-lm-weight)."""
+    collapse_weight: float = 0.0
+    """Weight of max(0, mean pairwise cosine) per layer, the Dec-2024 anti-collapse term; 0 turns
+    it off as in the Jul-2024 code (--align-collapse-weight)."""
+    layers: str = "all"
+    """Layer slots to align (--align-layers): `all`; `top` (the last transformer layer's output);
+    or comma-separated slot indices, 0 = embedding output, 1..L = transformer layer outputs,
+    L+1 = output-embedding rows."""
+    pairs_per_batch: int = 256
+    """Translation pairs per optimizer step over all data-parallel ranks (2 words each)
+    (--align-pairs-per-batch). Authors: 256 per GPU."""
+    num_microbatches: int = 1
+    """Microbatches per step (--align-num-microbatches); each one, gathered over data-parallel
+    ranks, is one contrastive pool. Use >= the pipeline size to keep 1F1B busy."""
+    max_word_tokens: int = 16
+    """Entries with more tokens are not trained on or evaluated (--align-max-word-tokens)."""
+    heldout_fraction: float = 0.05
+    """Share of translation groups kept out of training to measure the alignment gap on unseen
+    words (--align-heldout-fraction); 0 measures it on training entries instead."""
+    eval_max_words: int = 2048
+    """At most this many words (whole groups) are used to measure the gap (--align-eval-max-words)."""
+    log_interval: int = 50
+    """Log the losses every this many steps (--align-log-interval)."""
+    seed: int = 1234
+    """Seed of the pair sampling and the held-out split (--align-seed)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError("--align-steps must be >= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError("--align-lr must be > 0")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError("--align-min-lr must be in [0, --align-lr]")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError("--align-warmup-fraction must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError("--align-weight-decay must be >= 0")
+        if self.clip_grad < 0:
+            raise ValueError("--align-clip-grad must be >= 0")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError("--align-temperature must be > 0")
+        for name, flag in (("align_weight", "--align-weight"), ("lm_weight", "--align-lm-weight"),
+                           ("collapse_weight", "--align-collapse-weight")):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{flag} must be a finite number >= 0")
+        if self.align_weight == 0 and self.lm_weight == 0 and self.collapse_weight == 0:
+            raise ValueError("--align-weight, --align-lm-weight and --align-collapse-weight are all 0")
+        self._parse_layers()
+        if self.pairs_per_batch < 1:
+            raise ValueError("--align-pairs-per-batch must be >= 1")
+        if self.num_microbatches < 1 or self.pairs_per_batch % self.num_microbatches:
+            raise ValueError("--align-num-microbatches must be >= 1 and divide --align-pairs-per-batch")
+        if self.max_word_tokens < 1:
+            raise ValueError("--align-max-word-tokens must be >= 1")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ValueError("--align-heldout-fraction must be in [0, 1)")
+        if self.eval_max_words < 2:
+            raise ValueError("--align-eval-max-words must be >= 2")
+        if self.log_interval < 1:
+            raise ValueError("--align-log-interval must be >= 1")
+
+    def _parse_layers(self) -> tuple[int, ...] | str:
+        value = self.layers.strip().lower()
+        if value in ("all", "top"):
+            return value
+        try:
+            indices = tuple(int(part) for part in value.split(","))
+        except ValueError:
+            raise ValueError(f"--align-layers must be all, top or comma-separated slot indices, got {self.layers!r}") from None
+        if not indices or min(indices) < 0 or len(set(indices)) != len(indices):
+            raise ValueError(f"--align-layers indices must be distinct and >= 0, got {self.layers!r}")
+        return tuple(sorted(indices))
+
+    def layer_slots(self, num_layers: int) -> tuple[int, ...]:
+        """Selected slot indices for a model with `num_layers` transformer layers."""
+        parsed = self._parse_layers()
+        if parsed == "all":
+            return tuple(range(num_layers + 2))
+        if parsed == "top":
+            return (num_layers,)
+        if max(parsed) > num_layers + 1:
+            raise ValueError(f"--align-layers {self.layers}: slot indices go up to {num_layers + 1} "
+                             f"for a {num_layers}-layer model")
+        return parsed
+
+
+class AlignmentObjective:
+    """The pre-pass loss on one model chunk: hooks, forward_step/loss_func for megatron-core's
+    schedule, and the per-step statistics.
+
+    Args:
+        model: this rank's DDP-wrapped model chunk.
+        cfg: the pre-pass config (temperature, weights, layers, microbatches).
+        pg_collection: megatron-core `ProcessGroupCollection` (uses `.tp`, `.pp`, `.dp`).
+    """
+
+    def __init__(self, model, cfg: AlignConfig, pg_collection):
+        self.model = model
+        self.cfg = cfg
+        self.module = unwrap_model(model)
+        self.dp_group = pg_collection.dp
+        self.pp_group = pg_collection.pp
+        self.tap = LayerTap(model, tp_group=pg_collection.tp)
+        self.num_layers = self.tap.num_layers
+        self.names = slot_names(self.num_layers)
+        self.selected = cfg.layer_slots(self.num_layers)
+        self.stage_selected = [s for s in self.tap.stage_slots if s in self.selected]
+        self.tap.stage_end = self._stage_end
+        self.tap.grad_scale = self._grad_scale
+        self._stats: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------- per-microbatch terms
+
+    def _grad_scale(self) -> float:
+        # The schedule multiplies the last stage's loss by grad_scale_func(1) (fp16 loss scaling);
+        # injected terms must be scaled the same way.
+        func = self.module.config.grad_scale_func
+        return float(func(torch.ones(1, device=compute_device())).item()) if func is not None else 1.0
+
+    def _terms(self, forward, slots: list[int]) -> torch.Tensor:
+        """B x this rank's share of the step loss from `slots` of one microbatch (scalar)."""
+        batch: WordMicrobatch = forward.batch
+        cfg = self.cfg
+        local = torch.stack([forward.reps[s] for s in slots])  # [Ks, b, h]
+        pool = all_gather_with_grad(local.transpose(0, 1).contiguous(), self.dp_group)  # [W, Ks, h]
+        pool = pool.transpose(0, 1)  # [Ks, W, h]
+        contrastive = info_nce(local, pool, batch.positive_mask, batch.negative_mask,
+                               cfg.temperature).sum(dim=1) / batch.num_pool_anchors  # [Ks]
+        loss = cfg.align_weight * contrastive.sum()
+        index = torch.tensor(slots, device=contrastive.device)
+        m = cfg.num_microbatches
+        self._stats[index] += contrastive.detach() / m
+        if cfg.collapse_weight > 0:
+            collapse = collapse_penalty(local, pool, batch.pool_offset)  # [Ks]
+            loss = loss + cfg.collapse_weight * collapse.sum()
+            self._stats[index + self.num_layers + 2] += collapse.detach() / m
+        return loss * (batch.num_words_global / (len(self.selected) * m))
+
+    def _stage_end(self, forward) -> torch.Tensor | None:
+        slots = [s for s in self.stage_selected if s in forward.reps]
+        return self._terms(forward, slots) if slots else None
+
+    def _loss_func(self, forward, output_tensor: torch.Tensor):
+        batch: WordMicrobatch = forward.batch
+        token_losses = output_tensor.float()  # [b, s]
+        lm_sum = (token_losses * batch.loss_mask).sum()
+        lm_tokens = max(batch.num_lm_tokens_global, 1)
+        loss = self.cfg.lm_weight * (batch.num_words_global / lm_tokens) * lm_sum
+        self._stats[-1] += lm_sum.detach() / lm_tokens
+        if self.tap.output_slot in self.stage_selected:
+            forward.reps[self.tap.output_slot] = self.tap.output_embedding_rep(batch)
+        slots = [s for s in self.stage_selected if s in forward.reps]
+        if slots:
+            loss = loss + self._terms(forward, slots)
+        num_words = torch.tensor(batch.tokens.shape[0], dtype=torch.int, device=loss.device)
+        return loss, num_words, {}
+
+    def _forward_step(self, data_iterator, model):
+        batch = next(data_iterator)
+        with self.tap.forward(batch, self.selected) as forward:
+            output = model(batch.tokens, batch.position_ids, None, labels=batch.labels)
+        return output, partial(self._loss_func, forward)
+
+    # ------------------------------------------------------------------------------ step
+
+    @contextmanager
+    def attached(self):
+        """Hooks registered, full-layer recompute off (it would re-run the hooks in backward;
+        word sequences are a few tokens, so there is nothing to save), fp16 loss scaling wired."""
+        config = self.module.config
+        saved = config.recompute_granularity
+        if saved == "full":
+            config.recompute_granularity = None
+        try:
+            with self.tap.attached():
+                yield self
+        finally:
+            config.recompute_granularity = saved
+
+    def forward_backward(self, microbatches: list[WordMicrobatch]) -> dict[str, Any]:
+        """Forward and backward of one step over this rank's microbatches (inside `attached()`);
+        gradients end in the DDP grad buffers, finalized (DP-reduced, divided by B).
+
+        Returns:
+            Global (all-rank) values: `contrastive`, `collapse`, `word_lm`, `total`, and
+            `per_layer` {slot name: InfoNCE}, identical on every rank.
+        """
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        if len(microbatches) != self.cfg.num_microbatches:
+            raise ValueError(f"expected {self.cfg.num_microbatches} microbatches, got {len(microbatches)}")
+        device = microbatches[0].tokens.device
+        self._stats = torch.zeros(2 * (self.num_layers + 2) + 1, dtype=torch.float64, device=device)
+        seq_length, micro_batch_size = microbatches[0].tokens.shape[1], microbatches[0].tokens.shape[0]
+        get_forward_backward_func()(
+            forward_step_func=self._forward_step,
+            data_iterator=iter(microbatches),
+            model=[self.model],
+            num_microbatches=len(microbatches),
+            seq_length=seq_length,
+            micro_batch_size=micro_batch_size,
+            forward_only=False,
+        )
+        stats = self._stats
+        # Shares of the pool's words are summed over DP ranks; stages own disjoint slots (and only
+        # the last stage has the LM term), so a sum over the pipeline group assembles them.
+        dist.all_reduce(stats, group=self.dp_group)
+        dist.all_reduce(stats, group=self.pp_group)
+        values = stats.cpu().numpy()
+        width = self.num_layers + 2
+        contrastive = float(np.mean([values[s] for s in self.selected]))
+        collapse = float(np.mean([values[width + s] for s in self.selected]))
+        word_lm = float(values[-1])
+        cfg = self.cfg
+        return {
+            "total": cfg.align_weight * contrastive + cfg.collapse_weight * collapse + cfg.lm_weight * word_lm,
+            "contrastive": contrastive,
+            "collapse": collapse,
+            "word_lm": word_lm,
+            "per_layer": {self.names[s]: float(values[s]) for s in self.selected},
+        }
+
+
+@dataclass
+class AlignReport:
+    """What the pre-pass did; `to_dict()` is JSON-serializable (for prealign_state.json)."""
+
+    steps: int
+    selected_layers: list[str]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Per step: total, contrastive, collapse, word_lm, per_layer, lr, grad_norm."""
+    gap_before: dict[str, float] = field(default_factory=dict)
+    """Alignment gap per layer slot before training (metrics.alignment_gap)."""
+    gap_after: dict[str, float] = field(default_factory=dict)
+    gap_split: str = "heldout"
+    """`heldout` (unseen groups) or `train` (no held-out split configured)."""
+    num_train_entries: int = 0
+    num_eval_words: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _evaluation_entries(lexicon: Lexicon, candidates: np.ndarray, max_words: int, max_word_tokens: int,
+                        seed: int) -> np.ndarray:
+    """Whole groups of `candidates` (in a seeded order) until `max_words` words are reached."""
+    lengths = np.diff(lexicon.entry_offsets)
+    candidates = candidates[lengths[candidates] <= max_word_tokens]
+    groups = np.asarray(lexicon.group_ids, dtype=np.int64)[candidates]
+    unique = np.unique(groups)
+    order = np.random.default_rng([seed, 0xE7A1]).permutation(unique)
+    rank = np.empty(unique.max() + 1 if len(unique) else 0, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    ordered = candidates[np.argsort(rank[groups], kind="stable")]
+    return np.sort(ordered[:max_words])
+
+
+def _check_model(model, lexicon: Lexicon) -> None:
+    from megatron.core.distributed import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel):
+        raise TypeError(
+            "run_align_prepass needs the model wrapped in megatron-core DDP "
+            "(megatron_prealign.training.ddp.wrap_ddp), the same wrapper pretraining uses"
+        )
+    vocab = unwrap_model(model).vocab_size
+    if len(lexicon.entry_flat) and int(lexicon.entry_flat.max()) >= vocab:
+        raise ValueError(
+            f"lexicon token ids go up to {int(lexicon.entry_flat.max())} but the model's vocabulary has "
+            f"{vocab} rows: the lexicon was built for another tokenizer"
+        )
+
+
+def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, *, pad_id: int = 0) -> AlignReport:
+    """Run the alignment pre-pass on `model` (all ranks call it, after any checkpoint load).
+
+    Args:
+        model: this rank's model chunk wrapped with `training.ddp.wrap_ddp` (random or loaded
+            weights; they are trained in place).
+        lexicon: the compiled lexicon of the model's tokenizer.
+        cfg: pre-pass config.
+        pg_collection: megatron-core ProcessGroupCollection from `init_distributed`.
+        pad_id: token id written into padding slots (masked everywhere; any valid id works).
+
+    Returns:
+        AlignReport (identical on every rank). The pre-pass uses its own optimizer and schedule
+        and leaves the DDP grad buffers zeroed; build the pretraining optimizer afterwards (an
+        optimizer built before would hold stale fp32 master weights under bf16/fp16).
+    """
+    from megatron_prealign.align.metrics import alignment_gap
+    from megatron_prealign.training.optim import OptimConfig, build_optimizer, build_scheduler
+
+    _check_model(model, lexicon)
+    started = time.perf_counter()
+    module = unwrap_model(model)
+    objective = AlignmentObjective(model, cfg, pg_collection)
+    train_ids, heldout_ids = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
+    gap_split = "heldout" if len(heldout_ids) else "train"
+    eval_ids = _evaluation_entries(lexicon, heldout_ids if len(heldout_ids) else train_ids,
+                                   cfg.eval_max_words, cfg.max_word_tokens, cfg.seed)
+    gap = partial(alignment_gap, model, lexicon, eval_ids, pg_collection, pad_id=pad_id, seed=cfg.seed)
+    report = AlignReport(steps=cfg.steps, selected_layers=[objective.names[s] for s in objective.selected],
+                         gap_split=gap_split, num_eval_words=len(eval_ids))
+    report.gap_before = gap()
+    log_rank0(logger, "align: gap before (%s, %d words): %s", gap_split, len(eval_ids),
+              _format_gaps(report.gap_before))
+    if cfg.steps > 0:
+        sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
+                                  max_word_tokens=cfg.max_word_tokens)
+        report.num_train_entries = len(train_ids)
+        optim_cfg = OptimConfig(lr=cfg.lr, min_lr=cfg.min_lr, lr_decay_style="linear",
+                                lr_warmup_iters=int(round(cfg.warmup_fraction * cfg.steps)),
+                                weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.999,
+                                clip_grad=cfg.clip_grad,
+                                use_distributed_optimizer=model.ddp_config.use_distributed_optimizer)
+        optimizer = build_optimizer(optim_cfg, [model], bf16=module.config.bf16, fp16=module.config.fp16,
+                                    pg_collection=pg_collection)
+        scheduler = build_scheduler(optim_cfg, optimizer, train_iters=cfg.steps, global_batch_size=1)
+        dp_rank, dp_size = dist.get_rank(pg_collection.dp), dist.get_world_size(pg_collection.dp)
+        keys = _translation_keys(lexicon)
+        config = module.config
+        saved_scale = config.grad_scale_func
+        config.grad_scale_func = optimizer.scale_loss
+        model.train()
+        try:
+            with objective.attached():
+                for step in range(cfg.steps):
+                    pairs = sampler.global_pairs(step)
+                    microbatches = [mb.to(compute_device()) for mb in build_microbatches(
+                        lexicon, pairs, dp_rank=dp_rank, dp_size=dp_size,
+                        num_microbatches=cfg.num_microbatches, pad_id=pad_id, translation_keys=keys)]
+                    model.zero_grad_buffer()
+                    optimizer.zero_grad()
+                    record = objective.forward_backward(microbatches)
+                    record["lr"] = float(optimizer.param_groups[0]["lr"])
+                    ok, grad_norm, _ = optimizer.step()
+                    scheduler.step(increment=1)
+                    record["grad_norm"] = float(grad_norm) if grad_norm is not None else None
+                    record["skipped"] = not ok
+                    report.history.append(record)
+                    if step % cfg.log_interval == 0 or step == cfg.steps - 1:
+                        log_rank0(logger, "align step %d/%d: total %.4f contrastive %.4f word_lm %.4f "
+                                  "collapse %.4f lr %.2e grad_norm %s", step + 1, cfg.steps, record["total"],
+                                  record["contrastive"], record["word_lm"], record["collapse"], record["lr"],
+                                  record["grad_norm"])
+        finally:
+            config.grad_scale_func = saved_scale
+            model.zero_grad_buffer()
+    report.gap_after = gap()
+    report.seconds = time.perf_counter() - started
+    log_rank0(logger, "align: gap after: %s (%.1f s)", _format_gaps(report.gap_after), report.seconds)
+    return report
+
+
+def _format_gaps(gaps: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:+.3f}" for name, value in gaps.items())

@@ -1,0 +1,185 @@
+"""Tier 3 (multi-process gloo): the alignment pre-pass at TP=2, PP=2 and DP=2 matches one process.
+
+One module fixture runs four process groups, each once:
+  1. reference (1 rank): random init -> checkpoint `init`; one step's loss + gradients; the
+     alignment gap; a 3-step `run_align_prepass` (losses, gradient norms, gaps before/after).
+  2. TP=2, 3. PP=2 (1F1B over 2 microbatches; stage 0's loss terms injected into its backward),
+     4. DP=2 (negatives all-gathered with gradient): the same from `init`.
+The lexicon has 3-way groups whose clones are not translations of each other, so the
+same-group exclusion is exercised; the collapse penalty is on. Gradients and weights are
+compared as full tensors through layout-independent checkpoints. (Weights after the Adam steps
+are not compared element-wise: for entries whose gradient is ~0, Adam's m/sqrt(v) turns fp32
+reassociation noise into O(lr) differences; the step losses and gradient norms are compared.)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from megatron_prealign.checkpointing import read_full_checkpoint
+from tests._dist import run_on_ranks
+
+RTOL = 1e-5
+# Absolute floor, relative to a tensor's largest entry: summing across ranks reassociates fp32
+# sums (measured: errors up to ~1.7e-7 of the largest entry under TP and DP, 0 under PP).
+ATOL_OF_MAX = 1e-6
+BASE_VOCAB = 40
+
+
+def _setup(tp: int, pp: int):
+    from megatron_prealign.align import AlignConfig
+    from megatron_prealign.align.data import clone_lexicon
+    from megatron_prealign.distributed import ParallelConfig, init_distributed
+    from megatron_prealign.model import ModelConfig
+
+    parallel = ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    pgs = init_distributed(parallel, seed=4321)
+    # 12 groups of 3 (word, clone 1, clone 2; the clones are not each other's translations). With
+    # 16 pairs per step from the 9 training groups, groups repeat within a pool.
+    lexicon = clone_lexicon(12, BASE_VOCAB, num_clones=2, max_word_tokens=3, seed=3)
+    model_cfg = ModelConfig(num_layers=4, hidden_size=32, num_attention_heads=4, num_query_groups=2,
+                            ffn_hidden_size=64, seq_length=8, vocab_size=lexicon.vocab_size,
+                            make_vocab_size_divisible_by=8)
+    cfg = AlignConfig(steps=3, pairs_per_batch=16, num_microbatches=2, collapse_weight=0.3, align_weight=0.5,
+                      lr=2e-3, warmup_fraction=0.0, heldout_fraction=0.25, eval_max_words=60, seed=11)
+    return parallel, pgs, lexicon, model_cfg, cfg
+
+
+def _gather_check(group) -> bool:
+    """all_gather_with_grad: each rank's loss weighs every gathered row; a shard's gradient must
+    be the sum over ranks of the weights on its rows."""
+    import torch.distributed as dist
+
+    from megatron_prealign.align.loss import all_gather_with_grad
+
+    rank, size = dist.get_rank(group), dist.get_world_size(group)
+    shard = torch.full((2, 3), float(rank + 1), requires_grad=True)
+    gathered = all_gather_with_grad(shard, group)
+    weights = torch.arange(gathered.numel(), dtype=torch.float32).reshape(gathered.shape) * (rank + 1)
+    (gathered * weights).sum().backward()
+    base = torch.arange(gathered.numel(), dtype=torch.float32).reshape(gathered.shape)
+    expected = base[2 * rank:2 * rank + 2] * sum(r + 1 for r in range(size))
+    values_ok = torch.equal(gathered.detach(), torch.cat([torch.full((2, 3), float(r + 1)) for r in range(size)]))
+    return values_ok and torch.equal(shard.grad, expected)
+
+
+def _run_layout(rank, world_size, tp, pp, workdir, role):
+    import torch.distributed as dist
+
+    from megatron_prealign.align import AlignmentObjective, alignment_gap, run_align_prepass
+    from megatron_prealign.align.data import WordPairSampler, build_microbatches, split_entries
+    from megatron_prealign.checkpointing import load_model_weights, params_holding_grads, save_model_weights
+    from megatron_prealign.distributed import destroy_distributed
+    from megatron_prealign.model import build_model
+    from megatron_prealign.training.ddp import wrap_ddp
+
+    work = Path(workdir)
+    parallel, pgs, lexicon, model_cfg, cfg = _setup(tp, pp)
+    out = {}
+    model = build_model(model_cfg, parallel, pgs)
+    if role == "reference":
+        save_model_weights(model, work / "init")
+    else:
+        load_model_weights(model, work / "init")
+    ddp = wrap_ddp(model, pg_collection=pgs)
+
+    # One step's loss and gradients.
+    train_ids, heldout_ids = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
+    sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
+                              max_word_tokens=cfg.max_word_tokens)
+    dp_rank, dp_size = dist.get_rank(pgs.dp), dist.get_world_size(pgs.dp)
+    microbatches = build_microbatches(lexicon, sampler.global_pairs(0), dp_rank=dp_rank, dp_size=dp_size,
+                                      num_microbatches=cfg.num_microbatches, pad_id=0)
+    # Pool words that are neither positive nor negative, beyond each word itself.
+    out["same_group_exclusions"] = sum(
+        int((~(mb.positive_mask | mb.negative_mask)).sum()) - mb.tokens.shape[0] for mb in microbatches)
+    objective = AlignmentObjective(ddp, cfg, pgs)
+    ddp.zero_grad_buffer()
+    with objective.attached():
+        out["stats"] = objective.forward_backward(microbatches)
+    with params_holding_grads(ddp):
+        save_model_weights(ddp, work / f"grads_{role}")
+    ddp.zero_grad_buffer()
+
+    # The metric (forward-only schedule) and a short full pre-pass with its own optimizer.
+    out["gap"] = alignment_gap(ddp, lexicon, heldout_ids, pgs, num_random_pairs=256, micro_batch_size=4)
+    report = run_align_prepass(ddp, lexicon, cfg, pgs)
+    out["history"] = [(r["total"], r["grad_norm"]) for r in report.history]
+    out["report_gaps"] = (report.gap_before, report.gap_after)
+    if role == "dp2":
+        out["gather_check"] = _gather_check(pgs.dp)
+    destroy_distributed()
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("align_parity")
+    return {
+        "reference": run_on_ranks(_run_layout, 1, 1, 1, str(work), "reference"),
+        "tp2": run_on_ranks(_run_layout, 2, 2, 1, str(work), "tp2"),
+        "pp2": run_on_ranks(_run_layout, 2, 1, 2, str(work), "pp2"),
+        "dp2": run_on_ranks(_run_layout, 2, 1, 1, str(work), "dp2"),
+        "work": work,
+    }
+
+
+LAYOUTS = ["tp2", "pp2", "dp2"]
+
+
+def test_reference_batch_exercises_every_term(runs):
+    ref = runs["reference"][0]
+    assert ref["same_group_exclusions"] > 0, "the batch must contain same-group non-translations"
+    stats = ref["stats"]
+    assert stats["contrastive"] > 0 and stats["word_lm"] > 0 and stats["collapse"] >= 0
+    assert len(stats["per_layer"]) == 6  # embedding, 4 layers, output embedding
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_loss_matches_single_process(runs, layout):
+    ref = runs["reference"][0]["stats"]
+    for result in runs[layout]:
+        got = result["stats"]
+        for key in ("total", "contrastive", "collapse", "word_lm"):
+            assert got[key] == pytest.approx(ref[key], rel=RTOL, abs=1e-9), key
+        for name, value in ref["per_layer"].items():
+            assert got["per_layer"][name] == pytest.approx(value, rel=RTOL), name
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_gradients_match_single_process(runs, layout):
+    reference = read_full_checkpoint(runs["work"] / "grads_reference")
+    parallel = read_full_checkpoint(runs["work"] / f"grads_{layout}")
+    assert reference.keys() == parallel.keys()
+    for key in reference:
+        if "extra_state" in key:
+            continue
+        scale = reference[key].abs().max().item()
+        assert scale > 0, f"no gradient reaches {key}"
+        torch.testing.assert_close(parallel[key], reference[key], rtol=RTOL, atol=ATOL_OF_MAX * scale, msg=key)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_alignment_gap_matches_single_process(runs, layout):
+    ref = runs["reference"][0]
+    for result in runs[layout]:
+        for got, expected in zip((result["gap"], *result["report_gaps"]), (ref["gap"], *ref["report_gaps"])):
+            assert got.keys() == expected.keys()
+            for name in expected:
+                assert got[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_prepass_run_matches_single_process(runs, layout):
+    ref = runs["reference"][0]
+    for result in runs[layout]:
+        assert len(result["history"]) == 3
+        for (total, norm), (ref_total, ref_norm) in zip(result["history"], ref["history"]):
+            assert total == pytest.approx(ref_total, rel=RTOL)
+            assert norm == pytest.approx(ref_norm, rel=RTOL)
+
+
+def test_all_gather_with_grad_sums_shard_gradients_across_ranks(runs):
+    assert all(result["gather_check"] for result in runs["dp2"])

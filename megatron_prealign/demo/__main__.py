@@ -1,0 +1,109 @@
+"""`python -m megatron_prealign.demo` (`make demo`): the English-Clone experiment end to end.
+
+    python -m megatron_prealign.demo                 # joint training vs PreAlign, one seed
+    python -m megatron_prealign.demo --full          # four arms x 3 seeds, mean ± spread
+    python -m megatron_prealign.demo --out runs/x --train-iters 300 --setting-args --knowledge-entities 20
+
+Builds the setting (tools/make_english_clone.py), trains every arm with the same token budget
+(python -m megatron_prealign.pretrain, single process on CPU), evaluates each run
+(megatron_prealign.evaluate) and writes ``<out>/report.md``, its PNG plots and ``results.json``.
+Finished runs are reused when the demo is started again with the same options.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import time
+import typing
+from typing import Optional, Sequence
+
+from megatron_prealign.demo.config import ARMS, DemoConfig
+from megatron_prealign.log import get_logger
+
+logger = get_logger("megatron_prealign.demo")
+
+FULL_ARMS = tuple(ARMS)
+FULL_SEEDS = (1234, 2345, 3456)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m megatron_prealign.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true",
+                        help=f"four arms ({', '.join(FULL_ARMS)}) x seeds {list(FULL_SEEDS)} (unless --arms/--seeds)")
+    hints = typing.get_type_hints(DemoConfig)
+    for f in dataclasses.fields(DemoConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        if f.name == "setting_args":
+            parser.add_argument(flag, nargs=argparse.REMAINDER, default=None,
+                                help="all remaining arguments go to tools/make_english_clone.py")
+        elif typing.get_origin(hint) is tuple:
+            parser.add_argument(flag, nargs="+", type=typing.get_args(hint)[0], default=None)
+        elif hint is bool:
+            parser.add_argument(flag, action="store_true", default=None)
+        else:
+            parser.add_argument(flag, type=hint, default=None)
+    return parser
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> DemoConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoConfig)
+              if getattr(args, f.name) is not None}
+    if args.full:
+        values.setdefault("arms", FULL_ARMS)
+        values.setdefault("seeds", FULL_SEEDS)
+        values.setdefault("out", "runs/demo-full")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return DemoConfig(**values)
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    cfg = parse_config(argv)
+    command = "python -m megatron_prealign.demo " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    from pathlib import Path
+
+    from megatron_prealign.demo import runner
+    from megatron_prealign.demo.report import aggregate, write_plots, write_report
+    from megatron_prealign.evaluate.loading import single_process_group
+    from megatron_prealign.fileio import atomic_path
+
+    start = time.perf_counter()
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    progress = runner.Progress(total_units=1)
+    setting = runner.build_setting(cfg, progress)
+    runs, budget = runner.plan_runs(cfg, setting)
+    commands = {run.name: runner.trainer_command(cfg, run, setting, budget["weights"]) for run in runs}
+    progress.total_units = 1 + sum(run.train_iters + (cfg.align_steps if run.arm.prepass else 0) for run in runs)
+    progress.note(f"{len(runs)} runs, {budget['tokens_per_arm']:,} tokens each; logs in {cfg.out}/logs")
+    results = []
+    with single_process_group() as pgs:
+        for run in runs:
+            runner.run_training(cfg, run, commands[run.name], progress)
+            results.append(runner.evaluate_run(cfg, run, setting, budget, pgs, progress))
+    plots = write_plots(results, aggregate(results), cfg.out)
+    config = {**cfg.to_dict(), "setting_vocab_size": setting.vocab_size}
+    summary = write_report(str(Path(cfg.out) / "report.md"), results=results, setting_stats=setting.stats,
+                           budget=budget, config=config, plots=plots, seconds=time.perf_counter() - start,
+                           command=command.strip())
+    with atomic_path(Path(cfg.out) / "results.json") as tmp:
+        tmp.write_text(json.dumps({"config": config, "budget": budget, "setting": setting.stats, **summary,
+                                   "runs": results}, indent=1, default=float))
+    progress.note(f"report: {cfg.out}/report.md ({(time.perf_counter() - start) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Held-out perplexity of a token dataset (a megatron-core ``.bin/.idx`` prefix).
+
+The documents (each ending with its end-of-document token, as preprocessing writes them) are
+concatenated in order and cut into consecutive windows of ``seq_length + 1`` tokens, overlapping
+by one (window i predicts tokens ``i*S+1 .. (i+1)*S``); every token after the first is predicted
+exactly once, up to `max_tokens`. In the English-Clone setting the clone eval set is the English
+one token for token (shifted), so the two perplexities are measured on the same text.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["heldout_perplexity", "read_stream"]
+
+
+def read_stream(prefix: str, max_tokens: int) -> np.ndarray:
+    """The first ``max_tokens + 1`` tokens of the concatenated documents of `prefix` (int64)."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    dataset = IndexedDataset(prefix)
+    parts, have = [], 0
+    for i in range(len(dataset)):
+        doc = np.array(dataset[i], dtype=np.int64)  # a copy: the mmap view dies with `dataset`
+        parts.append(doc)
+        have += len(doc)
+        if have > max_tokens:
+            break
+    if not parts:
+        raise ValueError(f"{prefix}: no documents")
+    return np.concatenate(parts)[: max_tokens + 1]
+
+
+@torch.no_grad()
+def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int = 32768,
+                       batch_size: int = 16) -> dict[str, Any]:
+    """Mean per-token loss and perplexity of `model` on `prefix`.
+
+    Args:
+        model: bare GPTModel (single process).
+        prefix: token dataset prefix.
+        seq_length: window length (the model's training context).
+        max_tokens: predicted tokens at most (fewer if the dataset is smaller).
+        batch_size: windows per forward.
+
+    Returns:
+        ``loss`` (nats/token), ``ppl``, ``tokens`` (predicted tokens).
+    """
+    from megatron_prealign.evaluate.scoring import token_losses
+
+    stream = torch.from_numpy(read_stream(prefix, max_tokens))
+    if len(stream) < 2:
+        raise ValueError(f"{prefix}: fewer than 2 tokens")
+    num_windows = -(-(len(stream) - 1) // seq_length)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, num_windows, batch_size):
+            rows = range(start, min(start + batch_size, num_windows))
+            lengths = [min(seq_length, len(stream) - 1 - r * seq_length) for r in rows]
+            width = max(lengths)
+            tokens = torch.zeros((len(rows), width), dtype=torch.int64)
+            labels = torch.zeros((len(rows), width), dtype=torch.int64)
+            mask = torch.zeros((len(rows), width), dtype=torch.float64)
+            for j, (r, n) in enumerate(zip(rows, lengths)):
+                tokens[j, :n] = stream[r * seq_length : r * seq_length + n]
+                labels[j, :n] = stream[r * seq_length + 1 : r * seq_length + n + 1]
+                mask[j, :n] = 1.0
+            losses = token_losses(model, tokens, labels).double().cpu()
+            total += float((losses * mask).sum())
+            count += int(mask.sum())
+    finally:
+        model.train(was_training)
+    loss = total / count
+    return {"loss": loss, "ppl": math.exp(loss), "tokens": count}

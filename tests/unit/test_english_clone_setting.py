@@ -1,0 +1,210 @@
+"""Tier 2 (files on disk, megatron-core readers, seconds): the English-Clone setting built by
+`tools/make_english_clone.py` from a small synthetic corpus, through the real lexicon and
+preprocessing tools; its checks (`finalize`) and its knowledge and transfer sets.
+
+`write_synthetic_corpus` and `build_tiny_setting` are also used by the evaluation tests and the
+demo smoke test.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from megatron_prealign.evaluate.english_clone import (
+    CloneSettingConfig,
+    chunk_document,
+    finalize,
+    load_setting,
+    word_counts,
+)
+from megatron_prealign.evaluate.knowledge import KnowledgeSet
+from megatron_prealign.evaluate.transfer import ORDINALS, TransferProbe
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools" / "make_english_clone.py"
+
+# Every word the knowledge relations and the transfer probe need, plus fillers.
+_FUNCTION = "the is was a as from in worked came lives first second third last of and to".split()
+_VALUES = "farmer officer minister merchant citizen general Mexico France China Japan Russia Spain".split()
+_FILLERS = ("house river water money bread night morning summer winter market school church table garden "
+            "window letter office paper story music nation power value order field horse mountain forest "
+            "island harbor bridge engine wheel train coast valley desert ocean cloud storm light stone metal "
+            "glass silver copper cotton wheat sugar coffee paint ink thread rope timber brick clay").split()
+_CAPITALS = "Congress President Government Nation Union Senate Treasury Army Navy Court State People Bank".split()
+VOCAB = 200
+SMALL_SETTING_ARGS = ["--vocab-size", str(VOCAB), "--chunk-chars", "300", "--eval-every", "8", "--dictionary-size", "200",
+                      "--knowledge-entities", "6", "--knowledge-candidates", "3", "--transfer-train-examples", "200",
+                      "--transfer-test-examples", "24", "--clone-share", "0.2"]
+
+
+def write_synthetic_corpus(path: Path, num_documents: int = 32, seed: int = 0) -> Path:
+    """A .jsonl.gz corpus of random sentences over a fixed vocabulary (Zipf-like frequencies)."""
+    rng = np.random.default_rng(seed)
+    vocabulary = _FUNCTION + _VALUES + _FILLERS + _CAPITALS
+    weights = 1.0 / np.arange(1, len(vocabulary) + 1) ** 0.6
+    weights /= weights.sum()
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for _ in range(num_documents):
+            sentences = []
+            for _ in range(30):
+                words = [vocabulary[i] for i in rng.choice(len(vocabulary), size=int(rng.integers(5, 12)), p=weights)]
+                words[0] = words[0][:1].upper() + words[0][1:]
+                sentences.append(" ".join(words) + rng.choice([".", ".", "!", ","]).replace(",", "."))
+            f.write(json.dumps({"text": " ".join(sentences)}) + "\n")
+    return path
+
+
+def load_tool():
+    if "make_english_clone" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("make_english_clone", TOOL)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["make_english_clone"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["make_english_clone"]
+
+
+def build_tiny_setting(root: Path, extra_args=()) -> Path:
+    corpus = write_synthetic_corpus(root / "corpus.jsonl.gz")
+    out = root / "setting"
+    assert load_tool().main(["--output-dir", str(out), "--corpus", str(corpus), *SMALL_SETTING_ARGS, *extra_args]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def setting_dir(tmp_path_factory) -> Path:
+    return build_tiny_setting(tmp_path_factory.mktemp("english_clone"))
+
+
+# -- pure helpers --------------------------------------------------------------------------------
+
+def test_word_counts_follow_word_starts():
+    counts = word_counts(["The house's door, (not) it2 the house-boat", "house"])
+    # A word starts after whitespace and ends at the first non-letter, as the lexicon scan
+    # matches a word-start piece followed by non-continuation pieces ("it2" -> "it" + "2").
+    assert counts["house"] == 3 and counts["The"] == 1 and counts["the"] == 1 and counts["it"] == 1
+    assert "not" not in counts and "boat" not in counts and "s" not in counts
+
+
+def test_chunk_document_keeps_every_sentence():
+    text = " ".join(f"Sentence number {i} is here." for i in range(40))
+    chunks = chunk_document(text, 100)
+    assert " ".join(chunks) == text
+    assert all(len(c) < 100 + 40 for c in chunks) and len(chunks) > 5
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="--clone-share"):
+        CloneSettingConfig(corpus="c", output_dir=str(tmp_path), clone_share=0.0)
+    with pytest.raises(ValueError, match="--knowledge-entities"):
+        CloneSettingConfig(corpus="c", output_dir=str(tmp_path), knowledge_entities=2, knowledge_candidates=3)
+
+
+# -- the built setting -----------------------------------------------------------------------------
+
+def test_setting_manifest_and_counts(setting_dir):
+    setting = load_setting(setting_dir)
+    stats = setting.stats
+    assert setting.vocab_size == VOCAB
+    tokens = stats["tokens"]
+    assert tokens["en_eval"] == tokens["clone_eval"] > 0
+    assert 0.05 < stats["clone_token_share"] < 0.45
+    assert stats["eval_dictionary_matches"] > 100
+    for name in ("en_train", "clone_train", "knowledge_en", "transfer_en", "en_eval", "clone_eval"):
+        for suffix in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json"):
+            assert Path(setting.prefix(name) + suffix).is_file(), (name, suffix)
+
+
+def test_dictionary_and_heldout_words(setting_dir):
+    from megatron_prealign.lexicon import build_tokenizer, load_lexicon
+
+    setting = load_setting(setting_dir)
+    read = lambda rel: [line.split("\t") for line in Path(setting.path(rel)).read_text(encoding="utf-8").splitlines()]
+    dictionary, heldout = read(setting.dictionary_tsv), read(setting.heldout_tsv)
+    words = {w for w, _ in dictionary}
+    held = {w for w, _ in heldout}
+    assert words and held and not words & held
+    knowledge = KnowledgeSet.load(setting.path(setting.knowledge))
+    probe = TransferProbe.load(setting.path(setting.transfer))
+    assert set(knowledge.required_words()) <= words
+    assert set(probe.required_words()) <= words
+    tokenizer = build_tokenizer("SentencePieceTokenizer", setting.path(setting.tokenizer_model))
+    lexicon = load_lexicon(setting.path(setting.lexicon), tokenizer)
+    assert lexicon.num_entries == 2 * len(dictionary)
+    for i in range(lexicon.num_entries):
+        tokens = lexicon.entry_tokens(i)
+        (translation,) = lexicon.translations(i)
+        other = lexicon.entry_tokens(int(translation))
+        assert np.array_equal(np.sort(np.abs(tokens.astype(int) - other.astype(int))), np.full(len(tokens), VOCAB))
+
+
+def test_knowledge_set(setting_dir):
+    from megatron_prealign.evaluate.english_clone import word_counts as counts_of
+    from megatron_prealign.lexicon import build_tokenizer
+
+    setting = load_setting(setting_dir)
+    kset = KnowledgeSet.load(setting.path(setting.knowledge))
+    corpus_words = set(counts_of(json.loads(line)["text"] for line in
+                                 gzip.open(setting.config["corpus"], "rt", encoding="utf-8")))
+    assert len(kset.entities) == 6 and len(set(kset.entities)) == 6
+    assert not set(kset.entities) & corpus_words
+    assert kset.chance == pytest.approx(1 / 3)
+    # Balanced: every value is true for the same number of entities.
+    for rel in kset.relations:
+        values = [v for _, r, v in kset.facts if r == rel["name"]]
+        assert sorted(np.unique(values, return_counts=True)[1].tolist()) == [2, 2, 2]
+    texts = kset.training_texts()
+    assert len(texts) == 6 * 2 * 2
+    assert len(Path(setting.path(setting.texts["knowledge_en"])).read_text().splitlines()) == len(texts)
+    tokenizer = build_tokenizer("SentencePieceTokenizer", setting.path(setting.tokenizer_model))
+    english = kset.queries(tokenizer)
+    clone = kset.queries(tokenizer, clone_offset=VOCAB)
+    for q_en, q_cl in zip(english, clone):
+        assert q_en["prompt"][0] == q_cl["prompt"][0] == tokenizer.eod
+        assert q_cl["prompt"][1:] == [t + VOCAB for t in q_en["prompt"][1:]]
+        assert max(q_en["prompt"][1:]) < VOCAB and min(q_cl["prompt"][1:]) >= VOCAB
+        assert len(q_en["candidates"]) == 3 and q_cl["answer"] == q_en["answer"]
+    # The scored continuation is exactly what the training sentence contains.
+    e, relation, value = kset.facts[0]
+    rel = next(r for r in kset.relations if r["name"] == relation)
+    sentence = tokenizer.encode(rel["templates"][0].format(name=kset.entities[e], value=value))
+    assert sentence[: len(english[0]["prompt"]) - 1 + len(english[0]["candidates"][english[0]["answer"]])] == \
+        english[0]["prompt"][1:] + english[0]["candidates"][english[0]["answer"]]
+
+
+def test_transfer_probe(setting_dir):
+    setting = load_setting(setting_dir)
+    probe = TransferProbe.load(setting.path(setting.transfer))
+    assert not set(probe.train_items) & set(probe.test_items)
+    assert len(probe.train_examples) == 200 and len(probe.test_examples) == 24
+    ordinals = [k for _, k in probe.test_examples]
+    assert sorted(np.unique(ordinals, return_counts=True)[1].tolist()) == [6, 6, 6, 6]
+    for items, k in probe.train_examples:
+        assert len(set(items)) == 4 and set(items) <= set(probe.train_items)
+    text = probe.training_texts()[0]
+    items, k = probe.train_examples[0]
+    assert text == f"{', '.join(items)}: the {ORDINALS[k]} is {items[k]}."
+
+
+def test_rerun_reuses_and_force_rebuilds(setting_dir, caplog):
+    manifest = Path(setting_dir) / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    corpus = load_setting(setting_dir).config["corpus"]
+    assert load_tool().main(["--output-dir", str(setting_dir), "--corpus", corpus, *SMALL_SETTING_ARGS]) == 0
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_finalize_catches_a_wrong_clone_set(setting_dir, tmp_path):
+    copy = tmp_path / "setting"
+    shutil.copytree(setting_dir, copy)
+    setting = load_setting(copy)
+    for suffix in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json"):
+        shutil.copy(setting.prefix("en_eval") + suffix, setting.prefix("clone_eval") + suffix)
+    with pytest.raises(ValueError, match="clone document contains English ids"):
+        finalize(setting)

@@ -118,7 +118,11 @@ def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool
     model_sd = _unwrap(model).sharded_state_dict()
     sharded = {"model": model_sd}
     if optimizer is not None:
-        sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=is_loading)
+        # Distributed-optimizer state in megatron-core's layout-independent form (gathered over
+        # data-parallel ranks at save); its default form needs flattened ShardedTensors, which
+        # this megatron-core's checkpointing no longer accepts. Ignored by other optimizers.
+        sharded["optimizer"] = optimizer.sharded_state_dict(
+            model_sd, is_loading=is_loading, metadata={"distrib_optim_sharding_type": "fully_reshardable"})
     if scheduler is not None:
         sharded["scheduler"] = scheduler.state_dict()
     if with_rng:

@@ -108,13 +108,22 @@ def _check_lexicon_for_align(cfg: RunConfig) -> None:
         raise ValueError("--align-only needs --align-steps > 0")
 
 
-def check_runtime_device(cfg: RunConfig) -> None:
-    """Checks against this machine (not part of validate(): a --dry-run on a login node without
-    GPUs must still accept a GPU config)."""
+def check_runtime_support(cfg: RunConfig) -> None:
+    """Checks against this machine's software and hardware (not part of validate(): a --dry-run
+    on a login node without GPUs must still accept a GPU config)."""
     import torch
 
     if (cfg.model.bf16 or cfg.model.fp16) and not torch.cuda.is_available():
         raise ValueError("--bf16/--fp16 need a CUDA device; CPU runs are fp32 (drop the flag)")
+    if cfg.optim.use_distributed_optimizer and (cfg.training.save or cfg.training.load):
+        from megatron.core.optimizer import distrib_optimizer
+
+        if not distrib_optimizer.HAVE_APEX_OR_TE:
+            raise ValueError(
+                "--use-distributed-optimizer with --save/--load needs TransformerEngine or NVIDIA Apex: "
+                "megatron-core 0.16 cannot checkpoint the distributed optimizer's torch-Adam fallback. "
+                "Install TransformerEngine (GPU clusters) or drop --use-distributed-optimizer here."
+            )
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -33,3 +33,14 @@ def log_rank0(logger: logging.Logger, msg: str, *args, level: int = logging.INFO
     """Log only on global rank 0 so a 512-rank job prints each line once."""
     if global_rank() == 0:
         logger.log(level, msg, *args)
+
+
+def quiet_optional_accelerator_warnings() -> None:
+    """Silence megatron-core's import-time notices that TransformerEngine/Apex are absent (it
+    falls back to torch, which is what a CPU or TE-less machine wants) so a run's log starts with
+    our own lines. Entry points call this before importing megatron-core; library code does not."""
+    import warnings
+
+    for message in (r"Transformer Engine and Apex are not installed", r"Apex is not installed",
+                    r"The following imports from `dynamic_context.py`", r"`torch.jit.script_method` is deprecated"):
+        warnings.filterwarnings("ignore", message=message)

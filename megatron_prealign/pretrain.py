@@ -11,11 +11,14 @@ import sys
 
 import yaml
 
-from megatron_prealign.config import check_runtime_device, parse_args
-from megatron_prealign.distributed import destroy_distributed, init_distributed
-from megatron_prealign.log import get_logger, log_rank0
-from megatron_prealign.training import assemble
-from megatron_prealign.training.loop import Trainer
+from megatron_prealign.log import get_logger, log_rank0, quiet_optional_accelerator_warnings
+
+quiet_optional_accelerator_warnings()  # before megatron-core is imported below
+
+from megatron_prealign.config import check_runtime_support, parse_args  # noqa: E402
+from megatron_prealign.distributed import destroy_distributed, init_distributed  # noqa: E402
+from megatron_prealign.training import assemble  # noqa: E402
+from megatron_prealign.training.loop import Trainer  # noqa: E402
 
 logger = get_logger(__name__)
 
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
-    check_runtime_device(cfg)
+    check_runtime_support(cfg)
     pgs = init_distributed(cfg.parallel, seed=cfg.training.seed)
     try:
         tokenizer = assemble.build_run_tokenizer(cfg)

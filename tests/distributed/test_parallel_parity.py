@@ -4,7 +4,7 @@ One fixture runs five process groups in order and every test reads its results:
   1. reference (1 rank): random init -> checkpoint `init`; loss + grads; one clipped Adam step.
   2. TP=2: load `init`; same batch; grads/step saved as checkpoints; replicated-parameter and
      save/load-back checks.
-  3. PP=2 (1F1B, 4 microbatches) and 4. DP=2: same as 2.
+  3. PP=2 (1F1B, 4 microbatches) and 4. DP=2 (with the distributed optimizer): same as 2.
   5. the DP=2 ranks also load the TP=2 step checkpoint (a TP=1 layout) and re-save it.
 Gradients and weights are compared as full tensors read from layout-independent checkpoints.
 """
@@ -91,8 +91,12 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
         out["replicated_identical_at_init"] = _replicated_params_identical(model, tp_group)
         load_model_weights(model, work / "init")
 
-    ddp = wrap_ddp(model, pg_collection=pgs)
-    optimizer = build_optimizer(OptimConfig(lr=1e-3, clip_grad=0.05, weight_decay=0.1), [ddp],
+    # DP=2 shards the optimizer state (megatron-core's distributed optimizer); the step must still
+    # equal the single-process one.
+    distributed_optimizer = role == "dp2"
+    ddp = wrap_ddp(model, use_distributed_optimizer=distributed_optimizer, pg_collection=pgs)
+    optimizer = build_optimizer(OptimConfig(lr=1e-3, clip_grad=0.05, weight_decay=0.1,
+                                            use_distributed_optimizer=distributed_optimizer), [ddp],
                                 pg_collection=pgs)
     dp_rank, dp_size = parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size()
     ddp.zero_grad_buffer()

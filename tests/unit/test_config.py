@@ -76,14 +76,28 @@ def test_pre_pass_is_off_unless_asked_and_round_trips():
 def test_half_precision_needs_cuda_at_run_time_but_dry_run_accepts_it(capsys):
     import torch
 
-    from megatron_prealign.config import check_runtime_device
+    from megatron_prealign.config import check_runtime_support
     from megatron_prealign.pretrain import main
 
     assert main(["--dry-run", "--bf16"]) == 0
     if not torch.cuda.is_available():
         cfg, _ = parse_args(["--bf16"])
         with pytest.raises(ValueError, match="need a CUDA device"):
-            check_runtime_device(cfg)
+            check_runtime_support(cfg)
+
+
+def test_distributed_optimizer_checkpoints_need_fused_adam_here():
+    from megatron.core.optimizer import distrib_optimizer
+
+    from megatron_prealign.config import check_runtime_support
+
+    cfg, _ = parse_args(["--use-distributed-optimizer", "--save", "ckpt"])
+    if distrib_optimizer.HAVE_APEX_OR_TE:
+        check_runtime_support(cfg)
+    else:
+        with pytest.raises(ValueError, match="TransformerEngine or NVIDIA Apex"):
+            check_runtime_support(cfg)
+    check_runtime_support(parse_args(["--use-distributed-optimizer"])[0])  # training alone is fine
 
 
 def test_dry_run_prints_resolved_config(capsys):

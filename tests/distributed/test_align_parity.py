@@ -1,18 +1,20 @@
 """Tier 3 (multi-process gloo): the alignment pre-pass at TP=2, PP=2 and DP=2 matches one process.
 
 One module fixture runs four process groups, each once:
-  1. reference (1 rank): random init -> checkpoint `init`; one step's loss + gradients; the
-     alignment gap; a 3-step `run_align_prepass` (losses, gradient norms, gaps before/after).
+  1. reference (1 rank): random init -> checkpoints `init_tied`, `init_untied`; one step's loss
+     and gradients of each model; then, on the untied one, the alignment gap and a 3-step
+     `run_align_prepass` (step losses, gradient norms, gaps before/after).
   2. TP=2, 3. PP=2 (1F1B over 2 microbatches; stage 0's loss terms injected into its backward),
-     4. DP=2 (negatives all-gathered with gradient): the same from `init`.
+     4. DP=2 (negatives all-gathered with gradient): the same, starting from the `init_*` weights.
 The lexicon has 3-way groups whose clones are not translations of each other, so the
-same-group exclusion is exercised; the collapse penalty is on. Gradients and weights are
-compared as full tensors through layout-independent checkpoints. (Weights after the Adam steps
-are not compared element-wise: for entries whose gradient is ~0, Adam's m/sqrt(v) turns fp32
-reassociation noise into O(lr) differences; the step losses and gradient norms are compared.)
+same-group exclusion is exercised; the collapse penalty is on. Gradients are compared as full
+tensors through layout-independent checkpoints. (Weights after the Adam steps are not compared
+element-wise: for entries whose gradient is ~0, Adam's m/sqrt(v) turns fp32 reassociation noise
+into O(lr) differences; the step losses and gradient norms are compared instead.)
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from megatron_prealign.checkpointing import read_full_checkpoint
 from tests._dist import run_on_ranks
 
 RTOL = 1e-5
+VARIANTS = ("tied", "untied")  # the untied model is also used for the gap and the short pre-pass
 # Absolute floor, relative to a tensor's largest entry: summing across ranks reassociates fp32
 # sums (measured: errors up to ~1.7e-7 of the largest entry under TP and DP, 0 under PP).
 ATOL_OF_MAX = 1e-6
@@ -78,14 +81,6 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
     work = Path(workdir)
     parallel, pgs, lexicon, model_cfg, cfg = _setup(tp, pp)
     out = {}
-    model = build_model(model_cfg, parallel, pgs)
-    if role == "reference":
-        save_model_weights(model, work / "init")
-    else:
-        load_model_weights(model, work / "init")
-    ddp = wrap_ddp(model, pg_collection=pgs)
-
-    # One step's loss and gradients.
     train_ids, heldout_ids = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
     sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
                               max_word_tokens=cfg.max_word_tokens)
@@ -95,13 +90,24 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
     # Pool words that are neither positive nor negative, beyond each word itself.
     out["same_group_exclusions"] = sum(
         int((~(mb.positive_mask | mb.negative_mask)).sum()) - mb.tokens.shape[0] for mb in microbatches)
-    objective = AlignmentObjective(ddp, cfg, pgs)
-    ddp.zero_grad_buffer()
-    with objective.attached():
-        out["stats"] = objective.forward_backward(microbatches)
-    with params_holding_grads(ddp):
-        save_model_weights(ddp, work / f"grads_{role}")
-    ddp.zero_grad_buffer()
+
+    # One step's loss and gradients, for an untied LM head (Llama) and a tied one (GPT; under PP
+    # the last stage's copy of the embedding gets its gradient synced through the embedding group).
+    for variant in VARIANTS:
+        variant_cfg = dataclasses.replace(model_cfg, untie_embeddings_and_output_weights=variant == "untied")
+        model = build_model(variant_cfg, parallel, pgs)
+        if role == "reference":
+            save_model_weights(model, work / f"init_{variant}")
+        else:
+            load_model_weights(model, work / f"init_{variant}")
+        ddp = wrap_ddp(model, pg_collection=pgs)
+        objective = AlignmentObjective(ddp, cfg, pgs)
+        ddp.zero_grad_buffer()
+        with objective.attached():
+            out[f"stats_{variant}"] = objective.forward_backward(microbatches)
+        with params_holding_grads(ddp):
+            save_model_weights(ddp, work / f"grads_{variant}_{role}")
+        ddp.zero_grad_buffer()
 
     # The metric (forward-only schedule) and a short full pre-pass with its own optimizer.
     out["gap"] = alignment_gap(ddp, lexicon, heldout_ids, pgs, num_random_pairs=256, micro_batch_size=4)
@@ -132,26 +138,28 @@ LAYOUTS = ["tp2", "pp2", "dp2"]
 def test_reference_batch_exercises_every_term(runs):
     ref = runs["reference"][0]
     assert ref["same_group_exclusions"] > 0, "the batch must contain same-group non-translations"
-    stats = ref["stats"]
+    stats = ref["stats_untied"]
     assert stats["contrastive"] > 0 and stats["word_lm"] > 0 and stats["collapse"] >= 0
     assert len(stats["per_layer"]) == 6  # embedding, 4 layers, output embedding
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_loss_matches_single_process(runs, layout):
-    ref = runs["reference"][0]["stats"]
+def test_loss_matches_single_process(runs, layout, variant):
+    ref = runs["reference"][0][f"stats_{variant}"]
     for result in runs[layout]:
-        got = result["stats"]
+        got = result[f"stats_{variant}"]
         for key in ("total", "contrastive", "collapse", "word_lm"):
             assert got[key] == pytest.approx(ref[key], rel=RTOL, abs=1e-9), key
         for name, value in ref["per_layer"].items():
             assert got["per_layer"][name] == pytest.approx(value, rel=RTOL), name
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_gradients_match_single_process(runs, layout):
-    reference = read_full_checkpoint(runs["work"] / "grads_reference")
-    parallel = read_full_checkpoint(runs["work"] / f"grads_{layout}")
+def test_gradients_match_single_process(runs, layout, variant):
+    reference = read_full_checkpoint(runs["work"] / f"grads_{variant}_reference")
+    parallel = read_full_checkpoint(runs["work"] / f"grads_{variant}_{layout}")
     assert reference.keys() == parallel.keys()
     for key in reference:
         if "extra_state" in key:

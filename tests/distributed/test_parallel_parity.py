@@ -105,6 +105,8 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
     result = forward_backward(ddp, microbatches, num_microbatches=len(microbatches),
                               seq_length=SEQ, micro_batch_size=MICRO)
     out["loss"] = result.lm_loss
+    if distributed_optimizer:
+        _gather_reduce_scattered_grads(ddp, parallel_state.get_data_parallel_group())
     with params_holding_grads(ddp):
         save_model_weights(ddp, work / f"grads_{role}")
     ok, grad_norm, _ = optimizer.step()
@@ -128,6 +130,16 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
         save_model_weights(tp1, work / "tp2_loaded_at_tp1")
     destroy_distributed()
     return out
+
+
+def _gather_reduce_scattered_grads(ddp, group) -> None:
+    """With the distributed optimizer each DP rank holds only its reduced shard of every grad
+    bucket; gather the shards so the full reduced gradients can be saved and compared."""
+    rank, size = torch.distributed.get_rank(group), torch.distributed.get_world_size(group)
+    for buffer in ddp.buffers:
+        for bucket in buffer.buckets:
+            shards = list(bucket.grad_data.chunk(size))
+            torch.distributed.all_gather(shards, shards[rank].clone(), group=group)
 
 
 def _replicated_params_identical_all(model, group) -> bool:

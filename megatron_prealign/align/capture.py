@@ -83,7 +83,7 @@ class LayerTap:
         self.stage_end: Callable[[WordForward], torch.Tensor | None] | None = None
         """Called after the stage's last layer on stages that are not the last one; may return an
         auxiliary loss to inject into the layer's output."""
-        self.grad_scale: Callable[[], float] = lambda: 1.0
+        self.grad_scale: Callable[[], float | torch.Tensor] = lambda: 1.0
 
     @property
     def output_slot(self) -> int:

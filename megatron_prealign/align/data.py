@@ -40,8 +40,10 @@ def split_entries(lexicon: Lexicon, heldout_fraction: float, seed: int) -> tuple
     """Split entry ids into (train, held-out) by translation group.
 
     Whole groups are held out, so no held-out word has a translation (or a same-meaning
-    sibling) among the training words. The choice is a pure function of (group ids, seed):
-    `round(heldout_fraction * num_groups)` groups, drawn uniformly without replacement.
+    sibling) among the training words. Only groups with at least two entries (words that have a
+    translation) count: `round(heldout_fraction * number of such groups)` of them are drawn
+    uniformly without replacement, a pure function of (group ids, seed). Entries without any
+    translation stay in the training split, where the sampler ignores them.
 
     Returns:
         Two sorted int64 arrays of entry ids.
@@ -49,10 +51,11 @@ def split_entries(lexicon: Lexicon, heldout_fraction: float, seed: int) -> tuple
     if not 0.0 <= heldout_fraction < 1.0:
         raise ValueError("--align-heldout-fraction must be in [0, 1)")
     groups = np.asarray(lexicon.group_ids, dtype=np.int64)
-    unique = np.unique(groups)
-    num_heldout = int(round(heldout_fraction * len(unique)))
+    unique, counts = np.unique(groups, return_counts=True)
+    translated = unique[counts >= 2]
+    num_heldout = int(round(heldout_fraction * len(translated)))
     rng = np.random.default_rng([seed, 0x5EED_0F_A1])
-    heldout_groups = rng.choice(unique, size=num_heldout, replace=False) if num_heldout else unique[:0]
+    heldout_groups = rng.choice(translated, size=num_heldout, replace=False) if num_heldout else translated[:0]
     is_heldout = np.isin(groups, heldout_groups)
     ids = np.arange(lexicon.num_entries, dtype=np.int64)
     return ids[~is_heldout], ids[is_heldout]
@@ -200,6 +203,27 @@ def _translation_keys(lexicon: Lexicon) -> np.ndarray:
     return np.sort(sources * lexicon.num_entries + lexicon.translation_flat.astype(np.int64))
 
 
+def _positive_pairs(lexicon: Lexicon, rows: np.ndarray, pool: np.ndarray,
+                    keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row index, pool index) of every translation pair, without a [rows, pool] matrix:
+    translations lie within a group, so only same-group candidates (found by sorting the pool
+    by group) are looked up in the sorted edge keys."""
+    groups = np.asarray(lexicon.group_ids, dtype=np.int64)
+    row_groups, pool_groups = groups[rows], groups[pool]
+    order = np.argsort(pool_groups, kind="stable")
+    sorted_groups = pool_groups[order]
+    lo = np.searchsorted(sorted_groups, row_groups, side="left")
+    counts = np.searchsorted(sorted_groups, row_groups, side="right") - lo
+    r = np.repeat(np.arange(len(rows)), counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    c = order[np.repeat(lo, counts) + within]
+    if not len(keys):
+        return r[:0], c[:0]
+    pair = rows[r] * lexicon.num_entries + pool[c]
+    hit = keys[np.minimum(np.searchsorted(keys, pair), len(keys) - 1)] == pair
+    return r[hit], c[hit]
+
+
 def pool_masks(lexicon: Lexicon, rows: np.ndarray, pool: np.ndarray,
                translation_keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(positive, negative) bool masks [len(rows), len(pool)] of words `rows` against the
@@ -212,15 +236,11 @@ def pool_masks(lexicon: Lexicon, rows: np.ndarray, pool: np.ndarray,
     keys = _translation_keys(lexicon) if translation_keys is None else translation_keys
     groups = np.asarray(lexicon.group_ids, dtype=np.int64)
     rows, pool = np.asarray(rows, dtype=np.int64), np.asarray(pool, dtype=np.int64)
-    same_group = groups[rows][:, None] == groups[pool][None, :]
-    positive = np.zeros_like(same_group)
-    r, c = np.nonzero(same_group)  # translations are always within a group
-    if len(r):
-        pair = rows[r] * lexicon.num_entries + pool[c]
-        at = np.searchsorted(keys, pair)
-        hit = (at < len(keys)) & (keys[np.minimum(at, len(keys) - 1)] == pair)
-        positive[r[hit], c[hit]] = True
-    return positive, ~same_group
+    negative = groups[rows][:, None] != groups[pool][None, :]
+    positive = np.zeros(negative.shape, dtype=bool)
+    r, c = _positive_pairs(lexicon, rows, pool, keys)
+    positive[r, c] = True
+    return positive, negative
 
 
 def build_microbatches(lexicon: Lexicon, pairs: np.ndarray, *, dp_rank: int, dp_size: int,
@@ -250,14 +270,14 @@ def build_microbatches(lexicon: Lexicon, pairs: np.ndarray, *, dp_rank: int, dp_
         offset = 2 * dp_rank * pairs_per_rank
         mine = pool[offset: offset + 2 * pairs_per_rank]
         positive, negative = pool_masks(lexicon, mine, pool, keys)
-        all_positive, _ = pool_masks(lexicon, pool, pool, keys)
+        anchors, _ = _positive_pairs(lexicon, pool, pool, keys)
         out.append(WordMicrobatch(
             **pad_words(lexicon, mine, seq_length, pad_id),
             entry_ids=torch.from_numpy(mine.copy()),
             positive_mask=torch.from_numpy(positive),
             negative_mask=torch.from_numpy(negative),
             pool_offset=offset,
-            num_pool_anchors=int(all_positive.any(axis=1).sum()),
+            num_pool_anchors=len(np.unique(anchors)),
             num_lm_tokens_global=num_lm_tokens,
             num_words_global=len(words_global),
         ))

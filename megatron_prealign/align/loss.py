@@ -180,7 +180,8 @@ class InjectAuxLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, activation: torch.Tensor, aux_loss: torch.Tensor, grad_scale: float) -> torch.Tensor:
+    def forward(ctx, activation: torch.Tensor, aux_loss: torch.Tensor, grad_scale) -> torch.Tensor:
+        """`grad_scale`: a float or a 0-d tensor (kept on the device: no host sync per call)."""
         ctx.save_for_backward(aux_loss)
         ctx.grad_scale = grad_scale
         return activation
@@ -188,4 +189,4 @@ class InjectAuxLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (aux_loss,) = ctx.saved_tensors
-        return grad_output, torch.full_like(aux_loss, ctx.grad_scale), None
+        return grad_output, torch.ones_like(aux_loss) * ctx.grad_scale, None

@@ -21,6 +21,7 @@ pooled with a TP all-reduce, so every TP rank computes the same, unsharded loss.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -187,11 +188,13 @@ class AlignmentObjective:
 
     # ---------------------------------------------------------------- per-microbatch terms
 
-    def _grad_scale(self) -> float:
+    def _grad_scale(self) -> float | torch.Tensor:
         # The schedule multiplies the last stage's loss by grad_scale_func(1) (fp16 loss scaling);
-        # injected terms must be scaled the same way.
+        # injected terms must be scaled the same way. A 0-d device tensor: no host sync.
         func = self.module.config.grad_scale_func
-        return float(func(torch.ones(1, device=compute_device())).item()) if func is not None else 1.0
+        if func is None:
+            return 1.0
+        return func(torch.ones(1, device=compute_device())).detach().reshape(())
 
     def _terms(self, forward, slots: list[int]) -> torch.Tensor:
         """B x this rank's share of the step loss from `slots` of one microbatch (scalar)."""
@@ -306,7 +309,8 @@ class AlignReport:
     history: list[dict[str, Any]] = field(default_factory=list)
     """Per step: total, contrastive, collapse, word_lm, per_layer, lr, grad_norm."""
     gap_before: dict[str, float] = field(default_factory=dict)
-    """Alignment gap per layer slot before training (metrics.alignment_gap)."""
+    """Alignment gap per layer slot before training (metrics.alignment_gap); empty when the
+    evaluation words hold no translation pair."""
     gap_after: dict[str, float] = field(default_factory=dict)
     gap_split: str = "heldout"
     """`heldout` (unseen groups) or `train` (no held-out split configured)."""
@@ -364,7 +368,7 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
         and leaves the DDP grad buffers zeroed; build the pretraining optimizer afterwards (an
         optimizer built before would hold stale fp32 master weights under bf16/fp16).
     """
-    from megatron_prealign.align.metrics import alignment_gap
+    from megatron_prealign.align.metrics import alignment_gap, evaluation_pairs
     from megatron_prealign.training.optim import OptimConfig, build_optimizer, build_scheduler
 
     _check_model(model, lexicon)
@@ -375,7 +379,16 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
     gap_split = "heldout" if len(heldout_ids) else "train"
     eval_ids = _evaluation_entries(lexicon, heldout_ids if len(heldout_ids) else train_ids,
                                    cfg.eval_max_words, cfg.max_word_tokens, cfg.seed)
-    gap = partial(alignment_gap, model, lexicon, eval_ids, pg_collection, pad_id=pad_id, seed=cfg.seed)
+    aligned, unrelated = evaluation_pairs(lexicon, eval_ids, 1, cfg.seed)
+    if len(aligned) and len(unrelated):
+        gap = partial(alignment_gap, model, lexicon, eval_ids, pg_collection, pad_id=pad_id, seed=cfg.seed)
+    else:
+        log_rank0(logger, "align: alignment gap not measured: the %d %s evaluation words hold %d translation "
+                  "pairs and %d different-group pairs (it needs both)", len(eval_ids), gap_split, len(aligned),
+                  len(unrelated), level=logging.WARNING)
+
+        def gap() -> dict[str, float]:
+            return {}
     report = AlignReport(steps=cfg.steps, selected_layers=[objective.names[s] for s in objective.selected],
                          gap_split=gap_split, num_eval_words=len(eval_ids))
     report.gap_before = gap()

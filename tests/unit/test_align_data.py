@@ -59,6 +59,16 @@ def test_split_entries_holds_out_whole_groups_deterministically(clone3):
         split_entries(clone3, 1.0, seed=5)
 
 
+def test_split_entries_holds_out_only_groups_with_translations():
+    entries = [(10,), (11,), (12,), (13,), (14,), (15,)]
+    translations = [[1], [0], [], [], [5], [4]]  # entries 2 and 3 have no translation
+    lexicon = Lexicon.from_entries(entries, translations, np.full(16, WORD_START, dtype=np.uint8))
+    for seed in range(6):
+        train, heldout = split_entries(lexicon, 0.5, seed)
+        assert sorted(heldout.tolist()) in ([0, 1], [4, 5])
+        assert {2, 3} <= set(train.tolist())
+
+
 def test_sampler_draws_translation_pairs_from_its_split_deterministically(clone3):
     train, _ = split_entries(clone3, 0.25, seed=5)
     sampler = WordPairSampler(clone3, train, pairs_per_batch=16, seed=3, max_word_tokens=3)

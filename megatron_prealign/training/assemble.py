@@ -200,6 +200,9 @@ def eval_hooks(cfg: RunConfig, model_cfg: ModelConfig, tokenizer, pgs) -> list:
     evaluations so far written next to the checkpoints."""
     if not cfg.data.lexicon:
         return []
+    if cfg.parallel.sequence_parallel:
+        log_rank0(logger, "alignment gap not logged: its word forward does not support --sequence-parallel")
+        return []
     from megatron_prealign.align import alignment_gap, evaluation_pairs, split_entries, write_gap_plot
     from megatron_prealign.lexicon import load_lexicon
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -81,12 +82,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(cfg.threads)
+    elif hasattr(os, "getloadavg") and os.getloadavg()[0] >= max(1.0, 0.5 * (os.cpu_count() or 1)):
+        logger.warning("the machine is busy (load average %.1f on %d cores): `--threads 1` can be several "
+                       "times faster than the default one thread per core", os.getloadavg()[0], os.cpu_count())
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     progress = runner.Progress(total_units=1)
     setting = runner.build_setting(cfg, progress)
     runs, budget = runner.plan_runs(cfg, setting)
-    commands = {run.name: runner.trainer_command(cfg, run, setting, budget["weights"]) for run in runs}
-    progress.total_units = 1 + sum(run.train_iters + (cfg.align_steps if run.arm.prepass else 0) for run in runs)
+    commands = {run.name: [runner.trainer_command(cfg, run, setting, budget["weights"], phase) for phase in (1, 2)]
+                for run in runs}
+    progress.total_units = 1 + sum(run.train_iters + cfg.phase2_iters + (cfg.align_steps if run.arm.prepass else 0)
+                                   for run in runs)
     progress.note(f"{len(runs)} runs, {budget['tokens_per_arm']:,} tokens each; logs in {cfg.out}/logs")
     results = []
     with single_process_group() as pgs:

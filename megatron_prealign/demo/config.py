@@ -1,17 +1,24 @@
 """What the demo runs: the arms, the model, the token budget, and the data mix.
 
+Every run has two phases, both through ``python -m megatron_prealign.pretrain``:
+
+1. **Pretraining** on English and clone text (the setting's clone share): the arm's method
+   (pre-pass and/or input-only code-switching) applies here.
+2. **English-only new material** (`phase2_iters`, identical for every arm), started from the
+   phase-1 weights with a fresh optimizer (``--pretrained-checkpoint``): the knowledge facts and
+   the transfer skill at high weight, mixed with the same English and clone text; code-switching
+   arms keep switching. Facts spread thinly over pretraining were not learned even in English by
+   the 4-layer model (250 exposures each at 7% of the tokens: chance accuracy), while a short
+   dense phase teaches them (DESIGN.md §5 suggested an English-only fact phase).
+
+Perplexity and the alignment gap are measured at the end of phase 1 (the pretraining comparison);
+knowledge and transfer at the end of phase 2.
+
 Budget rule (DESIGN.md §5: the pre-pass feeds the model extra tokens, so "identical token
 budgets" must count them): every arm processes the same number of tokens. An arm with the
 alignment pre-pass spends ``align_steps x 2 x align_pairs x (mean dictionary-word length)``
-tokens there and ``train_iters`` iterations of pretraining; an arm without it pretrains for
+tokens there and ``train_iters`` iterations of phase 1; an arm without it runs phase 1 for
 ``train_iters + extra`` iterations, ``extra`` being the pre-pass tokens in whole iterations.
-
-Data mix (blend weights of the four training prefixes), computed once from the base budget
-``train_iters x global_batch x seq_length`` and shared by every arm: the knowledge documents so
-that each is seen about `knowledge_exposures` times, the transfer examples `transfer_epochs`
-times, and the rest English and clone text in their natural proportion (the setting's clone
-share). Arms with extra iterations read the same mix a little longer (slightly more fact
-exposures for the baseline, which can only favour it).
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ARMS", "Arm", "DemoConfig", "RunSpec", "blend_weights", "prepass_tokens"]
+__all__ = ["ARMS", "Arm", "DemoConfig", "RunSpec", "blend_weights", "exposures", "prepass_tokens"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,10 @@ class DemoConfig:
     # pretraining
     micro_batch_size: int = 16
     global_batch_size: int = 16
-    train_iters: int = 600
-    """Pretraining iterations of the arms with the pre-pass (--train-iters)."""
+    train_iters: int = 500
+    """Phase-1 (pretraining) iterations of the arms with the pre-pass (--train-iters)."""
+    phase2_iters: int = 100
+    """Phase-2 (English-only new material) iterations, every arm (--phase2-iters)."""
     lr: float = 1e-3
     min_lr: float = 1e-4
     lr_warmup_iters: int = 30
@@ -71,11 +80,11 @@ class DemoConfig:
     align_steps: int = 200
     align_pairs: int = 256
     align_lr: float = 5e-4
-    # data mix
-    knowledge_exposures: float = 100.0
-    """Target times each knowledge document is seen in the base budget (--knowledge-exposures)."""
-    transfer_epochs: float = 1.0
-    """Target passes over the transfer examples in the base budget (--transfer-epochs)."""
+    # phase-2 data mix
+    knowledge_share: float = 0.4
+    """Share of phase-2 tokens that are knowledge facts (--knowledge-share)."""
+    transfer_share: float = 0.2
+    """Share of phase-2 tokens that are transfer-skill examples (--transfer-share)."""
     # evaluation
     curve_points: int = 4
     """Intermediate checkpoints per run for the per-language loss curves (--curve-points)."""
@@ -99,8 +108,8 @@ class DemoConfig:
             raise ValueError(f"--arms must be a non-empty subset of {sorted(ARMS)}, got {list(self.arms)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("--seeds must be distinct and non-empty")
-        for name in ("train_iters", "micro_batch_size", "global_batch_size", "seq_length", "curve_tokens",
-                     "eval_tokens", "align_pairs"):
+        for name in ("train_iters", "phase2_iters", "micro_batch_size", "global_batch_size", "seq_length",
+                     "curve_tokens", "eval_tokens", "align_pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
         if self.align_steps < 0 or self.curve_points < 0 or self.threads < 0:
@@ -109,8 +118,8 @@ class DemoConfig:
             raise ValueError("--global-batch-size must be a multiple of --micro-batch-size")
         if not 0.0 < self.codeswitch_ratio <= 1.0:
             raise ValueError("--codeswitch-ratio must be in (0, 1]")
-        if self.knowledge_exposures < 0 or self.transfer_epochs < 0:
-            raise ValueError("--knowledge-exposures and --transfer-epochs must be >= 0")
+        if self.knowledge_share <= 0 or self.transfer_share <= 0 or self.knowledge_share + self.transfer_share >= 1:
+            raise ValueError("--knowledge-share and --transfer-share must be > 0 and sum to less than 1")
         if any(ARMS[a].prepass for a in self.arms) and self.align_steps == 0:
             raise ValueError("arms with the pre-pass need --align-steps > 0")
 
@@ -127,27 +136,29 @@ def prepass_tokens(cfg: DemoConfig, mean_word_tokens: float) -> int:
     return int(round(cfg.align_steps * 2 * cfg.align_pairs * mean_word_tokens))
 
 
-def blend_weights(cfg: DemoConfig, tokens: dict[str, int]) -> dict[str, float]:
-    """Blend weights of en_train, clone_train, knowledge_en, transfer_en (see module docstring).
+def blend_weights(cfg: DemoConfig, tokens: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Blend weights of the two phases, ``{"phase1": {prefix: w}, "phase2": {prefix: w}}``.
+
+    English and clone text keep their natural proportion (the setting's clone share) in both
+    phases; phase 2 adds the knowledge facts and the transfer examples at their shares.
 
     Args:
         tokens: token counts of the setting's prefixes (manifest ``stats.tokens``).
-
-    Raises:
-        ValueError: the synthetic sets would take the whole budget.
     """
-    budget = cfg.train_iters * cfg.tokens_per_iteration
-    knowledge = cfg.knowledge_exposures * tokens["knowledge_en"] / budget
-    transfer = cfg.transfer_epochs * tokens["transfer_en"] / budget
-    text = 1.0 - knowledge - transfer
-    if text <= 0.5:
-        raise ValueError(
-            f"knowledge ({knowledge:.1%}) and transfer ({transfer:.1%}) examples would take more than half of "
-            f"the {budget} training tokens; lower --knowledge-exposures / --transfer-epochs or raise --train-iters"
-        )
     clone_share = tokens["clone_train"] / (tokens["en_train"] + tokens["clone_train"])
-    return {"en_train": text * (1 - clone_share), "clone_train": text * clone_share,
-            "knowledge_en": knowledge, "transfer_en": transfer}
+    text = 1.0 - cfg.knowledge_share - cfg.transfer_share
+    return {
+        "phase1": {"en_train": 1.0 - clone_share, "clone_train": clone_share},
+        "phase2": {"en_train": text * (1 - clone_share), "clone_train": text * clone_share,
+                   "knowledge_en": cfg.knowledge_share, "transfer_en": cfg.transfer_share},
+    }
+
+
+def exposures(cfg: DemoConfig, tokens: dict[str, int]) -> dict[str, float]:
+    """How often phase 2 shows each knowledge document and the transfer set (expected)."""
+    phase2_tokens = cfg.phase2_iters * cfg.tokens_per_iteration
+    return {"knowledge_document": cfg.knowledge_share * phase2_tokens / tokens["knowledge_en"],
+            "transfer_epochs": cfg.transfer_share * phase2_tokens / tokens["transfer_en"]}
 
 
 @dataclass
@@ -157,6 +168,7 @@ class RunSpec:
     arm: Arm
     seed: int
     train_iters: int
+    """Phase-1 iterations."""
     directory: str
     extra: dict[str, Any] = field(default_factory=dict)
 

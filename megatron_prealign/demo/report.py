@@ -31,17 +31,18 @@ METRICS: "OrderedDict[str, tuple[str, bool, str]]" = OrderedDict([
 
 
 def metric_values(result: dict[str, Any]) -> dict[str, float]:
-    """The headline numbers of one run's final evaluation (alignment gaps averaged over layers)."""
-    final = result["final"]
+    """The headline numbers of one run: perplexities and alignment gaps (averaged over layer
+    slots) after pretraining (phase 1), knowledge and transfer after the English-only phase 2."""
+    pretrained, final = result["pretrained"], result["final"]
     return {
-        "clone_ppl": final["perplexity"]["clone"]["ppl"],
-        "english_ppl": final["perplexity"]["english"]["ppl"],
+        "clone_ppl": pretrained["perplexity"]["clone"]["ppl"],
+        "english_ppl": pretrained["perplexity"]["english"]["ppl"],
         "knowledge_clone": final["knowledge"]["clone"]["accuracy"],
         "knowledge_english": final["knowledge"]["english"]["accuracy"],
         "transfer_clone": final["transfer"]["clone"]["accuracy"],
         "transfer_english": final["transfer"]["english"]["accuracy"],
-        "gap_dictionary": float(np.mean(list(final["alignment"]["dictionary"].values()))),
-        "gap_heldout": float(np.mean(list(final["alignment"]["heldout"].values()))),
+        "gap_dictionary": float(np.mean(list(pretrained["alignment"]["dictionary"].values()))),
+        "gap_heldout": float(np.mean(list(pretrained["alignment"]["heldout"].values()))),
     }
 
 
@@ -111,12 +112,16 @@ def write_plots(results: Sequence[dict[str, Any]], stats, out_dir: str) -> dict[
     for k, lang in enumerate(("english", "clone")):
         axes = figure.add_subplot(1, 2, k + 1)
         for result in results:
-            curve = result["curve"]
+            curve = [p for p in result["curve"] if p.get("phase", 1) == 1]
             axes.plot([p["tokens"] / 1e6 for p in curve], [p[lang] for p in curve], marker="o", markersize=3,
                       color=_COLORS.get(result["arm"]), alpha=0.85,
                       label=f"{ARMS[result['arm']].label} (seed {result['seed']})")
+            after = [p for p in result["curve"] if p.get("phase", 1) == 2]
+            if after:  # after the English-only phase 2, drawn apart (its mix differs)
+                axes.plot([curve[-1]["tokens"] / 1e6, after[-1]["tokens"] / 1e6], [curve[-1][lang], after[-1][lang]],
+                          linestyle=":", marker="x", color=_COLORS.get(result["arm"]), alpha=0.85)
         axes.set_yscale("log")
-        axes.set_xlabel("tokens seen (millions, pre-pass included)")
+        axes.set_xlabel("tokens seen (millions, pre-pass included; dotted: English-only phase 2)")
         axes.set_ylabel("held-out perplexity")
         axes.set_title(f"{'English' if lang == 'english' else 'clone'} held-out perplexity")
         axes.grid(alpha=0.3)
@@ -130,7 +135,7 @@ def write_plots(results: Sequence[dict[str, Any]], stats, out_dir: str) -> dict[
         axes = figure.add_subplot(1, 2, k + 1)
         by_arm: dict[str, list[dict[str, float]]] = {}
         for result in results:
-            by_arm.setdefault(result["arm"], []).append(result["final"]["alignment"][words])
+            by_arm.setdefault(result["arm"], []).append(result["pretrained"]["alignment"][words])
         for arm, gaps in by_arm.items():
             slots = list(gaps[0])
             values = np.array([[g[s] for s in slots] for g in gaps])
@@ -220,12 +225,13 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         lines.append(f"| {ARMS[arm].label} | " + " | ".join(_fmt(n, entry[n]) for n in METRICS) + " |")
     lines += [
         "",
-        f"Perplexities on the same {results[0]['final']['perplexity']['clone']['tokens']:,} held-out tokens in "
-        f"each language (the clone eval text is the English one, token for token). Knowledge: "
-        f"{knowledge['facts']} facts about {knowledge['entities']} invented entities, seen in English only, "
-        f"chance {knowledge['chance']:.1%}. Transfer: {transfer['test_examples']} list-position questions with "
-        f"unseen items, the skill shown in English only, chance {transfer['chance']:.1%}. Alignment gap: mean "
-        f"over layer slots of cos(word, translation) − cos(random word pairs)."
+        f"Perplexities after pretraining (phase 1) on the same "
+        f"{results[0]['pretrained']['perplexity']['clone']['tokens']:,} held-out tokens in each language (the clone "
+        f"eval text is the English one, token for token). Knowledge: {knowledge['facts']} facts about "
+        f"{knowledge['entities']} invented entities, seen only in English (phase 2), asked in each language, chance "
+        f"{knowledge['chance']:.1%}. Transfer: continuing month sequences, a skill shown only in English (phase 2), "
+        f"{transfer['test_examples']} questions per language, chance {transfer['chance']:.1%}. Alignment gap after "
+        f"pretraining: mean over layer slots of cos(word, translation) − cos(random word pairs)."
         + (" Values are mean ± sample standard deviation over seeds." if seeds > 1 else ""),
         "",
         "## Comparison with joint training",
@@ -269,14 +275,16 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         f"- Model: GPT, {config['num_layers']} layers, d={config['hidden_size']}, ffn {config['ffn_hidden_size']}, "
         f"{config['num_attention_heads']} heads, context {config['seq_length']}, untied embeddings (megatron-core "
         f"local spec, fp32, CPU).",
-        f"- Budget per arm: {budget['tokens_per_arm']:,} tokens. Pre-pass arms: {config['align_steps']} steps × "
-        f"{config['align_pairs']} pairs ({budget['prepass_tokens']:,} tokens, mean word length "
-        f"{budget['mean_word_tokens']:.2f}) + {config['train_iters']} pretraining iterations; the others "
-        f"{config['train_iters']} + {budget['extra_iterations_without_prepass']} iterations "
-        f"({budget['tokens_per_iteration']:,} tokens each).",
-        f"- Training mix (blend weights): English {weights['en_train']:.3f}, clone {weights['clone_train']:.3f}, "
-        f"knowledge facts {weights['knowledge_en']:.3f} (≈{config['knowledge_exposures']:.0f} exposures per fact "
-        f"sentence), transfer examples {weights['transfer_en']:.3f}.",
+        f"- Budget per arm: {budget['tokens_per_arm']:,} tokens ({budget['tokens_per_iteration']:,} per iteration). "
+        f"Phase 1 (pretraining): pre-pass arms {config['align_steps']} pre-pass steps × {config['align_pairs']} pairs "
+        f"({budget['prepass_tokens']:,} tokens, mean word length {budget['mean_word_tokens']:.2f}) + "
+        f"{config['train_iters']} iterations, the others {config['train_iters']} + "
+        f"{budget['extra_iterations_without_prepass']} iterations; text mix English {weights['phase1']['en_train']:.3f}"
+        f" / clone {weights['phase1']['clone_train']:.3f}. Phase 2 (English-only new material, fresh optimizer, "
+        f"every arm): {config['phase2_iters']} iterations, knowledge facts {config['knowledge_share']:.0%} "
+        f"(≈{budget['exposures']['knowledge_document']:.0f} exposures per fact), month sequences "
+        f"{config['transfer_share']:.0%} (≈{budget['exposures']['transfer_epochs']:.1f} passes), the rest text "
+        f"in the phase-1 proportion.",
         f"- Code-switching arms: input-only, ratio {config['codeswitch_ratio']}. Optimizer: lr {config['lr']} → "
         f"{config['min_lr']} cosine, warmup {config['lr_warmup_iters']}, weight decay {config['weight_decay']}, "
         f"clip {config['clip_grad']}; pre-pass lr {config['align_lr']}.",
@@ -285,7 +293,10 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         "",
         "```",
         command,
-        f"python -m megatron_prealign.evaluate --load {config['out']}/runs/<arm>-s<seed>/ckpt --setting {config['out']}/setting",
+        f"python -m megatron_prealign.evaluate --load {config['out']}/runs/<arm>-s<seed>/ckpt --setting {config['out']}/setting"
+        "   # after pretraining",
+        f"python -m megatron_prealign.evaluate --load {config['out']}/runs/<arm>-s<seed>/ckpt_phase2 --setting "
+        f"{config['out']}/setting   # after the English-only phase",
         "```",
         "",
         "Full numbers: `results.json`; per-run logs: `logs/`; each run's metrics: `runs/<arm>-s<seed>/metrics.jsonl`.",

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from megatron_prealign.demo.config import ARMS, DemoConfig, RunSpec, blend_weights, prepass_tokens
+from megatron_prealign.demo.config import ARMS, DemoConfig, RunSpec, blend_weights, exposures, prepass_tokens
 from megatron_prealign.evaluate.english_clone import TOKENIZER_TYPE, CloneSetting, load_setting
 from megatron_prealign.log import get_logger
 
@@ -148,7 +148,7 @@ def mean_word_tokens(setting: CloneSetting) -> float:
 
 
 def plan_runs(cfg: DemoConfig, setting: CloneSetting) -> tuple[list[RunSpec], dict[str, Any]]:
-    """The runs (arms x seeds) with their iterations, and the budget facts for the report."""
+    """The runs (arms x seeds) with their phase-1 iterations, and the budget facts for the report."""
     word_tokens = mean_word_tokens(setting)
     pre_tokens = prepass_tokens(cfg, word_tokens)
     extra = int(round(pre_tokens / cfg.tokens_per_iteration))
@@ -159,46 +159,56 @@ def plan_runs(cfg: DemoConfig, setting: CloneSetting) -> tuple[list[RunSpec], di
             iters = cfg.train_iters if arm.prepass else cfg.train_iters + extra
             runs.append(RunSpec(arm=arm, seed=seed, train_iters=iters,
                                 directory=os.path.join(cfg.out, "runs", f"{name}-s{seed}")))
-    weights = blend_weights(cfg, setting.stats["tokens"])
+    tokens = setting.stats["tokens"]
+    weights = blend_weights(cfg, tokens)
     budget = {
         "tokens_per_iteration": cfg.tokens_per_iteration,
         "prepass_tokens": pre_tokens,
         "mean_word_tokens": word_tokens,
         "extra_iterations_without_prepass": extra,
-        "tokens_per_arm": cfg.train_iters * cfg.tokens_per_iteration + extra * cfg.tokens_per_iteration,
+        "phase1_tokens": (cfg.train_iters + extra) * cfg.tokens_per_iteration,
+        "phase2_tokens": cfg.phase2_iters * cfg.tokens_per_iteration,
+        "tokens_per_arm": (cfg.train_iters + extra + cfg.phase2_iters) * cfg.tokens_per_iteration,
         "weights": weights,
-        "clone_share_of_training_tokens": weights["clone_train"],
+        "exposures": exposures(cfg, tokens),
+        "clone_share_of_text": weights["phase1"]["clone_train"],
     }
     return runs, budget
 
 
-def trainer_command(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, weights: dict[str, float]) -> list[str]:
-    """``python -m megatron_prealign.pretrain`` arguments of one run."""
+def trainer_command(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, weights: dict[str, dict[str, float]],
+                    phase: int) -> list[str]:
+    """``python -m megatron_prealign.pretrain`` arguments of one phase (1 or 2) of one run."""
     data_path: list[str] = []
-    for name in ("en_train", "clone_train", "knowledge_en", "transfer_en"):
-        if weights[name] > 0:
-            data_path += [f"{weights[name]:.6f}", setting.prefix(name)]
+    for name, weight in weights[f"phase{phase}"].items():
+        data_path += [f"{weight:.6f}", setting.prefix(name)]
+    iters = run.train_iters if phase == 1 else cfg.phase2_iters
+    save = os.path.join(run.directory, "ckpt" if phase == 1 else "ckpt_phase2")
     cmd = [
         sys.executable, "-m", "megatron_prealign.pretrain",
         "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
         "--ffn-hidden-size", str(cfg.ffn_hidden_size), "--num-attention-heads", str(cfg.num_attention_heads),
         "--seq-length", str(cfg.seq_length),
         "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
-        "--train-iters", str(run.train_iters), "--lr", str(cfg.lr), "--min-lr", str(cfg.min_lr),
-        "--lr-warmup-iters", str(cfg.lr_warmup_iters), "--lr-decay-style", "cosine",
-        "--weight-decay", str(cfg.weight_decay), "--clip-grad", str(cfg.clip_grad), "--seed", str(run.seed),
+        "--train-iters", str(iters), "--lr", str(cfg.lr), "--min-lr", str(cfg.min_lr),
+        "--lr-warmup-iters", str(min(cfg.lr_warmup_iters, max(1, iters // 10))), "--lr-decay-style", "cosine",
+        "--weight-decay", str(cfg.weight_decay), "--clip-grad", str(cfg.clip_grad),
+        "--seed", str(run.seed + (phase - 1) * 1000),
         "--data-path", *data_path, "--split", "100,0,0",
         "--tokenizer-type", TOKENIZER_TYPE, "--tokenizer-model", setting.path(setting.tokenizer_model),
-        "--save", os.path.join(run.directory, "ckpt"), "--log-interval", "10",
-        "--metrics-log", os.path.join(run.directory, "metrics.jsonl"),
+        "--save", save, "--log-interval", "10",
+        "--metrics-log", os.path.join(run.directory, f"metrics_phase{phase}.jsonl"),
     ]
-    if cfg.curve_points:
-        cmd += ["--save-interval", str(max(1, run.train_iters // cfg.curve_points))]
+    if phase == 1 and cfg.curve_points:
+        cmd += ["--save-interval", str(max(1, iters // cfg.curve_points))]
+    if phase == 2:
+        # Phase 2 starts from the phase-1 weights with a fresh optimizer and schedule.
+        cmd += ["--pretrained-checkpoint", os.path.join(run.directory, "ckpt")]
     if run.arm.prepass or run.arm.codeswitch:
         cmd += ["--lexicon", setting.path(setting.lexicon)]
     if run.arm.codeswitch:
         cmd += ["--codeswitch-ratio", str(cfg.codeswitch_ratio)]
-    if run.arm.prepass:
+    if run.arm.prepass and phase == 1:
         # The held-out words of the setting are already outside the dictionary: the pre-pass
         # trains on every dictionary pair.
         cmd += ["--align-steps", str(cfg.align_steps), "--align-lr", str(cfg.align_lr),
@@ -206,49 +216,55 @@ def trainer_command(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, weight
     return cmd
 
 
-def run_training(cfg: DemoConfig, run: RunSpec, cmd: list[str], progress: Progress) -> None:
-    """Train one run unless a finished run with the same command exists (then reuse it)."""
+def run_training(cfg: DemoConfig, run: RunSpec, commands: list[list[str]], progress: Progress) -> None:
+    """Train both phases of one run unless a finished run with the same commands exists (then
+    reuse it)."""
     from megatron_prealign.evaluate.loading import free_port
 
     directory = Path(run.directory)
     spec_path = directory / "run.json"
-    # run.json is written only when training finished.
-    if spec_path.is_file() and json.loads(spec_path.read_text()).get("command") == cmd[1:]:
+    align_units = cfg.align_steps if run.arm.prepass else 0
+    units = align_units + run.train_iters + cfg.phase2_iters
+    # run.json is written only when both phases finished.
+    if spec_path.is_file() and json.loads(spec_path.read_text()).get("commands") == [c[1:] for c in commands]:
         progress.note(f"{run.name}: reusing the finished run in {directory}")
-        progress.done_units += (cfg.align_steps if run.arm.prepass else 0) + run.train_iters
+        progress.done_units += units
         return
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    align_units = cfg.align_steps if run.arm.prepass else 0
-    progress.stage(f"train {run.name} ({run.arm.label})", align_units + run.train_iters)
+    progress.stage(f"train {run.name} ({run.arm.label})", units)
+    offsets = [0, align_units + run.train_iters]
 
-    def on_line(line: str) -> None:
+    def on_line(phase: int, line: str) -> None:
         match = _ALIGN_STEP.search(line)
-        if match:
+        if match and phase == 1:
             progress.update(int(match.group(1)), "pre-pass")
             return
         match = _ITER.search(line)
         if match:
-            progress.update(align_units + int(match.group(1)),
-                            f"loss {float(match.group(3)):.3f} | {float(match.group(4)):.0f} tok/s")
+            base = align_units if phase == 1 else offsets[1]
+            label = "pretraining" if phase == 1 else "English-only phase"
+            progress.update(base + int(match.group(1)),
+                            f"{label} | loss {float(match.group(3)):.3f} | {float(match.group(4)):.0f} tok/s")
 
-    env = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(free_port()), PYTHONWARNINGS="ignore")
-    if cfg.threads:
-        env["OMP_NUM_THREADS"] = str(cfg.threads)
     start = time.perf_counter()
-    _stream_process(cmd, Path(cfg.out) / "logs" / f"{run.name}.log", on_line, env=env)
-    progress.update(align_units + run.train_iters)
+    for phase, cmd in enumerate(commands, start=1):
+        env = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(free_port()), PYTHONWARNINGS="ignore")
+        if cfg.threads:
+            env["OMP_NUM_THREADS"] = str(cfg.threads)
+        _stream_process(cmd, Path(cfg.out) / "logs" / f"{run.name}.log", lambda line, p=phase: on_line(p, line),
+                        env=env)
+    progress.update(units)
     progress.close_stage()
-    spec_path.write_text(json.dumps({"command": cmd[1:], "seconds": time.perf_counter() - start,
+    spec_path.write_text(json.dumps({"commands": [c[1:] for c in commands], "seconds": time.perf_counter() - start,
                                      "train_iters": run.train_iters, "arm": run.arm.name, "seed": run.seed},
                                     indent=2))
 
 
-def checkpoints(run: RunSpec) -> list[tuple[int, Path]]:
-    """(iteration, directory) of every checkpoint of the run, by iteration."""
-    root = Path(run.directory) / "ckpt"
+def checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(iteration, directory) of every checkpoint under `root`, by iteration."""
     found = []
     for path in root.iterdir() if root.is_dir() else []:
         match = _CHECKPOINT.search(path.name)
@@ -257,8 +273,7 @@ def checkpoints(run: RunSpec) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_metrics(run: RunSpec) -> list[dict[str, Any]]:
-    path = Path(run.directory) / "metrics.jsonl"
+def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -266,8 +281,14 @@ def read_metrics(run: RunSpec) -> list[dict[str, Any]]:
 
 def evaluate_run(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, budget: dict[str, Any], pgs,
                  progress: Progress) -> dict[str, Any]:
-    """Curve points (perplexity per language at each checkpoint) and the full suite on the final
-    checkpoint; cached in ``<run>/eval.json``. Removes intermediate checkpoints unless asked."""
+    """Evaluate one run (cached in ``<run>/eval.json``):
+
+    * ``curve``: held-out perplexity per language at every phase-1 checkpoint and after phase 2;
+    * ``pretrained``: perplexity and alignment gap of the final phase-1 checkpoint;
+    * ``final``: the whole suite on the phase-2 checkpoint (knowledge, transfer, ...).
+
+    Removes intermediate phase-1 checkpoints unless asked to keep them.
+    """
     from megatron_prealign.evaluate.loading import load_model
     from megatron_prealign.evaluate.perplexity import heldout_perplexity
     from megatron_prealign.evaluate.suite import EvalConfig, evaluate_checkpoint
@@ -275,35 +296,36 @@ def evaluate_run(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, budget: d
     cached = Path(run.directory) / "eval.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    found = checkpoints(run)
-    if not found:
-        raise RuntimeError(f"{run.name}: no checkpoint under {run.directory}/ckpt")
-    progress.stage(f"evaluate {run.name}", len(found) + 1, counted=False)
+    phase1 = checkpoints(Path(run.directory) / "ckpt")
+    phase2 = checkpoints(Path(run.directory) / "ckpt_phase2")
+    if not phase1 or not phase2:
+        raise RuntimeError(f"{run.name}: missing checkpoints under {run.directory}")
+    progress.stage(f"evaluate {run.name}", len(phase1) + 2, counted=False)
     offset = budget["prepass_tokens"] if run.arm.prepass else 0
+    phase1_end = offset + phase1[-1][0] * cfg.tokens_per_iteration
+    points = [(it, path, offset + it * cfg.tokens_per_iteration, 1) for it, path in phase1]
+    points.append((phase2[-1][0], phase2[-1][1], phase1_end + phase2[-1][0] * cfg.tokens_per_iteration, 2))
     curve = []
-    for k, (iteration, path) in enumerate(found[:-1]):
-        loaded = load_model(path, pgs)
-        point = {"iteration": iteration, "tokens": offset + iteration * cfg.tokens_per_iteration}
+    for k, (iteration, path, tokens, phase) in enumerate(points):
+        model = load_model(path, pgs).model
+        point = {"phase": phase, "iteration": iteration, "tokens": tokens}
         for lang, name in (("english", "en_eval"), ("clone", "clone_eval")):
-            point[lang] = heldout_perplexity(loaded.model, setting.prefix(name), seq_length=cfg.seq_length,
+            point[lang] = heldout_perplexity(model, setting.prefix(name), seq_length=cfg.seq_length,
                                              max_tokens=cfg.curve_tokens)["ppl"]
         curve.append(point)
         progress.update(k + 1)
-    final_iteration, final_path = found[-1]
-    result = evaluate_checkpoint(final_path, setting, EvalConfig(max_tokens=cfg.eval_tokens), pgs)
-    small = {lang: heldout_perplexity(load_model(final_path, pgs).model, setting.prefix(name),
-                                      seq_length=cfg.seq_length, max_tokens=cfg.curve_tokens)["ppl"]
-             for lang, name in (("english", "en_eval"), ("clone", "clone_eval"))}
-    curve.append({"iteration": final_iteration, "tokens": offset + final_iteration * cfg.tokens_per_iteration,
-                  **small})
-    progress.update(len(found) + 1)
+    pretrained = evaluate_checkpoint(phase1[-1][1], setting,
+                                     EvalConfig(tasks=("perplexity", "alignment"), max_tokens=cfg.eval_tokens), pgs)
+    final = evaluate_checkpoint(phase2[-1][1], setting, EvalConfig(max_tokens=cfg.eval_tokens), pgs)
+    progress.update(len(points) + 1)
     progress.close_stage()
     spec = json.loads((Path(run.directory) / "run.json").read_text())
-    out = {"arm": run.arm.name, "seed": run.seed, "train_iters": run.train_iters, "final": result,
-           "curve": curve, "metrics": read_metrics(run), "train_seconds": spec.get("seconds"),
-           "tokens": offset + final_iteration * cfg.tokens_per_iteration}
+    out = {"arm": run.arm.name, "seed": run.seed, "train_iters": run.train_iters, "pretrained": pretrained,
+           "final": final, "curve": curve, "train_seconds": spec.get("seconds"),
+           "metrics": {f"phase{p}": read_metrics(Path(run.directory) / f"metrics_phase{p}.jsonl") for p in (1, 2)},
+           "tokens": curve[-1]["tokens"]}
     cached.write_text(json.dumps(out, indent=1))
     if not cfg.keep_checkpoints:
-        for _, path in found[:-1]:
+        for _, path in phase1[:-1]:
             shutil.rmtree(path, ignore_errors=True)
     return out

@@ -94,10 +94,10 @@ class CloneSettingConfig:
     """Invented entities of the knowledge set, each with one fact per relation (--knowledge-entities)."""
     knowledge_candidates: int = 6
     """Attribute values per relation; chance accuracy is 1/this (--knowledge-candidates)."""
-    transfer_train_examples: int = 6000
-    """English-only examples of the transfer skill (--transfer-train-examples)."""
-    transfer_test_examples: int = 400
-    """Test examples of the skill, asked in English and in the clone (--transfer-test-examples)."""
+    knowledge_templates: int = 1
+    """Training sentences per fact (paraphrases; the queried one first) (--knowledge-templates)."""
+    transfer_train_examples: int = 3000
+    """English-only examples of the transfer skill, month sequences (--transfer-train-examples)."""
     seed: int = 1234
     """Seed of every random choice in the setting (--seed)."""
 
@@ -120,8 +120,8 @@ class CloneSettingConfig:
             raise ValueError("--knowledge-entities must be >= --knowledge-candidates")
         if self.knowledge_candidates < 2:
             raise ValueError("--knowledge-candidates must be >= 2")
-        if self.transfer_train_examples < 1 or self.transfer_test_examples < 1:
-            raise ValueError("--transfer-train-examples and --transfer-test-examples must be >= 1")
+        if self.transfer_train_examples < 1:
+            raise ValueError("--transfer-train-examples must be >= 1")
 
 
 @dataclass
@@ -292,9 +292,8 @@ def build_sources(cfg: CloneSettingConfig) -> CloneSetting:
     frequent = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: cfg.dictionary_size]]
     known_words = set(word_counts(documents))
     knowledge = make_knowledge_set(tokenizer, frequent, known_words, cfg.knowledge_entities, cfg.knowledge_candidates,
-                                   seed=cfg.seed)
-    transfer = make_transfer_probe(tokenizer, frequent, cfg.transfer_train_examples, cfg.transfer_test_examples,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, num_templates=cfg.knowledge_templates)
+    transfer = make_transfer_probe(tokenizer, frequent, cfg.transfer_train_examples, seed=cfg.seed)
     required = set(knowledge.required_words()) | set(transfer.required_words())
     optional = [w for w in frequent if w not in required]
     num_heldout = int(round(cfg.heldout_share * len(frequent)))

@@ -3,12 +3,13 @@
 The set (`make_knowledge_set`): invented entities (names that occur nowhere in the corpus, so
 nothing leaks from real text), each with one value per relation, e.g.
 
-    role:  "{name} was a {value}."   "{name} worked as a {value}."     values: farmer, officer, ...
-    home:  "{name} came from {value}."   "{name} lives in {value}."    values: Mexico, France, ...
+    role:  "{name} was a {value}."   ("{name} worked as a {value}.")     values: farmer, officer, ...
+    home:  "{name} came from {value}."   ("{name} lives in {value}.")    values: Mexico, France, ...
 
-Every fact appears in English training text only (both templates, as separate documents); how
-often the trainer sees it is set by the blend weight of ``knowledge_en`` (the demo aims at a
-number of exposures). Names are built from pieces of dictionary words (a capitalized word-start
+Every fact appears in English training text only, one document per fact and template (by default
+only the first template: a 4-layer model did not learn 60 facts from ~75 exposures of each of two
+paraphrases, see bench/RESULTS.md); how often the trainer sees it is set by the blend weight of
+``knowledge_en`` (the demo aims at a number of exposures). Names are built from pieces of dictionary words (a capitalized word-start
 piece + a word-internal piece), so their clone twins are made of pieces whose English versions the
 alignment touches; every word of the templates and every value is a dictionary word.
 
@@ -163,7 +164,8 @@ def invent_names(tokenizer, dictionary: Sequence[str], known_words: set[str], co
 
 
 def make_knowledge_set(tokenizer, frequent_words: Sequence[str], known_words: set[str], num_entities: int,
-                       num_values: int, *, seed: int, relations: Sequence[Relation] = RELATIONS) -> KnowledgeSet:
+                       num_values: int, *, seed: int, num_templates: int = 1,
+                       relations: Sequence[Relation] = RELATIONS) -> KnowledgeSet:
     """Build the knowledge set (see module docstring).
 
     Args:
@@ -173,6 +175,8 @@ def make_knowledge_set(tokenizer, frequent_words: Sequence[str], known_words: se
         num_entities: invented entities; each gets one fact per relation.
         num_values: values per relation (chance = 1 / num_values).
         seed: seed of names and assignments.
+        num_templates: training sentences per fact, from each relation's templates (the first,
+            the queried one, always); one concentrates the exposures a tiny model needs.
 
     Raises:
         ValueError: a relation has fewer than `num_values` usable values, or a template word is
@@ -180,8 +184,11 @@ def make_knowledge_set(tokenizer, frequent_words: Sequence[str], known_words: se
     """
     rng = np.random.default_rng([seed, 0x4B4E])
     frequent = set(frequent_words)
+    if not 1 <= num_templates <= min(len(r.templates) for r in relations):
+        raise ValueError(f"--knowledge-templates must be between 1 and {min(len(r.templates) for r in relations)}")
     chosen = []
     for rel in relations:
+        rel = Relation(rel.name, rel.templates[:num_templates], rel.values)
         words = {w.strip(".") for t in rel.templates for w in t.split() if "{" not in w}
         missing = sorted(words - frequent)
         if missing:

@@ -1,8 +1,9 @@
 """Tier 2 end to end (subprocesses, under a minute on 2 cores): `python -m megatron_prealign.demo`
 with a miniature budget on a small synthetic corpus. Every real stage runs: the setting through
-tools/make_english_clone.py (build_lexicon + preprocess_data), one trainer process per arm
-(joint training, and PreAlign with the pre-pass and input-only code-switching), evaluation of
-their checkpoints, the report with its plots; then a second invocation reuses everything.
+tools/make_english_clone.py (build_lexicon + preprocess_data), two trainer processes per arm
+(pretraining, then the English-only phase from its weights) for joint training and for PreAlign
+(pre-pass and input-only code-switching), evaluation of the checkpoints, the report with its
+plots; then a second invocation reuses everything.
 """
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_english_clone_setting import SMALL_SETTING_ARGS, write_synthetic_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 MINIATURE = ["--arms", "joint", "prealign", "--seeds", "7", "--num-layers", "2", "--hidden-size", "32",
              "--ffn-hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "32",
-             "--micro-batch-size", "4", "--global-batch-size", "4", "--train-iters", "4", "--lr-warmup-iters", "1",
-             "--align-steps", "2", "--align-pairs", "8", "--curve-points", "1", "--curve-tokens", "128",
-             "--eval-tokens", "256", "--knowledge-exposures", "0.5", "--transfer-epochs", "0.02", "--threads", "1"]
+             "--micro-batch-size", "4", "--global-batch-size", "4", "--train-iters", "4", "--phase2-iters", "2",
+             "--lr-warmup-iters", "1", "--align-steps", "2", "--align-pairs", "8", "--curve-points", "1",
+             "--curve-tokens", "128", "--eval-tokens", "256", "--threads", "1"]
 
 
 def _run_demo(out: Path, corpus: Path) -> subprocess.CompletedProcess:
@@ -30,6 +33,7 @@ def _run_demo(out: Path, corpus: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     corpus = write_synthetic_corpus(tmp_path / "corpus.jsonl.gz")
     out = tmp_path / "demo"
@@ -52,19 +56,23 @@ def test_demo_end_to_end(tmp_path):
     assert runs["joint"]["train_iters"] == 4 + budget["extra_iterations_without_prepass"]
     assert runs["prealign"]["train_iters"] == 4
     for run in runs.values():
+        assert run["pretrained"]["perplexity"]["clone"]["tokens"] == 256
         final = run["final"]
         assert final["perplexity"]["english"]["tokens"] == final["perplexity"]["clone"]["tokens"] == 256
-        assert final["knowledge"]["clone"]["n"] == 12 and final["transfer"]["clone"]["n"] == 24
-        assert run["metrics"] and run["metrics"][-1]["iteration"] == run["train_iters"]
-        ckpt = out / "runs" / f"{run['arm']}-s7" / "ckpt"
-        kept = sorted(p.name for p in ckpt.iterdir() if p.name.startswith("iter_"))
+        assert final["knowledge"]["clone"]["n"] == 12 and final["transfer"]["clone"]["n"] == 108
+        assert run["metrics"]["phase1"][-1]["iteration"] == run["train_iters"]
+        assert run["metrics"]["phase2"][-1]["iteration"] == 2
+        directory = out / "runs" / f"{run['arm']}-s7"
+        kept = sorted(p.name for p in (directory / "ckpt").iterdir() if p.name.startswith("iter_"))
         assert kept == [f"iter_{run['train_iters']:07d}"]  # intermediate checkpoints removed
-        assert run["curve"][-1]["iteration"] == run["train_iters"]
-    # Curves: the pre-pass arm starts after its pre-pass tokens (its iteration-0 checkpoint).
-    assert runs["prealign"]["curve"][0] == {**runs["prealign"]["curve"][0], "iteration": 0,
-                                            "tokens": budget["prepass_tokens"]}
-    switch = [m["switch_rate"] for m in runs["prealign"]["metrics"]]
-    assert max(switch) > 0 and all(m["switch_rate"] == 0 for m in runs["joint"]["metrics"])
+        assert (directory / "ckpt_phase2" / "iter_0000002").is_dir()
+        assert [p["phase"] for p in run["curve"]][-1] == 2
+    # The pre-pass arm's curve starts after its pre-pass tokens (its iteration-0 checkpoint).
+    first = runs["prealign"]["curve"][0]
+    assert (first["iteration"], first["tokens"]) == (0, budget["prepass_tokens"])
+    for phase in ("phase1", "phase2"):
+        assert max(m["switch_rate"] for m in runs["prealign"]["metrics"][phase]) > 0
+        assert all(m["switch_rate"] == 0 for m in runs["joint"]["metrics"][phase])
 
     start = time.perf_counter()
     again = _run_demo(out, corpus)

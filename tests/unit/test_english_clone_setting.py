@@ -25,7 +25,7 @@ from megatron_prealign.evaluate.english_clone import (
     word_counts,
 )
 from megatron_prealign.evaluate.knowledge import KnowledgeSet
-from megatron_prealign.evaluate.transfer import ORDINALS, TransferProbe
+from megatron_prealign.evaluate.transfer import MONTHS, TransferProbe
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "make_english_clone.py"
@@ -38,16 +38,17 @@ _FILLERS = ("house river water money bread night morning summer winter market sc
             "island harbor bridge engine wheel train coast valley desert ocean cloud storm light stone metal "
             "glass silver copper cotton wheat sugar coffee paint ink thread rope timber brick clay").split()
 _CAPITALS = "Congress President Government Nation Union Senate Treasury Army Navy Court State People Bank".split()
+_MONTHS = ("January February March April May June July August September October November December").split()
 VOCAB = 200
 SMALL_SETTING_ARGS = ["--vocab-size", str(VOCAB), "--chunk-chars", "300", "--eval-every", "8", "--dictionary-size", "200",
                       "--knowledge-entities", "6", "--knowledge-candidates", "3", "--transfer-train-examples", "200",
-                      "--transfer-test-examples", "24", "--clone-share", "0.2"]
+                      "--clone-share", "0.2"]
 
 
 def write_synthetic_corpus(path: Path, num_documents: int = 32, seed: int = 0) -> Path:
     """A .jsonl.gz corpus of random sentences over a fixed vocabulary (Zipf-like frequencies)."""
     rng = np.random.default_rng(seed)
-    vocabulary = _FUNCTION + _VALUES + _FILLERS + _CAPITALS
+    vocabulary = _FUNCTION + _VALUES + _MONTHS + _FILLERS + _CAPITALS
     weights = 1.0 / np.arange(1, len(vocabulary) + 1) ** 0.6
     weights /= weights.sum()
     with gzip.open(path, "wt", encoding="utf-8") as f:
@@ -160,7 +161,7 @@ def test_knowledge_set(setting_dir):
         values = [v for _, r, v in kset.facts if r == rel["name"]]
         assert sorted(np.unique(values, return_counts=True)[1].tolist()) == [2, 2, 2]
     texts = kset.training_texts()
-    assert len(texts) == 6 * 2 * 2
+    assert len(texts) == 6 * 2  # one template per relation by default
     assert len(Path(setting.path(setting.texts["knowledge_en"])).read_text().splitlines()) == len(texts)
     tokenizer = build_tokenizer("SentencePieceTokenizer", setting.path(setting.tokenizer_model))
     english = kset.queries(tokenizer)
@@ -178,18 +179,41 @@ def test_knowledge_set(setting_dir):
         english[0]["prompt"][1:] + english[0]["candidates"][english[0]["answer"]]
 
 
+def test_knowledge_paraphrases(setting_dir):
+    from megatron_prealign.evaluate.knowledge import make_knowledge_set
+    from megatron_prealign.lexicon import build_tokenizer
+
+    setting = load_setting(setting_dir)
+    tokenizer = build_tokenizer("SentencePieceTokenizer", setting.path(setting.tokenizer_model))
+    words = [line.split("\t")[0] for rel in (setting.dictionary_tsv, setting.heldout_tsv)
+             for line in Path(setting.path(rel)).read_text().splitlines()]
+    two = make_knowledge_set(tokenizer, words, set(), 6, 3, seed=1, num_templates=2)
+    texts = two.training_texts()
+    assert len(texts) == 6 * 2 * 2 and sum(" worked as a " in t for t in texts) == 6
+    assert "worked" in two.required_words() and "lives" in two.required_words()
+    with pytest.raises(ValueError, match="--knowledge-templates"):
+        make_knowledge_set(tokenizer, words, set(), 6, 3, seed=1, num_templates=3)
+
+
 def test_transfer_probe(setting_dir):
+    from megatron_prealign.lexicon import build_tokenizer
+
     setting = load_setting(setting_dir)
     probe = TransferProbe.load(setting.path(setting.transfer))
-    assert not set(probe.train_items) & set(probe.test_items)
-    assert len(probe.train_examples) == 200 and len(probe.test_examples) == 24
-    ordinals = [k for _, k in probe.test_examples]
-    assert sorted(np.unique(ordinals, return_counts=True)[1].tolist()) == [6, 6, 6, 6]
-    for items, k in probe.train_examples:
-        assert len(set(items)) == 4 and set(items) <= set(probe.train_items)
-    text = probe.training_texts()[0]
-    items, k = probe.train_examples[0]
-    assert text == f"{', '.join(items)}: the {ORDINALS[k]} is {items[k]}."
+    assert len(probe.train_examples) == 200 and len(probe.test_examples) == 12 * 3 * 3
+    assert probe.chance == pytest.approx(1 / 12)
+    texts = probe.training_texts()
+    start, step, length = probe.train_examples[0]
+    months = texts[0].rstrip(".").split(", ")
+    assert len(months) == length and months[0] == MONTHS[start]
+    assert all(MONTHS.index(b) == (MONTHS.index(a) + step) % 12 for a, b in zip(months, months[1:]))
+    tokenizer = build_tokenizer("SentencePieceTokenizer", setting.path(setting.tokenizer_model))
+    queries = probe.queries(tokenizer)
+    # Every month is the answer equally often (a constant guess scores exactly 1/12).
+    assert sorted(np.unique([q["answer"] for q in queries], return_counts=True)[1].tolist()) == [9] * 12
+    q = next(q for q in queries if q["step"] == 2)
+    clone = probe.queries(tokenizer, clone_offset=VOCAB)[queries.index(q)]
+    assert clone["prompt"][1:] == [t + VOCAB for t in q["prompt"][1:]] and clone["answer"] == q["answer"]
 
 
 def test_rerun_reuses_and_force_rebuilds(setting_dir, caplog):

@@ -2,8 +2,8 @@
 
 Scoring against log-softmax of the logits, perplexity against its closed form (a zeroed output
 layer predicts the uniform distribution over the padded vocabulary), knowledge and transfer
-evaluation on a tiny GPTModel trained here on the English facts only (it must recall them in
-English; the clone it never saw stays near chance), and `python -m megatron_prealign.evaluate`
+evaluation on tiny GPTModels trained here on the English facts / month sequences only (they must
+answer in English; in the clone they never saw they stay below that), and `python -m megatron_prealign.evaluate`
 on a saved checkpoint (its numbers must equal those of the in-memory model).
 """
 from __future__ import annotations
@@ -147,18 +147,17 @@ def test_knowledge_recall_in_english_not_in_unseen_clone(fact_model, setting, to
     assert set(english["per_relation"]) == {"role", "home"}
 
 
-def test_transfer_evaluation_ranks_the_asked_item(pgs, setting, tokenizer):
+def test_transfer_skill_learned_in_english(pgs, setting, tokenizer):
     probe = TransferProbe.load(setting.path(setting.transfer))
-    # Train on the test examples themselves (English): evaluation must then find the answers.
-    docs = [tokenizer.encode(f"{', '.join(items)}: the {['first', 'second', 'third', 'last'][k]} is {items[k]}.")
-            + [tokenizer.eod] for items, k in probe.test_examples]
+    docs = [tokenizer.encode(text) + [tokenizer.eod] for text in probe.training_texts()]
     model, _ = _model(pgs, seed=2)
-    _train_on(model, docs * 10, steps=150)
+    _train_on(model, docs, steps=150)
     english = evaluate_transfer(model, tokenizer, probe)
     clone = evaluate_transfer(model, tokenizer, probe, clone_offset=VOCAB)
     assert english["accuracy"] >= 0.9, english
-    assert english["chance"] == 0.25 and english["n"] == 24
-    assert clone["accuracy"] < english["accuracy"]
+    assert english["chance"] == pytest.approx(1 / 12) and english["n"] == 108
+    assert set(english["per_step"]) == {"1", "2", "3"}
+    assert clone["accuracy"] < english["accuracy"] and clone["margin"] < english["margin"]
 
 
 def test_suite_and_cli_on_a_checkpoint(pgs, setting, fact_model, tmp_path, capsys):

@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="dataset timing repeats (best per chunk)")
     parser.add_argument("--preprocess-repeats", type=int, default=7, help="alternating preprocessing runs per variant")
     parser.add_argument("--max-samples", type=int, default=2000)
-    parser.add_argument("--corpus-repeat", type=int, default=2,
+    parser.add_argument("--corpus-repeat", type=int, default=4,
                         help="write the documents this many times, so fixed start-up costs do not count")
     args = parser.parse_args(argv)
 

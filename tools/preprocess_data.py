@@ -38,7 +38,7 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from tqdm import tqdm
 
-from megatron_prealign.data.sidecar import SidecarWriter, encode_spans, sidecar_prefix
+from megatron_prealign.data.sidecar import SidecarWriter, append_documents, encode_spans, sidecar_prefix
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon.lexicon import load_lexicon
 from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPES, build_tokenizer
@@ -267,11 +267,8 @@ class _Outputs:
         self.num_tokens = 0
 
     def add(self, batch: _KeyBatch) -> None:
-        end = 0
-        for length in batch.lengths.tolist():
-            self.tokens.add_document(batch.tokens[end : end + length], [length])
-            end += length
-        self.num_tokens += end
+        append_documents(self.tokens, batch.tokens, batch.lengths)
+        self.num_tokens += int(batch.tokens.size)
         if self.sidecar is not None:
             self.sidecar.add_documents(batch.spans, batch.span_values, batch.span_tokens)
 

@@ -30,6 +30,7 @@ from megatron_prealign.data.codeswitch import LexiconArrays
 
 __all__ = [
     "SIDECAR_SUFFIX",
+    "append_documents",
     "SidecarError",
     "SidecarMeta",
     "SidecarWriter",
@@ -85,6 +86,29 @@ def decode_spans(flat: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of `encode_spans`: three int32 (S,) views ``(starts, lengths, entry_ids)``."""
     triples = np.asarray(flat, dtype=np.int32).reshape(-1, 3)  # (S, 3)
     return triples[:, 0], triples[:, 1], triples[:, 2]
+
+
+def append_documents(builder: IndexedDatasetBuilder, values: np.ndarray, sizes: np.ndarray) -> None:
+    """Bulk ``builder.add_document``: append ``len(sizes)`` documents of one sequence each.
+
+    Equivalent to ``for each size: builder.add_document(next `size` values, [size])`` (the files
+    are byte-identical), with one write instead of one per document.
+
+    Args:
+        builder: a megatron-core IndexedDatasetBuilder (not multimodal).
+        values: (sum sizes,) the documents' values, concatenated.
+        sizes: int (D,) values per document.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    values = np.asarray(values)
+    if int(sizes.sum()) != values.size or (sizes < 0).any():
+        raise ValueError(f"sizes (sum {int(sizes.sum())}) must split the {values.size} values")
+    if builder.multimodal:
+        raise ValueError("append_documents does not handle multimodal builders")
+    builder.data_file.write(np.ascontiguousarray(values, dtype=builder.dtype).tobytes(order="C"))
+    first = len(builder.sequence_lengths)
+    builder.sequence_lengths.extend(sizes.tolist())
+    builder.document_indices.extend(range(first + 1, first + len(sizes) + 1))
 
 
 def lengths_digest(sequence_lengths: np.ndarray) -> str:
@@ -165,12 +189,9 @@ class SidecarWriter:
         """
         flat = np.asarray(flat, dtype=np.int32)
         sizes = np.asarray(values_per_document, dtype=np.int64)
-        if int(sizes.sum()) != flat.size or np.any(sizes % 3):
+        if np.any(sizes % 3):
             raise ValueError("values_per_document must split `flat` into whole triples")
-        end = 0
-        for size in sizes.tolist():
-            self._builder.add_document(flat[end : end + size], [size])
-            end += size
+        append_documents(self._builder, flat, sizes)
         self.num_documents += len(sizes)
         self.num_spans += flat.size // 3
         self.num_span_tokens += int(num_span_tokens)

@@ -145,3 +145,22 @@ def test_dataset_lookup_refuses_span_past_document(tmp_path):
     tokens = IndexedDataset(prefix)
     with pytest.raises(SidecarError, match="ends after its 10 tokens"):
         side.window_spans([0], [0], [10], [0], tokens.sequence_lengths)
+
+
+def test_bulk_append_equals_add_document(tmp_path):
+    from megatron_prealign.data.sidecar import append_documents
+
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 1000, n).astype(np.int32) for n in (5, 0, 17, 1, 9)]
+    one = IndexedDatasetBuilder(str(tmp_path / "one.bin"), dtype=np.uint16)
+    for d in docs:
+        one.add_document(d, [len(d)])
+    one.finalize(str(tmp_path / "one.idx"))
+    bulk = IndexedDatasetBuilder(str(tmp_path / "bulk.bin"), dtype=np.uint16)
+    append_documents(bulk, np.concatenate(docs[:2]), [len(d) for d in docs[:2]])
+    append_documents(bulk, np.concatenate(docs[2:]), [len(d) for d in docs[2:]])
+    bulk.finalize(str(tmp_path / "bulk.idx"))
+    for suffix in (".bin", ".idx"):
+        assert (tmp_path / f"one{suffix}").read_bytes() == (tmp_path / f"bulk{suffix}").read_bytes()
+    with pytest.raises(ValueError, match="split"):
+        append_documents(bulk, np.arange(3), [2])

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "codeswitch.h"
 #include "lexicon_scan.h"
 
 namespace py = pybind11;
@@ -74,6 +75,156 @@ py::tuple Scan(const prealign::LexiconTrie& trie, const py::array& tokens, int m
                         ToNumpy(std::move(result.entries)));
 }
 
+// A C-contiguous array of exactly dtype T, without a copy; anything else is a ValueError naming
+// the argument (no silent casts on the per-sample path).
+template <typename T>
+py::array_t<T, py::array::c_style> ExactArray(const py::array& arr, const char* name) {
+  if (arr.ndim() != 1)
+    throw py::value_error(std::string(name) + " must be 1-D, got " + std::to_string(arr.ndim()) +
+                          " dimensions");
+  if (!HasDtype<T>(arr))
+    throw py::value_error(std::string(name) + " has dtype " + std::string(py::str(arr.dtype())) +
+                          ", expected " + std::string(py::str(py::dtype::of<T>())));
+  if (!(arr.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous");
+  return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(arr);
+}
+
+template <typename Tok, typename Span>
+prealign::CodeSwitchCounts RunCodeSwitch(const py::array& window, int64_t valid_length,
+                                         const py::array& starts, const py::array& lengths,
+                                         const py::array& entries,
+                                         const prealign::CodeSwitchLexicon& lexicon, double ratio,
+                                         uint64_t seed, uint64_t sample_index, int64_t seq_length,
+                                         int64_t pad_id, int64_t* tokens, int64_t* labels,
+                                         float* loss_mask) {
+  auto w = ExactArray<Tok>(window, "window_tokens");
+  auto s = ExactArray<Span>(starts, "span starts");
+  auto l = ExactArray<Span>(lengths, "span lengths");
+  auto e = ExactArray<Span>(entries, "span entry_ids");
+  if (l.size() != s.size() || e.size() != s.size())
+    throw py::value_error("span starts, lengths and entry_ids must be 1-D arrays of equal length");
+  py::gil_scoped_release release;
+  return prealign::ApplyCodeSwitch<Tok, Span>(w.data(), w.size(), valid_length,
+                                              s.data(), l.data(), e.data(), s.size(), lexicon,
+                                              ratio, seed, sample_index, seq_length, pad_id,
+                                              tokens, labels, loss_mask);
+}
+
+template <typename Tok>
+prealign::CodeSwitchCounts DispatchSpans(const py::array& window, int64_t valid_length,
+                                         const py::array& starts, const py::array& lengths,
+                                         const py::array& entries,
+                                         const prealign::CodeSwitchLexicon& lexicon, double ratio,
+                                         uint64_t seed, uint64_t sample_index, int64_t seq_length,
+                                         int64_t pad_id, int64_t* tokens, int64_t* labels,
+                                         float* loss_mask) {
+  if (HasDtype<int32_t>(starts))
+    return RunCodeSwitch<Tok, int32_t>(window, valid_length, starts, lengths, entries, lexicon,
+                                       ratio, seed, sample_index, seq_length, pad_id, tokens,
+                                       labels, loss_mask);
+  if (HasDtype<int64_t>(starts))
+    return RunCodeSwitch<Tok, int64_t>(window, valid_length, starts, lengths, entries, lexicon,
+                                       ratio, seed, sample_index, seq_length, pad_id, tokens,
+                                       labels, loss_mask);
+  throw py::value_error("span arrays must all have dtype int32 or all int64, got " +
+                        std::string(py::str(starts.dtype())));
+}
+
+py::tuple ApplyCodeSwitch(const py::array& window, const py::array& starts,
+                          const py::array& lengths, const py::array& entries,
+                          const py::array& entry_offsets, const py::array& entry_flat,
+                          const py::array& translation_offsets, const py::array& translation_flat,
+                          double ratio, uint64_t seed, uint64_t sample_index, int64_t seq_length,
+                          int64_t pad_id, int64_t valid_length) {
+  auto eo = ExactArray<int64_t>(entry_offsets, "entry_offsets");
+  auto ef = ExactArray<int32_t>(entry_flat, "entry_flat");
+  auto to = ExactArray<int64_t>(translation_offsets, "translation_offsets");
+  auto tf = ExactArray<int32_t>(translation_flat, "translation_flat");
+  if (eo.size() < 1 || to.size() != eo.size())
+    throw py::value_error("lexicon entry_offsets and translation_offsets must both have "
+                          "num_entries + 1 >= 1 items");
+  if (seq_length < 0) throw py::value_error("seq_length must be non-negative");
+  const prealign::CodeSwitchLexicon lexicon{eo.data(), ef.data(), to.data(), tf.data(),
+                                            eo.size() - 1, ef.size(), tf.size()};
+  py::array_t<int64_t> tokens(seq_length), labels(seq_length);
+  py::array_t<float> loss_mask(seq_length);
+  int64_t* t = tokens.mutable_data();
+  int64_t* l = labels.mutable_data();
+  float* m = loss_mask.mutable_data();
+  const uint64_t index = sample_index;
+  prealign::CodeSwitchCounts c;
+  try {
+    if (HasDtype<int64_t>(window)) {
+      c = DispatchSpans<int64_t>(window, valid_length, starts, lengths, entries, lexicon, ratio,
+                                 seed, index, seq_length, pad_id, t, l, m);
+    } else if (HasDtype<int32_t>(window)) {
+      c = DispatchSpans<int32_t>(window, valid_length, starts, lengths, entries, lexicon, ratio,
+                                 seed, index, seq_length, pad_id, t, l, m);
+    } else if (HasDtype<uint16_t>(window)) {
+      c = DispatchSpans<uint16_t>(window, valid_length, starts, lengths, entries, lexicon, ratio,
+                                  seed, index, seq_length, pad_id, t, l, m);
+    } else {
+      throw py::value_error("window_tokens must have dtype int64, int32 or uint16, got " +
+                            std::string(py::str(window.dtype())));
+    }
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  return py::make_tuple(tokens, labels, loss_mask,
+                        py::make_tuple(c.switched_words, c.eligible_words, c.switched_tokens));
+}
+
+template <typename DocIndex>
+py::tuple RunWindowSpans(const py::array& document_index, int64_t doc_begin, int64_t offset_begin,
+                         int64_t doc_end, int64_t offset_end, int64_t extra_token,
+                         int64_t window_size, const py::array& doc_lengths,
+                         const py::array& sidecar_values, const py::array& sidecar_pointers,
+                         const py::array& sidecar_flat) {
+  auto di = ExactArray<DocIndex>(document_index, "document_index");
+  auto dl = ExactArray<int32_t>(doc_lengths, "doc_lengths");
+  auto sv = ExactArray<int32_t>(sidecar_values, "sidecar_values");
+  auto sp = ExactArray<int64_t>(sidecar_pointers, "sidecar_pointers");
+  auto sf = ExactArray<int32_t>(sidecar_flat, "sidecar_flat");
+  if (sv.size() != dl.size() || sp.size() != dl.size())
+    throw py::value_error("doc_lengths, sidecar_values and sidecar_pointers must have one item "
+                          "per document");
+  std::vector<int32_t> starts, lengths, entries;
+  int64_t valid = 0;
+  std::string error;
+  {
+    py::gil_scoped_release release;
+    try {
+      valid = prealign::WindowSpans<DocIndex>(
+          di.data(), di.size(), doc_begin, offset_begin, doc_end, offset_end, extra_token,
+          window_size, dl.data(), dl.size(), sv.data(), sp.data(), sf.data(), sf.size(), &starts,
+          &lengths, &entries);
+    } catch (const std::invalid_argument& e) {
+      error = e.what();
+    }
+  }
+  if (!error.empty()) throw py::value_error(error);
+  return py::make_tuple(ToNumpy(std::move(starts)), ToNumpy(std::move(lengths)),
+                        ToNumpy(std::move(entries)), valid);
+}
+
+py::tuple WindowSpans(const py::array& document_index, int64_t doc_begin, int64_t offset_begin,
+                      int64_t doc_end, int64_t offset_end, int64_t extra_token,
+                      int64_t window_size, const py::array& doc_lengths,
+                      const py::array& sidecar_values, const py::array& sidecar_pointers,
+                      const py::array& sidecar_flat) {
+  if (HasDtype<int64_t>(document_index))
+    return RunWindowSpans<int64_t>(document_index, doc_begin, offset_begin, doc_end, offset_end,
+                                   extra_token, window_size, doc_lengths, sidecar_values,
+                                   sidecar_pointers, sidecar_flat);
+  if (HasDtype<int32_t>(document_index))
+    return RunWindowSpans<int32_t>(document_index, doc_begin, offset_begin, doc_end, offset_end,
+                                   extra_token, window_size, doc_lengths, sidecar_values,
+                                   sidecar_pointers, sidecar_flat);
+  throw py::value_error("document_index must have dtype int32 or int64, got " +
+                        std::string(py::str(document_index.dtype())));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -101,4 +252,27 @@ PYBIND11_MODULE(_C, m) {
       .def("scan", &Scan, py::arg("tokens"), py::arg("mode"),
            "scan(tokens: int32|uint16 1-D array, mode: 0 word | 1 longest-match)"
            " -> (starts int64, lengths int32, entry_ids int32). Releases the GIL.");
+
+  m.def("apply_codeswitch", &ApplyCodeSwitch, py::arg("window_tokens"), py::arg("starts"),
+        py::arg("lengths"), py::arg("entry_ids"), py::arg("entry_offsets"), py::arg("entry_flat"),
+        py::arg("translation_offsets"), py::arg("translation_flat"), py::arg("ratio"),
+        py::arg("seed"), py::arg("sample_index"), py::arg("seq_length"), py::arg("pad_id"),
+        py::arg("valid_length"),
+        "apply_codeswitch(window int64|int32|uint16 (L,), starts, lengths, entry_ids (int32 or"
+        " int64 (S,), one dtype), lexicon arrays (int64, int32, int64, int32), ratio, seed"
+        " (uint64), sample_index, seq_length, pad_id, valid_length) -> (tokens int64,"
+        " labels int64, loss_mask float32, (switched_words, eligible_words, switched_tokens))."
+        " Arrays are read in place (C-contiguous, exact dtypes, else ValueError); releases the"
+        " GIL. Semantics: megatron_prealign.data.codeswitch.apply_codeswitch.");
+
+  m.def("window_spans", &WindowSpans, py::arg("document_index"), py::arg("doc_begin"),
+        py::arg("offset_begin"), py::arg("doc_end"), py::arg("offset_end"),
+        py::arg("extra_token"), py::arg("window_size"), py::arg("doc_lengths"),
+        py::arg("sidecar_values"), py::arg("sidecar_pointers"), py::arg("sidecar_flat"),
+        "window_spans(document_index int32|int64, doc_begin, offset_begin, doc_end, offset_end,"
+        " extra_token, window_size, doc_lengths int32 (D,), sidecar_values int32 (D,),"
+        " sidecar_pointers int64 (D,) byte offsets, sidecar_flat int32 (whole .bin)) ->"
+        " (starts, lengths, entry_ids int32 (S,), valid_length): the sidecar spans of one"
+        " GPTDataset sample window, in window coordinates. ValueError on bad input; releases"
+        " the GIL.");
 }

@@ -21,6 +21,7 @@ all see the same sample. No global RNG state is read or advanced.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional, Sequence, Tuple
@@ -240,7 +241,7 @@ def switch_decisions(
 
 
 # ----------------------------------------------------------------------------------------------
-# Fast path
+# Vectorized numpy path (reference for the compiled kernel)
 
 
 def _check_spans(starts: np.ndarray, lengths: np.ndarray, entry_ids: np.ndarray) -> None:
@@ -256,7 +257,7 @@ def _check_spans(starts: np.ndarray, lengths: np.ndarray, entry_ids: np.ndarray)
         raise ValueError("switch span entry ids must be non-negative")
 
 
-def apply_codeswitch(
+def _numpy_codeswitch(
     window_tokens: np.ndarray,
     spans: Tuple[np.ndarray, np.ndarray, np.ndarray],
     lexicon: LexiconArrays,
@@ -267,7 +268,10 @@ def apply_codeswitch(
     pad_id: int,
     valid_length: Optional[int] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, CodeSwitchStats]:
-    """Code-switch one sample window and build its ``tokens``, ``labels`` and switch loss mask.
+    """Vectorized numpy twin of `apply_codeswitch` (same arguments, bit-identical results).
+
+    Kept as the second reference of the parity tests (next to `_reference_codeswitch`): it states
+    the same rules as index arithmetic over whole arrays, the way the compiled kernel does not.
 
     Args:
         window_tokens: int (L,) token ids; ``L - 1`` input positions, the last token is a label
@@ -391,6 +395,99 @@ def apply_codeswitch(
         labels[:n_out] = labels_full
         loss_mask[:n_out] = mask_full
     return tokens, labels, loss_mask, stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled path (the per-sample hot path of CodeSwitchGPTDataset)
+
+_native_module = None
+_WINDOW_DTYPES = (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.uint16))
+_SPAN_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _native():
+    """``megatron_prealign._C``, imported on first use (no build happens at import)."""
+    global _native_module
+    if _native_module is None:
+        try:
+            _native_module = importlib.import_module("megatron_prealign._C")
+        except ImportError as exc:
+            raise ImportError(
+                "megatron_prealign._C (the compiled code-switch kernel) is not built or does not "
+                f"load ({exc}); run `pip install -e .` in the repository root to build it"
+            ) from exc
+    return _native_module
+
+
+def apply_codeswitch(
+    window_tokens: np.ndarray,
+    spans: Tuple[np.ndarray, np.ndarray, np.ndarray],
+    lexicon: LexiconArrays,
+    ratio: float,
+    seed: int,
+    sample_index: int,
+    seq_length: int,
+    pad_id: int,
+    valid_length: Optional[int] = None,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, CodeSwitchStats]:
+    """Code-switch one sample window and build its ``tokens``, ``labels`` and switch loss mask.
+
+    Runs the compiled kernel ``megatron_prealign._C.apply_codeswitch`` (csrc/codeswitch.cpp),
+    whose results are bit-identical to `_numpy_codeswitch` and `_reference_codeswitch` (the
+    parity tests compare all three). int64/int32/uint16 windows and int32 or int64 span arrays
+    are read in place; other dtypes are converted first.
+
+    Args:
+        window_tokens: int (L,) token ids; ``L - 1`` input positions, the last token is a label
+            only. GPTDataset's window has ``L = seq_length + 1``.
+        spans: ``(starts, lengths, entry_ids)``, int (S,) each, sorted and non-overlapping, starts
+            relative to the window. Spans outside the eligible region are ignored.
+        lexicon: the lexicon's flat arrays.
+        ratio: switch probability per eligible span, in [0, 1].
+        seed: code-switch seed.
+        sample_index: the sample's index (part of the hash key).
+        seq_length: length of every returned array.
+        pad_id: id written into ``tokens`` and ``labels`` of the tail when switching shortened
+            the stream below ``seq_length``.
+        valid_length: number of real tokens at the head of the window (the rest is padding that
+            GPTDataset appended); a span may switch only if ``start + length < valid_length``,
+            i.e. the token following it is real. Defaults to ``L``.
+
+    Returns:
+        ``(tokens, labels, loss_mask, stats)``: int64 (seq_length,), int64 (seq_length,),
+        float32 (seq_length,) with 0 at positions without a target (``t1..t(k-1)`` and the pad
+        tail), and the decision-level ``CodeSwitchStats``.
+
+    Raises:
+        ValueError: malformed window, spans (unsorted, overlapping, non-positive lengths, entry
+            ids outside the lexicon) or lexicon arrays, ``valid_length`` outside ``[0, L]``, or
+            ``ratio`` outside ``[0, 1]``.
+    """
+    x = np.asarray(window_tokens)
+    if x.dtype not in _WINDOW_DTYPES:
+        x = x.astype(np.int64)
+    if x.ndim != 1 or x.shape[0] < 2:
+        raise ValueError(f"window_tokens must be 1-D with at least 2 tokens, got shape {x.shape}")
+    starts, lengths, entries = (np.asarray(a) for a in spans)
+    if not (starts.dtype == lengths.dtype == entries.dtype and starts.dtype in _SPAN_DTYPES):
+        starts, lengths, entries = (a.astype(np.int64) for a in (starts, lengths, entries))
+    tokens, labels, loss_mask, stats = _native().apply_codeswitch(
+        np.ascontiguousarray(x),
+        np.ascontiguousarray(starts),
+        np.ascontiguousarray(lengths),
+        np.ascontiguousarray(entries),
+        lexicon.entry_offsets,
+        lexicon.entry_flat,
+        lexicon.translation_offsets,
+        lexicon.translation_flat,
+        float(ratio),
+        int(seed) & _MASK64,
+        int(sample_index) & _MASK64,
+        int(seq_length),
+        int(pad_id),
+        x.shape[0] if valid_length is None else int(valid_length),
+    )
+    return tokens, labels, loss_mask, CodeSwitchStats._make(stats)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -231,8 +231,15 @@ class CodeSwitchGPTDataset(GPTDataset):
             )
         shuffle_index, sample_index, document_index = self._plain_indices
         shuffled = int(shuffle_index[idx])
-        doc_beg, off_beg = sample_index[shuffled].tolist()
-        doc_end, off_end = sample_index[shuffled + 1].tolist()
+        # Compiled walk + lookup when the sidecar is memory-mapped; the Python walk below is the
+        # same computation for a sidecar read through file reads.
+        doc_beg, off_beg, doc_end, off_end = sample_index[shuffled : shuffled + 2].ravel().tolist()
+        found = self._sidecar.sample_window_spans(
+            document_index, doc_beg, off_beg, doc_end, off_end, extra, window_size,
+            self.dataset.sequence_lengths,
+        )
+        if found is not None:
+            return found
         doc_lengths = self.dataset.sequence_lengths
 
         docs = document_index[doc_beg : doc_end + 1].tolist()

@@ -265,6 +265,7 @@ class CodeSwitchSidecar:
         self._mmap = mmap
         self._values = self.dataset.sequence_lengths  # (D,) int32 values (3 per span) per document
         self._pointers = self.dataset.index.sequence_pointers  # (D,) byte offsets in the .bin
+        self._flat: Optional[np.ndarray] = None  # int32 view of the whole .bin, on first use
 
     def __getstate__(self) -> Tuple[str, bool]:
         # Re-open in the unpickling process (DataLoader workers under spawn) instead of copying
@@ -345,6 +346,63 @@ class CodeSwitchSidecar:
             t = np.concatenate(chunks)  # (S, 3)
             starts = t[:, 0] + np.repeat(np.asarray(shifts, dtype=np.int32), counts)  # (S,)
         return starts, t[:, 1], t[:, 2]
+
+    def sample_window_spans(
+        self,
+        document_index: np.ndarray,
+        doc_begin: int,
+        offset_begin: int,
+        doc_end: int,
+        offset_end: int,
+        extra_token: int,
+        window_size: int,
+        doc_lengths: np.ndarray,
+    ) -> Optional[Tuple[Tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
+        """Spans of one GPTDataset sample window, by the compiled lookup (``_C.window_spans``).
+
+        Does GPTDataset's document walk (``document_index[doc_begin..doc_end]``, from token
+        ``offset_begin`` of the first document to token ``offset_end + extra_token`` (exclusive)
+        of the last) and `window_spans` on its parts in one call, reading the spans straight
+        from the memory-mapped ``.bin``.
+
+        Args:
+            document_index: int32 or int64 (N,) GPTDataset's document index.
+            doc_begin, offset_begin, doc_end, offset_end: the sample's two rows of GPTDataset's
+                sample index.
+            extra_token: 1 when the window carries the extra label-only token, else 0.
+            window_size: number of tokens GPTDataset drew for the window.
+            doc_lengths: int32 (D,) the token dataset's sequence lengths.
+
+        Returns:
+            ``((starts, lengths, entry_ids), valid_length)``: int32 (S,) each in window
+            coordinates, and the number of real tokens of the window; None when the sidecar is
+            not memory-mapped (then use `window_spans`).
+
+        Raises:
+            SidecarError: the walk does not fit the window, or a span ends after its document.
+        """
+        if not self._mmap:
+            return None
+        if self._flat is None:
+            path = self.path_prefix + ".bin"
+            self._flat = (
+                np.memmap(path, dtype=np.int32, mode="r").view(np.ndarray)
+                if os.path.getsize(path)
+                else np.zeros(0, np.int32)
+            )
+        from megatron_prealign.data.codeswitch import _native
+
+        try:
+            starts, lengths, entries, valid = _native().window_spans(
+                document_index, doc_begin, offset_begin, doc_end, offset_end, extra_token,
+                window_size, doc_lengths, self._values, self._pointers, self._flat,
+            )
+        except ValueError as exc:
+            hint = "; " + _fix_hint(self.token_prefix) if str(exc).startswith("span (") else ""
+            raise SidecarError(
+                f"{self.path_prefix}.{{bin,idx}} with {self.token_prefix}.{{bin,idx}}: {exc}{hint}"
+            ) from exc
+        return (starts, lengths, entries), valid
 
     def _read(self, doc: int, count: int) -> np.ndarray:
         """int32 (count, 3): the spans of ``doc`` (a view of the memory map)."""

@@ -1,0 +1,213 @@
+#include "codeswitch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+namespace prealign {
+
+namespace {
+
+[[noreturn]] void Invalid(const std::string& what) { throw std::invalid_argument(what); }
+
+// Appends (token, label, mask) rows to the output, dropping those past seq_length; `count` keeps
+// the length of the full switched stream.
+struct Writer {
+  int64_t* tokens;
+  int64_t* labels;
+  float* mask;
+  int64_t seq_length;
+  int64_t count = 0;
+
+  void Put(int64_t token, int64_t label, float m) {
+    if (count < seq_length) {
+      tokens[count] = token;
+      labels[count] = label;
+      mask[count] = m;
+    }
+    ++count;
+  }
+
+  // Unswitched original tokens x[lo:hi]: each predicts the token after it.
+  template <typename Tok>
+  void Kept(const Tok* x, int64_t lo, int64_t hi) {
+    const int64_t end = std::min(hi, lo + std::max<int64_t>(0, seq_length - count));
+    for (int64_t i = lo; i < end; ++i) {
+      tokens[count] = static_cast<int64_t>(x[i]);
+      labels[count] = static_cast<int64_t>(x[i + 1]);
+      mask[count] = 1.0f;
+      ++count;
+    }
+    count += hi - end;
+  }
+};
+
+}  // namespace
+
+template <typename Tok, typename Span>
+CodeSwitchCounts ApplyCodeSwitch(const Tok* window, int64_t window_length, int64_t valid_length,
+                                 const Span* starts, const Span* lengths, const Span* entries,
+                                 int64_t num_spans, const CodeSwitchLexicon& lexicon, double ratio,
+                                 uint64_t seed, uint64_t sample_index, int64_t seq_length,
+                                 int64_t pad_id, int64_t* tokens, int64_t* labels,
+                                 float* loss_mask) {
+  const int64_t L = window_length;
+  if (L < 2) Invalid("window_tokens must be 1-D with at least 2 tokens, got " + std::to_string(L));
+  if (valid_length < 0 || valid_length > L)
+    Invalid("valid_length must be in [0, " + std::to_string(L) + "], got " +
+            std::to_string(valid_length));
+  if (!(ratio >= 0.0 && ratio <= 1.0)) Invalid("ratio must be in [0, 1]");
+  if (seq_length < 0) Invalid("seq_length must be non-negative");
+  for (int64_t s = 0; s < num_spans; ++s) {
+    if (static_cast<int64_t>(lengths[s]) <= 0) Invalid("switch spans must have positive lengths");
+    if (s > 0 && static_cast<int64_t>(starts[s]) - static_cast<int64_t>(starts[s - 1]) -
+                         static_cast<int64_t>(lengths[s - 1]) <
+                     0)
+      Invalid("switch spans must be sorted by start and must not overlap");
+    if (static_cast<int64_t>(entries[s]) < 0 ||
+        static_cast<int64_t>(entries[s]) >= lexicon.num_entries)
+      Invalid("switch span entry id " + std::to_string(static_cast<int64_t>(entries[s])) +
+              " is outside [0, " + std::to_string(lexicon.num_entries) + ")");
+  }
+
+  // u < ratio for u = m * 2**-53  <=>  m < ceil(ratio * 2**53) (exact in floating point).
+  const uint64_t threshold = static_cast<uint64_t>(std::ceil(ratio * 9007199254740992.0));
+  const uint64_t key = SampleKey(seed, sample_index);
+  const int64_t last_input = valid_length - 1;  // a switched word must end at or before it
+
+  CodeSwitchCounts counts;
+  Writer out{tokens, labels, loss_mask, seq_length};
+  int64_t kept_from = 0;  // first original token not yet written
+  for (int64_t s = 0; s < num_spans; ++s) {
+    const int64_t a = static_cast<int64_t>(starts[s]);
+    const int64_t m = static_cast<int64_t>(lengths[s]);
+    if (a < 0) continue;
+    if (a + m > last_input) break;  // sorted and disjoint: no later span is inside either
+    const int64_t e = static_cast<int64_t>(entries[s]);
+    const int64_t t_lo = lexicon.translation_offsets[e];
+    const int64_t t_hi = lexicon.translation_offsets[e + 1];
+    if (t_lo < 0 || t_hi < t_lo || t_hi > lexicon.translation_flat_size)
+      Invalid("lexicon translation_offsets are not a valid offsets array");
+    if (t_hi == t_lo) continue;  // nothing to switch to
+    ++counts.eligible_words;
+    const uint64_t h = SplitMix64(key ^ static_cast<uint64_t>(a));
+    if ((h >> 11) >= threshold) continue;
+    const int64_t pick = static_cast<int64_t>((h & 0xFFFFFFFFULL) % static_cast<uint64_t>(t_hi - t_lo));
+    const int64_t target = lexicon.translation_flat[t_lo + pick];
+    if (target < 0 || target >= lexicon.num_entries)
+      Invalid("lexicon translation ids fall outside [0, num_entries)");
+    const int64_t e_lo = lexicon.entry_offsets[target];
+    const int64_t e_hi = lexicon.entry_offsets[target + 1];
+    if (e_lo < 0 || e_hi <= e_lo || e_hi > lexicon.entry_flat_size)
+      Invalid("lexicon entry_offsets are not a valid offsets array");
+
+    // Kept tokens before the word (the last of them predicts w1 = x[a]), then t1..tk.
+    out.Kept(window, kept_from, a);
+    const int32_t* t = lexicon.entry_flat + e_lo;
+    const int64_t k = e_hi - e_lo;
+    for (int64_t j = 0; j + 1 < k; ++j) out.Put(t[j], t[j + 1], 0.0f);
+    out.Put(t[k - 1], static_cast<int64_t>(window[a + m]), 1.0f);
+    kept_from = a + m;
+    ++counts.switched_words;
+    counts.switched_tokens += k;
+  }
+  out.Kept(window, kept_from, L - 1);
+  // Switching shortened the stream: pad the tail, without a target.
+  for (int64_t q = out.count; q < seq_length; ++q) {
+    tokens[q] = pad_id;
+    labels[q] = pad_id;
+    loss_mask[q] = 0.0f;
+  }
+  return counts;
+}
+
+#define PREALIGN_INSTANTIATE(Tok, Span)                                                        \
+  template CodeSwitchCounts ApplyCodeSwitch<Tok, Span>(                                        \
+      const Tok*, int64_t, int64_t, const Span*, const Span*, const Span*, int64_t,            \
+      const CodeSwitchLexicon&, double, uint64_t, uint64_t, int64_t, int64_t, int64_t*, int64_t*, \
+      float*);
+PREALIGN_INSTANTIATE(int64_t, int32_t)
+PREALIGN_INSTANTIATE(int64_t, int64_t)
+PREALIGN_INSTANTIATE(int32_t, int32_t)
+PREALIGN_INSTANTIATE(int32_t, int64_t)
+PREALIGN_INSTANTIATE(uint16_t, int32_t)
+PREALIGN_INSTANTIATE(uint16_t, int64_t)
+#undef PREALIGN_INSTANTIATE
+
+template <typename DocIndex>
+int64_t WindowSpans(const DocIndex* document_index, int64_t document_index_size,
+                    int64_t doc_begin, int64_t offset_begin, int64_t doc_end, int64_t offset_end,
+                    int64_t extra_token, int64_t window_size, const int32_t* doc_lengths,
+                    int64_t num_docs, const int32_t* sidecar_values,
+                    const int64_t* sidecar_pointers, const int32_t* sidecar_flat,
+                    int64_t sidecar_flat_size, std::vector<int32_t>* starts,
+                    std::vector<int32_t>* lengths, std::vector<int32_t>* entries) {
+  if (doc_begin < 0 || doc_end < doc_begin || doc_end >= document_index_size)
+    Invalid("sample_index points outside document_index");
+  int64_t pos = 0, valid = 0;
+  for (int64_t i = doc_begin; i <= doc_end; ++i) {
+    const int64_t doc = static_cast<int64_t>(document_index[i]);
+    if (doc < 0 || doc >= num_docs) Invalid("document id " + std::to_string(doc) + " out of range");
+    const int64_t lo = (i == doc_begin) ? offset_begin : 0;
+    const int64_t doc_len = doc_lengths[doc];
+    const int64_t available = doc_len - lo;
+    const int64_t requested = (i == doc_end) ? offset_end + extra_token - lo : available;
+    const int64_t n_tokens = std::max<int64_t>(0, std::min(requested, available));
+    const int64_t part_pos = pos;
+    pos += requested;
+    valid = part_pos + n_tokens;
+
+    const int64_t count = static_cast<int64_t>(sidecar_values[doc]) / 3;
+    if (count <= 0) continue;
+    const int64_t pointer = sidecar_pointers[doc];
+    if (pointer < 0 || pointer % 4 != 0 || pointer / 4 + 3 * count > sidecar_flat_size)
+      Invalid("sidecar pointer of document " + std::to_string(doc) + " out of range");
+    const int32_t* t = sidecar_flat + pointer / 4;  // (count, 3)
+    const int64_t last_end = int64_t{t[3 * (count - 1)]} + t[3 * (count - 1) + 1];
+    if (last_end > doc_len)
+      Invalid("span (" + std::to_string(t[3 * (count - 1)]) + ", " +
+              std::to_string(t[3 * (count - 1) + 1]) + ", " + std::to_string(t[3 * (count - 1) + 2]) +
+              ") of document " + std::to_string(doc) + " ends after its " +
+              std::to_string(doc_len) + " tokens");
+    // First span whose start is >= position (starts are sorted).
+    auto first_at_or_after = [t, count](int64_t position) {
+      int64_t a = 0, b = count;
+      while (a < b) {
+        const int64_t mid = a + (b - a) / 2;
+        if (t[3 * mid] < position) a = mid + 1; else b = mid;
+      }
+      return a;
+    };
+    const int64_t hi = lo + n_tokens;
+    const int64_t first = lo > 0 ? first_at_or_after(lo) : 0;
+    int64_t stop = count;
+    if (hi < doc_len) {
+      stop = first_at_or_after(hi);
+      if (stop > first && int64_t{t[3 * (stop - 1)]} + t[3 * (stop - 1) + 1] > hi) --stop;
+    }
+    const int64_t shift = part_pos - lo;
+    for (int64_t s = first; s < stop; ++s) {
+      starts->push_back(static_cast<int32_t>(t[3 * s] + shift));
+      lengths->push_back(t[3 * s + 1]);
+      entries->push_back(t[3 * s + 2]);
+    }
+  }
+  if (pos > window_size)
+    Invalid("document walk yields " + std::to_string(pos) + " tokens, the window has " +
+            std::to_string(window_size));
+  return valid;
+}
+
+template int64_t WindowSpans<int32_t>(const int32_t*, int64_t, int64_t, int64_t, int64_t,
+                                      int64_t, int64_t, int64_t, const int32_t*, int64_t,
+                                      const int32_t*, const int64_t*, const int32_t*, int64_t,
+                                      std::vector<int32_t>*, std::vector<int32_t>*,
+                                      std::vector<int32_t>*);
+template int64_t WindowSpans<int64_t>(const int64_t*, int64_t, int64_t, int64_t, int64_t,
+                                      int64_t, int64_t, int64_t, const int32_t*, int64_t,
+                                      const int32_t*, const int64_t*, const int32_t*, int64_t,
+                                      std::vector<int32_t>*, std::vector<int32_t>*,
+                                      std::vector<int32_t>*);
+
+}  // namespace prealign

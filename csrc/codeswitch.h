@@ -1,0 +1,83 @@
+// Input-only code-switching of one sample window: the per-sample hot path of
+// CodeSwitchGPTDataset (Python twin and specification: megatron_prealign/data/codeswitch.py).
+//
+// Pure C++17 (no pybind11, no numpy) like lexicon_scan.h; the binding lives in bindings.cpp.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace prealign {
+
+// The flat arrays of a compiled lexicon (see LexiconArrays in codeswitch.py). Borrowed, not
+// owned. They are not validated up front (that would cost O(entries) per sample): every offset
+// ApplyCodeSwitch follows is bounds-checked when it is used.
+struct CodeSwitchLexicon {
+  const int64_t* entry_offsets;        // (num_entries + 1,)
+  const int32_t* entry_flat;           // (entry_flat_size,)
+  const int64_t* translation_offsets;  // (num_entries + 1,)
+  const int32_t* translation_flat;     // (translation_flat_size,)
+  int64_t num_entries;
+  int64_t entry_flat_size;
+  int64_t translation_flat_size;
+};
+
+// Decision-level counts (before the cut to seq_length), as CodeSwitchStats.
+struct CodeSwitchCounts {
+  int64_t switched_words = 0;
+  int64_t eligible_words = 0;
+  int64_t switched_tokens = 0;
+};
+
+// splitmix64 finalizer (wraps modulo 2**64).
+inline uint64_t SplitMix64(uint64_t x) {
+  uint64_t z = x + 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// key(seed, sample) = splitmix64(splitmix64(seed) ^ sample).
+inline uint64_t SampleKey(uint64_t seed, uint64_t sample_index) {
+  return SplitMix64(SplitMix64(seed) ^ sample_index);
+}
+
+// Code-switches window[0:window_length] with the spans (starts/lengths/entries, num_spans each,
+// sorted, disjoint, window coordinates) and writes tokens/labels/loss_mask, seq_length each.
+// Semantics are exactly those of codeswitch.apply_codeswitch (bit-identical outputs).
+//
+// Throws std::invalid_argument (nothing written is meaningful then) when: window_length < 2,
+// valid_length outside [0, window_length], ratio not in [0, 1], seq_length < 0, a span length
+// <= 0, spans unsorted or overlapping, an entry id outside [0, num_entries), or a lexicon offset
+// that points outside its flat array.
+template <typename Tok, typename Span>
+CodeSwitchCounts ApplyCodeSwitch(const Tok* window, int64_t window_length, int64_t valid_length,
+                                 const Span* starts, const Span* lengths, const Span* entries,
+                                 int64_t num_spans, const CodeSwitchLexicon& lexicon, double ratio,
+                                 uint64_t seed, uint64_t sample_index, int64_t seq_length,
+                                 int64_t pad_id, int64_t* tokens, int64_t* labels,
+                                 float* loss_mask);
+
+// The switch spans of one GPTDataset sample window, read from the code-switch sidecar.
+//
+// Mirrors GPTDataset's document walk: the window is documents
+// document_index[doc_begin..doc_end] (the first from token offset_begin, the last up to token
+// offset_end + extra_token, exclusive), concatenated, then GPTDataset's pad ids. Document d's
+// spans are the sidecar_values[d] / 3 int32 triples (start, length, entry) at int32 index
+// sidecar_pointers[d] / 4 of sidecar_flat. A span is kept when it lies fully inside its part of
+// the window; kept spans are appended to *starts/*lengths/*entries in window coordinates.
+//
+// Returns the number of real tokens of the window (valid_length of ApplyCodeSwitch).
+// Throws std::invalid_argument when the walk yields more than window_size tokens, an index is
+// out of range, or a document's last span ends after the document (a foreign sidecar); the
+// message of the latter starts with "span (".
+template <typename DocIndex>
+int64_t WindowSpans(const DocIndex* document_index, int64_t document_index_size,
+                    int64_t doc_begin, int64_t offset_begin, int64_t doc_end, int64_t offset_end,
+                    int64_t extra_token, int64_t window_size, const int32_t* doc_lengths,
+                    int64_t num_docs, const int32_t* sidecar_values,
+                    const int64_t* sidecar_pointers, const int32_t* sidecar_flat,
+                    int64_t sidecar_flat_size, std::vector<int32_t>* starts,
+                    std::vector<int32_t>* lengths, std::vector<int32_t>* entries);
+
+}  // namespace prealign

@@ -29,6 +29,7 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from megatron_prealign.log import get_logger, log_rank0
+from megatron_prealign.preemption import deferred_preemption_signals
 
 logger = get_logger(__name__)
 
@@ -149,7 +150,8 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         tmp.mkdir(parents=True)
     _barrier()
     sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False)
-    dist_checkpointing.save(sharded, str(tmp))
+    with deferred_preemption_signals():  # its writer processes must outlive a Slurm SIGTERM
+        dist_checkpointing.save(sharded, str(tmp))
     if _is_rank0():
         meta = {**state, "layout": _layout(), "has_optimizer": optimizer is not None,
                 "has_rng": with_rng}
@@ -180,7 +182,8 @@ def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler
     same_layout = state.get("layout") == _layout()
     with_rng = bool(state.get("has_rng")) and same_layout and optimizer is not None
     sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=True)
-    loaded = dist_checkpointing.load(sharded, str(ckpt))
+    with deferred_preemption_signals():
+        loaded = dist_checkpointing.load(sharded, str(ckpt))
     _unwrap(model).load_state_dict(loaded["model"], strict=strict)
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])

@@ -159,7 +159,8 @@ def _help_texts(cls) -> dict[str, str]:
     for node, nxt in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
                 and isinstance(getattr(nxt, "value", None), ast.Constant) and isinstance(nxt.value.value, str):
-            out[node.target.id] = " ".join(nxt.value.value.split())
+            # argparse %-formats help strings.
+            out[node.target.id] = " ".join(nxt.value.value.split()).replace("%", "%%")
     return out
 
 

@@ -20,7 +20,7 @@ from megatron_prealign.distributed import destroy_distributed, init_distributed 
 from megatron_prealign.training import assemble  # noqa: E402
 from megatron_prealign.training.loop import Trainer  # noqa: E402
 
-logger = get_logger(__name__)
+logger = get_logger("megatron_prealign.pretrain")  # not __name__: that is "__main__" under -m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                           scheduler=current["scheduler"], datasets=datasets, state=state,
                           seq_length=cfg.model.seq_length, num_workers=cfg.data.num_workers, save_fn=save,
                           eval_hooks=assemble.eval_hooks(cfg, model_cfg, tokenizer, pgs))
-        trainer.train()
-        trainer.close()
+        try:
+            trainer.train()
+        finally:
+            trainer.close()
         return 0
     finally:
         destroy_distributed()

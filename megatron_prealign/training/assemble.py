@@ -129,9 +129,10 @@ def restore(cfg: RunConfig, model, optimizer, scheduler, model_cfg: ModelConfig,
             identity: dict[str, Any]) -> TrainState:
     """Apply --load / --pretrained-checkpoint. Returns where the run stands.
 
-    `--load` of a training checkpoint restores everything (exact resume); `--load` of a weights-only
-    (`release`, e.g. converted) checkpoint and `--pretrained-checkpoint` load weights only and start
-    at iteration 0 with the alignment pre-pass still to run. A `--load` root without a checkpoint
+    `--load` of a training checkpoint restores everything (exact resume); of a checkpoint written
+    before the first pretraining step (after --align-only) the weights and the finished pre-pass;
+    of a weights-only (`release`, e.g. converted) checkpoint, and `--pretrained-checkpoint`, the
+    weights only, starting at iteration 0 with the alignment pre-pass still to run. A `--load` root without a checkpoint
     yet starts fresh (first submission of a requeueable job).
     """
     training = cfg.training
@@ -146,12 +147,15 @@ def restore(cfg: RunConfig, model, optimizer, scheduler, model_cfg: ModelConfig,
             return TrainState()
         raise
     _check_compatible(path, meta, model_cfg, identity, training.override_checkpoint_mismatch)
-    resume = bool(training.load) and meta.get("has_optimizer", False)
-    if resume:
+    if training.load and meta.get("has_optimizer", False):
         meta = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
         return train_state_from_checkpoint(meta)
     load_checkpoint(path, model=model)
-    return TrainState(align_finished=False)
+    if training.load and meta.get("iteration") == 0:
+        # Our own checkpoint from before the first pretraining step (e.g. --align-only): resume
+        # it, so a finished pre-pass is not run again.
+        return TrainState(align_finished=bool(meta.get("align_finished")))
+    return TrainState()
 
 
 def make_save_fn(cfg: RunConfig, model, model_cfg: ModelConfig, identity: dict[str, Any], get_optimizer):
@@ -159,6 +163,10 @@ def make_save_fn(cfg: RunConfig, model, model_cfg: ModelConfig, identity: dict[s
 
     def save(state: TrainState) -> None:
         optimizer, scheduler = get_optimizer()
+        if state.iteration == 0:
+            # Before the first pretraining step (right after the pre-pass, or --train-iters 0) the
+            # optimizer holds no state to save; a resume starts it fresh, as the run would.
+            optimizer = scheduler = None
         meta = {**dataclasses.asdict(state), **identity, "model": dataclasses.asdict(model_cfg),
                 "config": cfg.to_dict()}
         save_checkpoint(cfg.training.save, model=model, state=meta, iteration=state.iteration,

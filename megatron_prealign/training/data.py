@@ -17,6 +17,7 @@ from typing import Iterator
 import torch
 
 from megatron_prealign.log import get_logger
+from megatron_prealign.preemption import deferred_preemption_signals
 
 logger = get_logger(__name__)
 
@@ -139,11 +140,10 @@ def build_loader(dataset, *, consumed_samples: int, micro_batch_size: int, dp_ra
     if dataset is None:
         return None
     sampler = ResumableBatchSampler(len(dataset), consumed_samples, micro_batch_size, dp_rank, dp_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=False,
-        persistent_workers=num_workers > 0,
-    )
-    return iter(loader)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                                         pin_memory=False)
+    with deferred_preemption_signals():  # workers must survive Slurm's SIGTERM to the whole step
+        return iter(loader)
 
 
 @dataclass

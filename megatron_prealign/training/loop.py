@@ -19,6 +19,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from megatron_prealign.log import get_logger, log_rank0
+from megatron_prealign.preemption import PREEMPTION_SIGNALS
 from megatron_prealign.training.data import SwitchCounter, build_loader, counting, dataset_name
 from megatron_prealign.training.step import forward_backward
 
@@ -95,7 +96,7 @@ class PreemptionFlag:
     def __init__(self, enabled: bool):
         self.received = False
         if enabled:
-            for sig in (signal.SIGTERM, signal.SIGUSR1):
+            for sig in PREEMPTION_SIGNALS:
                 signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
@@ -185,6 +186,7 @@ class Trainer:
         self.metrics = MetricsWriter(cfg.metrics_log, cfg.tensorboard_dir)
         self.preemption = PreemptionFlag(cfg.exit_signal_handler)
         self.switches = SwitchCounter()
+        self._loaders: list = []
 
     # -- helpers ---------------------------------------------------------------------------
     def _reads_data(self) -> bool:
@@ -196,6 +198,7 @@ class Trainer:
         loader = build_loader(self.train_ds, consumed_samples=self.state.consumed_samples,
                               micro_batch_size=self.cfg.micro_batch_size, dp_rank=self.dp_rank,
                               dp_size=self.dp_size, num_workers=self.num_workers)
+        self._loaders.append(loader)
         return counting(loader, self.switches)
 
     def _reduce_for_logging(self, lm_loss: float | None) -> tuple[float, torch.Tensor]:
@@ -222,12 +225,18 @@ class Trainer:
         results: dict[str, float] = {}
         self.model.eval()
         for index, dataset in enumerate(components):
+            # A blend gives each component only its share of the validation samples.
+            num_batches = min(self.cfg.eval_iters, len(dataset) // self.global_batch) if dataset is not None else 0
+            name = dataset_name(dataset) if dataset is not None else f"valid{index}"
+            if num_batches == 0:
+                log_rank0(logger, "eval: %s has fewer than one global batch of validation samples; skipped", name)
+                continue
             iterator = None
             if self._reads_data():
                 iterator = build_loader(dataset, consumed_samples=0, micro_batch_size=self.cfg.micro_batch_size,
                                         dp_rank=self.dp_rank, dp_size=self.dp_size, num_workers=0)
             total, count = 0.0, 0
-            for _ in range(self.cfg.eval_iters):
+            for _ in range(num_batches):
                 result = forward_backward(self.model, iterator, num_microbatches=self.num_microbatches,
                                           seq_length=self.seq_length, micro_batch_size=self.cfg.micro_batch_size,
                                           forward_only=True)
@@ -235,7 +244,6 @@ class Trainer:
                     total += result.lm_loss
                     count += 1
             loss, _ = self._reduce_for_logging(total / count if count else None)
-            name = dataset_name(dataset) if dataset is not None else f"valid{index}"
             results[name] = loss
         self.model.train()
         record: dict[str, Any] = {"eval_loss": results}
@@ -322,6 +330,13 @@ class Trainer:
                       json.dumps({k: v for k, v in record.items() if k != "iteration"}, sort_keys=True))
 
     def close(self) -> None:
+        """Stop DataLoader workers explicitly: they block the preemption signals (see
+        preemption.py), so multiprocessing's exit-time terminate() would not end them."""
+        for loader in self._loaders:
+            shutdown = getattr(loader, "_shutdown_workers", None)  # multi-process iterators only
+            if shutdown is not None:
+                shutdown()
+        self._loaders.clear()
         self.metrics.close()
 
 

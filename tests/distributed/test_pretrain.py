@@ -152,3 +152,23 @@ def test_sigterm_saves_and_exits_zero(tmp_path, data_prefixes, data_lexicon_path
     assert proc.wait(timeout=120) == 0, (tmp_path / "term.log").read_text()[-4000:]
     saved = int((tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text())
     assert saved == max(_train_records(metrics))
+
+
+def test_align_only_checkpoint_resumes_without_repeating_the_pre_pass(tmp_path, data_prefixes, data_lexicon_path):
+    """`--align-only` saves before any pretraining step; `--load` of it must continue with
+    pretraining (weights aligned, pre-pass marked done), as align_then_pretrain.sh relies on."""
+    from tests.conftest import ASSETS
+
+    common = dict(save=tmp_path / "ckpt", align_steps=3, align_pairs_per_batch=8, train_iters=3)
+    args = _args(data_prefixes, data_lexicon_path, str(ASSETS / "tiny_sp.model"), tmp_path, "align", **common)
+    _run(1, args + ["--align-only"], tmp_path / "align.log")
+    assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text() == "0"
+    assert (tmp_path / "ckpt" / "alignment_gap_prepass.png").stat().st_size > 0
+    assert not (tmp_path / "align.jsonl").exists() or not _train_records(tmp_path / "align.jsonl")
+
+    args = _args(data_prefixes, data_lexicon_path, str(ASSETS / "tiny_sp.model"), tmp_path, "pretrain",
+                 load=tmp_path / "ckpt", **common)
+    _run(1, args, tmp_path / "pretrain.log")
+    log = (tmp_path / "pretrain.log").read_text()
+    assert "align step" not in log, "the finished pre-pass ran again"
+    assert sorted(_train_records(tmp_path / "pretrain.jsonl")) == [1, 2, 3]

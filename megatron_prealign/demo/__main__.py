@@ -17,6 +17,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 import time
 import typing
 from typing import Optional, Sequence
@@ -69,6 +70,8 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> DemoConfig:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_config(argv)
+    # megatron-core warns at import that TransformerEngine/apex are missing; expected on CPU.
+    warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
     command = "python -m megatron_prealign.demo " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     from pathlib import Path
 

@@ -65,9 +65,9 @@ class DemoConfig:
     # pretraining
     micro_batch_size: int = 16
     global_batch_size: int = 16
-    train_iters: int = 500
+    train_iters: int = 450
     """Phase-1 (pretraining) iterations of the arms with the pre-pass (--train-iters)."""
-    phase2_iters: int = 100
+    phase2_iters: int = 150
     """Phase-2 (English-only new material) iterations, every arm (--phase2-iters)."""
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -83,7 +83,7 @@ class DemoConfig:
     # phase-2 data mix
     knowledge_share: float = 0.4
     """Share of phase-2 tokens that are knowledge facts (--knowledge-share)."""
-    transfer_share: float = 0.2
+    transfer_share: float = 0.3
     """Share of phase-2 tokens that are transfer-skill examples (--transfer-share)."""
     # evaluation
     curve_points: int = 4

@@ -105,7 +105,7 @@ def _stream_process(cmd: Sequence[str], log_path: Path, on_line: Callable[[str],
         RuntimeError: non-zero exit, with the last lines of the log.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any, Optional, Sequence
 
 from megatron_prealign.evaluate.suite import TASKS, EvalConfig
@@ -56,6 +57,8 @@ def format_results(results: dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # megatron-core warns at import that TransformerEngine/apex are missing; expected on CPU.
+    warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
     if not args.setting and not args.data_path:
         parser.error("give --setting (the English-Clone suite) and/or --data-path NAME=PREFIX")
     named = []

@@ -90,7 +90,7 @@ class CloneSettingConfig:
     heldout_share: float = 0.1
     """Share of those words kept out of the dictionary, never switched or pre-aligned; the
     alignment gap is measured on them (--heldout-share)."""
-    knowledge_entities: int = 30
+    knowledge_entities: int = 24
     """Invented entities of the knowledge set, each with one fact per relation (--knowledge-entities)."""
     knowledge_candidates: int = 6
     """Attribute values per relation; chance accuracy is 1/this (--knowledge-candidates)."""

@@ -23,10 +23,12 @@ METRICS: "OrderedDict[str, tuple[str, bool, str]]" = OrderedDict([
     ("english_ppl", ("English ppl", False, "{:.1f}")),
     ("knowledge_clone", ("knowledge, clone", True, "{:.1%}")),
     ("knowledge_english", ("knowledge, English", True, "{:.1%}")),
+    ("knowledge_clone_to_english", ("knowledge, clone→English", True, "{:.1%}")),
     ("transfer_clone", ("transfer, clone", True, "{:.1%}")),
     ("transfer_english", ("transfer, English", True, "{:.1%}")),
     ("gap_dictionary", ("align. gap, dictionary", True, "{:.3f}")),
     ("gap_heldout", ("align. gap, held-out", True, "{:.3f}")),
+    ("gap_names", ("align. gap, names", True, "{:.3f}")),
 ])
 
 
@@ -39,10 +41,12 @@ def metric_values(result: dict[str, Any]) -> dict[str, float]:
         "english_ppl": pretrained["perplexity"]["english"]["ppl"],
         "knowledge_clone": final["knowledge"]["clone"]["accuracy"],
         "knowledge_english": final["knowledge"]["english"]["accuracy"],
+        "knowledge_clone_to_english": final["knowledge"]["clone_to_english"]["accuracy"],
         "transfer_clone": final["transfer"]["clone"]["accuracy"],
         "transfer_english": final["transfer"]["english"]["accuracy"],
         "gap_dictionary": float(np.mean(list(pretrained["alignment"]["dictionary"].values()))),
         "gap_heldout": float(np.mean(list(pretrained["alignment"]["heldout"].values()))),
+        "gap_names": float(np.mean(list(final["alignment"]["names"].values()))),
     }
 
 
@@ -129,13 +133,17 @@ def write_plots(results: Sequence[dict[str, Any]], stats, out_dir: str) -> dict[
     _save(figure, os.path.join(out_dir, "loss_curves.png"))
     files["loss_curves"] = "loss_curves.png"
 
-    # 2. Alignment gap by layer slot (mean over seeds), dictionary and held-out words.
-    figure = _figure(11, 4)
-    for k, words in enumerate(("dictionary", "heldout")):
-        axes = figure.add_subplot(1, 2, k + 1)
+    # 2. Alignment gap by layer slot (mean over seeds): dictionary and held-out words after
+    # pretraining, the knowledge entities' names after phase 2.
+    figure = _figure(15, 4)
+    titles = {"dictionary": "dictionary words", "heldout": "held-out words (never in the dictionary)",
+              "names": "entity names (knowledge set), after phase 2"}
+    for k, words in enumerate(titles):
+        axes = figure.add_subplot(1, 3, k + 1)
         by_arm: dict[str, list[dict[str, float]]] = {}
         for result in results:
-            by_arm.setdefault(result["arm"], []).append(result["pretrained"]["alignment"][words])
+            source = result["final"] if words == "names" else result["pretrained"]
+            by_arm.setdefault(result["arm"], []).append(source["alignment"][words])
         for arm, gaps in by_arm.items():
             slots = list(gaps[0])
             values = np.array([[g[s] for s in slots] for g in gaps])
@@ -145,7 +153,7 @@ def write_plots(results: Sequence[dict[str, Any]], stats, out_dir: str) -> dict[
             axes.set_xticklabels(slots, rotation=30, ha="right", fontsize=8)
         axes.axhline(0.0, color="black", linewidth=0.6)
         axes.set_ylabel("cos(translations) - cos(random pairs)")
-        axes.set_title(f"alignment gap, {'dictionary' if words == 'dictionary' else 'held-out (never in the dictionary)'} words")
+        axes.set_title(f"alignment gap, {titles[words]}", fontsize=10)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     _save(figure, os.path.join(out_dir, "alignment_gap.png"))
@@ -231,7 +239,10 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         f"{knowledge['entities']} invented entities, seen only in English (phase 2), asked in each language, chance "
         f"{knowledge['chance']:.1%}. Transfer: continuing month sequences, a skill shown only in English (phase 2), "
         f"{transfer['test_examples']} questions per language, chance {transfer['chance']:.1%}. Alignment gap after "
-        f"pretraining: mean over layer slots of cos(word, translation) − cos(random word pairs)."
+        f"pretraining: mean over layer slots of cos(word, translation) − cos(random word pairs); for the "
+        f"names of the knowledge entities (their clone forms never occur in training), after phase 2. "
+        f"\"clone→English\": knowledge asked in the clone, the English values ranked (recalled, but not "
+        f"answered in the clone?)."
         + (" Values are mean ± sample standard deviation over seeds." if seeds > 1 else ""),
         "",
         "## Comparison with joint training",

@@ -299,7 +299,8 @@ def build_sources(cfg: CloneSettingConfig) -> CloneSetting:
     num_heldout = int(round(cfg.heldout_share * len(frequent)))
     heldout_pick = set(rng.choice(len(optional), size=min(num_heldout, len(optional)), replace=False).tolist())
     heldout = [w for i, w in enumerate(optional) if i in heldout_pick]
-    dictionary = [w for w in frequent if w not in set(heldout)]
+    heldout_set = set(heldout)
+    dictionary = [w for w in frequent if w not in heldout_set]
     _write_tsv(setting.path(setting.dictionary_tsv), dictionary)
     _write_tsv(setting.path(setting.heldout_tsv), heldout)
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from megatron_prealign.fileio import atomic_path
 
-__all__ = ["RELATIONS", "KnowledgeSet", "Relation", "evaluate_knowledge", "make_knowledge_set"]
+__all__ = ["RELATIONS", "KnowledgeSet", "Relation", "evaluate_knowledge", "make_knowledge_set", "name_lexicon"]
 
 
 @dataclass(frozen=True)
@@ -99,21 +99,36 @@ class KnowledgeSet:
         with open(path, encoding="utf-8") as f:
             return cls(**json.load(f))
 
-    def queries(self, tokenizer, *, clone_offset: int = 0) -> list[dict[str, Any]]:
+    def queries(self, tokenizer, *, clone_offset: int = 0, answer_offset: int | None = None) -> list[dict[str, Any]]:
         """One query per fact: ``prompt`` ids (EOD first), ``candidates`` (ids per value),
         ``answer`` index, ``relation``. With `clone_offset` = V every id but EOD is shifted into
-        the clone."""
+        the clone; `answer_offset` (default: `clone_offset`) shifts the candidates separately."""
         eod = tokenizer.eod
+        answer_offset = clone_offset if answer_offset is None else answer_offset
         shift = (lambda ids: [i + clone_offset for i in ids])
+        shift_answer = (lambda ids: [i + answer_offset for i in ids])
         out = []
         by_name = {rel["name"]: rel for rel in self.relations}
         for e, relation, value in self.facts:
             rel = by_name[relation]
             prompt = [eod] + shift(tokenizer.encode(rel["query"].format(name=self.entities[e])))
-            candidates = [shift(tokenizer.encode_word(v)) for v in rel["values"]]
+            candidates = [shift_answer(tokenizer.encode_word(v)) for v in rel["values"]]
             out.append({"prompt": prompt, "candidates": candidates, "answer": rel["values"].index(value),
                         "relation": relation})
         return out
+
+
+def name_lexicon(tokenizer, kset: KnowledgeSet, clone_offset: int):
+    """A lexicon of the entity names and their clone twins (translations of each other), for the
+    alignment gap on the very words the knowledge queries depend on."""
+    from megatron_prealign.lexicon import Lexicon
+
+    english = [tokenizer.encode_word(name) for name in kset.entities]
+    clone = [[t + clone_offset for t in ids] for ids in english]
+    n = len(english)
+    return Lexicon.from_entries(english + clone, [[n + i] for i in range(n)] + [[i] for i in range(n)],
+                                tokenizer.token_classes(), entry_texts=list(kset.entities) * 2,
+                                tokenizer_fingerprint=tokenizer.fingerprint, tokenizer_type=tokenizer.tokenizer_type)
 
 
 def tokenizes_as_parts(tokenizer, prompt: str, word: str) -> bool:
@@ -215,7 +230,7 @@ def make_knowledge_set(tokenizer, frequent_words: Sequence[str], known_words: se
 
 
 def evaluate_knowledge(model, tokenizer, kset: KnowledgeSet, *, clone_offset: int = 0,
-                       batch_size: int = 64) -> dict[str, Any]:
+                       answer_offset: int | None = None, batch_size: int = 64) -> dict[str, Any]:
     """Accuracy of ranking each fact's true value first among its relation's values.
 
     Args:
@@ -223,6 +238,8 @@ def evaluate_knowledge(model, tokenizer, kset: KnowledgeSet, *, clone_offset: in
         tokenizer: the setting's tokenizer.
         kset: the knowledge set.
         clone_offset: 0 to ask in English, V to ask in the clone.
+        answer_offset: language of the candidate values (default: the question's); a clone
+            question with English candidates shows facts recalled but answered in English.
 
     Returns:
         ``accuracy``, ``chance``, ``n``, ``per_relation`` accuracies, ``mean_rank`` (1 = best),
@@ -230,7 +247,7 @@ def evaluate_knowledge(model, tokenizer, kset: KnowledgeSet, *, clone_offset: in
     """
     from megatron_prealign.evaluate.scoring import continuation_logprobs
 
-    queries = kset.queries(tokenizer, clone_offset=clone_offset)
+    queries = kset.queries(tokenizer, clone_offset=clone_offset, answer_offset=answer_offset)
     items = [(q["prompt"], c) for q in queries for c in q["candidates"]]
     scores = continuation_logprobs(model, items, batch_size=batch_size)
     correct, ranks, margins, per_relation = [], [], [], {}

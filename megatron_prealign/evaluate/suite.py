@@ -65,7 +65,8 @@ def evaluate_model(model, setting: CloneSetting, cfg: EvalConfig, pg_collection,
 
     Returns:
         ``{"perplexity": {lang: {loss, ppl, tokens}}, "knowledge": {lang: {...}},
-        "transfer": {lang: {...}}, "alignment": {"dictionary": {slot: gap}, "heldout": {...}},
+        "transfer": {lang: {...}}, (knowledge and transfer also ``clone_to_english``: asked in the
+        clone, the English candidates ranked), "alignment": {"dictionary": {slot: gap}, "heldout": {...}, "names": {...}},
         "seconds": {task: s}}`` for the selected tasks; ``lang`` is ``english`` / ``clone``.
     """
     from megatron_prealign.lexicon import build_tokenizer, load_lexicon
@@ -88,21 +89,31 @@ def evaluate_model(model, setting: CloneSetting, cfg: EvalConfig, pg_collection,
             kset = KnowledgeSet.load(setting.path(setting.knowledge))
             out[task] = {lang: evaluate_knowledge(model, tokenizer, kset, clone_offset=offsets[lang],
                                                   batch_size=4 * cfg.batch_size) for lang in LANGUAGES}
+            # Asked in the clone, answered among the English values: recalled but not translated?
+            out[task]["clone_to_english"] = evaluate_knowledge(model, tokenizer, kset, clone_offset=offsets["clone"],
+                                                               answer_offset=0, batch_size=4 * cfg.batch_size)
         elif task == "transfer":
             from megatron_prealign.evaluate.transfer import TransferProbe, evaluate_transfer
 
             probe = TransferProbe.load(setting.path(setting.transfer))
             out[task] = {lang: evaluate_transfer(model, tokenizer, probe, clone_offset=offsets[lang],
                                                  batch_size=4 * cfg.batch_size) for lang in LANGUAGES}
+            out[task]["clone_to_english"] = evaluate_transfer(model, tokenizer, probe, clone_offset=offsets["clone"],
+                                                              answer_offset=0, batch_size=4 * cfg.batch_size)
         elif task == "alignment":
             from megatron_prealign.align import alignment_gap
 
             dictionary = load_lexicon(setting.path(setting.lexicon), tokenizer)
             heldout = load_lexicon(setting.path(setting.heldout_lexicon), tokenizer)
+            from megatron_prealign.evaluate.knowledge import KnowledgeSet, name_lexicon
+
+            names = name_lexicon(tokenizer, KnowledgeSet.load(setting.path(setting.knowledge)), setting.vocab_size)
             out[task] = {
                 "dictionary": alignment_gap(model, dictionary, _sample_pairs(dictionary, cfg.alignment_words, cfg.seed),
                                             pg_collection, seed=cfg.seed),
                 "heldout": alignment_gap(model, heldout, np.arange(heldout.num_entries), pg_collection, seed=cfg.seed),
+                # The invented entity names: never in the dictionary, never in clone text.
+                "names": alignment_gap(model, names, np.arange(names.num_entries), pg_collection, seed=cfg.seed),
             }
         out["seconds"][task] = round(time.perf_counter() - start, 2)
     return out

@@ -71,11 +71,13 @@ class TransferProbe:
         with open(path, encoding="utf-8") as f:
             return cls(**json.load(f))
 
-    def queries(self, tokenizer, *, clone_offset: int = 0) -> list[dict[str, Any]]:
+    def queries(self, tokenizer, *, clone_offset: int = 0, answer_offset: int | None = None) -> list[dict[str, Any]]:
         """Test queries: ``prompt`` ids (EOD first), ``candidates`` (the twelve months),
-        ``answer``, ``step``; shifted into the clone by `clone_offset` (EOD stays shared)."""
+        ``answer``, ``step``; shifted into the clone by `clone_offset` (EOD stays shared), the
+        candidates by `answer_offset` (default: `clone_offset`)."""
         eod = tokenizer.eod
-        candidates = [[i + clone_offset for i in tokenizer.encode_word(m)] for m in MONTHS]
+        answer_offset = clone_offset if answer_offset is None else answer_offset
+        candidates = [[i + answer_offset for i in tokenizer.encode_word(m)] for m in MONTHS]
         out = []
         for start, step, given in self.test_examples:
             months = _sequence(start, step, given + 1)
@@ -109,7 +111,7 @@ def make_transfer_probe(tokenizer, frequent_words: Sequence[str], num_train: int
 
 
 def evaluate_transfer(model, tokenizer, probe: TransferProbe, *, clone_offset: int = 0,
-                      batch_size: int = 64) -> dict[str, Any]:
+                      answer_offset: int | None = None, batch_size: int = 64) -> dict[str, Any]:
     """Accuracy of ranking the next month first among the twelve (chance 1/12).
 
     Returns:
@@ -118,7 +120,7 @@ def evaluate_transfer(model, tokenizer, probe: TransferProbe, *, clone_offset: i
     """
     from megatron_prealign.evaluate.scoring import continuation_logprobs
 
-    queries = probe.queries(tokenizer, clone_offset=clone_offset)
+    queries = probe.queries(tokenizer, clone_offset=clone_offset, answer_offset=answer_offset)
     k = len(MONTHS)
     items = [(q["prompt"], c) for q in queries for c in q["candidates"]]
     scores = continuation_logprobs(model, items, batch_size=batch_size).reshape(len(queries), k)

@@ -145,6 +145,9 @@ def test_knowledge_recall_in_english_not_in_unseen_clone(fact_model, setting, to
     assert english["mean_rank"] < clone["mean_rank"]
     assert english["margin"] > clone["margin"] + 1.0
     assert set(english["per_relation"]) == {"role", "home"}
+    # Asked in the clone it never saw, the model cannot know which English value to give either.
+    mixed = evaluate_knowledge(fact_model, tokenizer, kset, clone_offset=VOCAB, answer_offset=0)
+    assert mixed["n"] == english["n"] and mixed["margin"] < english["margin"] - 1.0
 
 
 def test_transfer_skill_learned_in_english(pgs, setting, tokenizer):
@@ -183,7 +186,7 @@ def test_suite_and_cli_on_a_checkpoint(pgs, setting, fact_model, tmp_path, capsy
         assert loaded["transfer"][lang]["accuracy"] == direct["transfer"][lang]["accuracy"]
     assert loaded["perplexity"]["extra"]["ppl"] == pytest.approx(direct["perplexity"]["english"]["ppl"], rel=1e-6)
     slots = ["embedding", "layer_1", "layer_2", "output_embedding"]
-    for words in ("dictionary", "heldout"):
+    for words in ("dictionary", "heldout", "names"):
         assert list(loaded["alignment"][words]) == slots
         assert all(math.isfinite(v) for v in loaded["alignment"][words].values())
     printed = capsys.readouterr().out

@@ -91,14 +91,16 @@ def _result(arm, seed, clone_ppl, knowledge_clone):
     slots = {"embedding": 0.1, "layer_1": 0.2, "output_embedding": 0.3}
     lang = lambda ppl: {"loss": float(np.log(ppl)), "ppl": ppl, "tokens": 4096}
     acc = lambda a, chance: {"accuracy": a, "chance": chance, "n": 60, "margin": 0.0}
-    alignment = {"dictionary": slots, "heldout": {k: v / 2 for k, v in slots.items()}}
+    alignment = {"dictionary": slots, "heldout": {k: v / 2 for k, v in slots.items()},
+                 "names": {k: v / 4 for k, v in slots.items()}}
     return {
         "arm": arm, "seed": seed, "train_iters": 10, "tokens": 20480, "train_seconds": 60.0,
         "pretrained": {"perplexity": {"english": lang(100.0), "clone": lang(clone_ppl)}, "alignment": alignment},
         "final": {"perplexity": {"english": lang(110.0), "clone": lang(clone_ppl + 50)},
-                  "knowledge": {"english": acc(0.5, 1 / 6), "clone": acc(knowledge_clone, 1 / 6)},
+                  "knowledge": {"english": acc(0.5, 1 / 6), "clone": acc(knowledge_clone, 1 / 6),
+                                "clone_to_english": acc(0.25, 1 / 6)},
                   "transfer": {"english": acc(0.6, 1 / 12), "clone": acc(0.3, 1 / 12)},
-                  "alignment": {k: {s: 0.0 for s in v} for k, v in alignment.items()}},
+                  "alignment": alignment},
         "curve": [{"phase": 1, "iteration": 5, "tokens": 10240, "english": 200.0, "clone": 400.0},
                   {"phase": 1, "iteration": 10, "tokens": 20480, "english": 100.0, "clone": clone_ppl},
                   {"phase": 2, "iteration": 4, "tokens": 28672, "english": 110.0, "clone": clone_ppl + 50}],
@@ -113,6 +115,7 @@ def test_aggregate_and_compare():
     assert stats["joint"]["clone_ppl"]["mean"] == pytest.approx(310.0)
     assert stats["joint"]["clone_ppl"]["std"] == pytest.approx(np.std([300, 320], ddof=1))
     assert stats["prealign"]["gap_heldout"]["mean"] == pytest.approx(0.1)
+    assert stats["prealign"]["gap_names"]["mean"] == pytest.approx(0.05)
     comp = compare(stats, "prealign")
     assert comp["clone_ppl"]["better"] and comp["clone_ppl"]["relative"] == pytest.approx(280 / 310 - 1)
     assert not comp["clone_ppl"]["beyond_seed_range"]  # 310 (prealign max) is inside joint's [300, 320]
@@ -136,7 +139,7 @@ def test_report_and_plots(tmp_path):
                            config={**cfg.to_dict(), "setting_vocab_size": 4000}, plots=plots, seconds=90,
                            command="python -m megatron_prealign.demo")
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "| PreAlign | 250.0 | 100.0 | 30.0% | 50.0% |" in text
+    assert "| PreAlign | 250.0 | 100.0 | 30.0% | 50.0% | 25.0% |" in text
     assert "clone perplexity -16.7%" in text and "+10.0 points" in text
     assert "One seed per arm" in text
     assert summary["comparisons"]["prealign"]["clone_ppl"]["better"]

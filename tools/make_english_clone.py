@@ -25,6 +25,7 @@ from megatron_prealign.evaluate.english_clone import (
     MANIFEST,
     CloneSettingConfig,
     build_sources,
+    field_docs,
     finalize,
     load_setting,
 )
@@ -48,12 +49,14 @@ def _load_tool(name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    docs = field_docs(CloneSettingConfig)
+    parser.add_argument("--output-dir", required=True, help=docs["output_dir"])
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS), help=docs["corpus"] + " Default: %(default)s")
     for f in dataclasses.fields(CloneSettingConfig):
         if f.name in ("corpus", "output_dir"):
             continue
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                            help=f"{docs.get(f.name, '')} Default: %(default)s")
     parser.add_argument("--workers", type=int, default=1, help="tools/preprocess_data.py encoding processes")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching setting exists")
     return parser

@@ -20,6 +20,7 @@ import sys
 import warnings
 import time
 import typing
+from pathlib import Path
 from typing import Optional, Sequence
 
 from megatron_prealign.demo.config import ARMS, DemoConfig
@@ -35,19 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m megatron_prealign.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true",
                         help=f"four arms ({', '.join(FULL_ARMS)}) x seeds {list(FULL_SEEDS)} (unless --arms/--seeds)")
+    from megatron_prealign.evaluate.english_clone import field_docs
+
     hints = typing.get_type_hints(DemoConfig)
+    docs = field_docs(DemoConfig)
     for f in dataclasses.fields(DemoConfig):
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = f"{docs.get(f.name, '')} Default: {default}".strip()
         if f.name == "setting_args":
             parser.add_argument(flag, nargs=argparse.REMAINDER, default=None,
                                 help="all remaining arguments go to tools/make_english_clone.py")
         elif typing.get_origin(hint) is tuple:
-            parser.add_argument(flag, nargs="+", type=typing.get_args(hint)[0], default=None)
+            parser.add_argument(flag, nargs="+", type=typing.get_args(hint)[0], default=None, help=text)
         elif hint is bool:
-            parser.add_argument(flag, action="store_true", default=None)
+            parser.add_argument(flag, action="store_true", default=None, help=text)
         else:
-            parser.add_argument(flag, type=hint, default=None)
+            parser.add_argument(flag, type=hint, default=None, help=text)
     return parser
 
 
@@ -73,8 +79,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # megatron-core warns at import that TransformerEngine/apex are missing; expected on CPU.
     warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
     command = "python -m megatron_prealign.demo " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    from pathlib import Path
-
     from megatron_prealign.demo import runner
     from megatron_prealign.demo.report import aggregate, write_plots, write_report
     from megatron_prealign.evaluate.loading import single_process_group

@@ -58,28 +58,43 @@ class DemoConfig:
     """One run per arm per seed (--seeds)."""
     # model (DESIGN.md §5 trial: 4 layers, d=160, context 128, untied)
     num_layers: int = 4
+    """Transformer layers (--num-layers)."""
     hidden_size: int = 160
+    """Model width (--hidden-size)."""
     ffn_hidden_size: int = 640
+    """MLP width (--ffn-hidden-size)."""
     num_attention_heads: int = 4
+    """Attention heads (--num-attention-heads)."""
     seq_length: int = 128
-    # pretraining
+    """Context length (--seq-length)."""
+    # training
     micro_batch_size: int = 16
+    """Sequences per microbatch (--micro-batch-size)."""
     global_batch_size: int = 16
+    """Sequences per iteration (--global-batch-size)."""
     train_iters: int = 450
     """Phase-1 (pretraining) iterations of the arms with the pre-pass (--train-iters)."""
     phase2_iters: int = 150
     """Phase-2 (English-only new material) iterations, every arm (--phase2-iters)."""
     lr: float = 1e-3
+    """Peak learning rate of both phases, cosine decay (--lr)."""
     min_lr: float = 1e-4
+    """Final learning rate (--min-lr)."""
     lr_warmup_iters: int = 30
+    """Warmup iterations (at most a tenth of a phase) (--lr-warmup-iters)."""
     weight_decay: float = 0.1
+    """AdamW weight decay (--weight-decay)."""
     clip_grad: float = 1.0
+    """Gradient-norm clip (--clip-grad)."""
     codeswitch_ratio: float = 0.05
     """Switch probability of the code-switching arms; the authors' 0.05 (--codeswitch-ratio)."""
     # pre-pass
     align_steps: int = 200
+    """Pre-pass steps of the arms with the pre-pass (--align-steps)."""
     align_pairs: int = 256
+    """Translation pairs per pre-pass step (--align-pairs)."""
     align_lr: float = 5e-4
+    """Pre-pass peak learning rate; the authors' 5e-4 (--align-lr)."""
     # phase-2 data mix
     knowledge_share: float = 0.4
     """Share of phase-2 tokens that are knowledge facts (--knowledge-share)."""

@@ -221,8 +221,9 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
     lines = [
         "# English-Clone demo: joint training vs PreAlign",
         "",
-        f"`{command}` — {len(results)} runs ({len(stats)} arms × {seeds} seed{'s' if seeds > 1 else ''}) in "
-        f"{seconds / 60:.1f} min on {os.cpu_count()} CPU core(s) ({platform.processor() or platform.machine()}).",
+        f"`{command}` — {len(results)} runs ({len(stats)} arms × {seeds} seed{'s' if seeds > 1 else ''}); this "
+        f"invocation took {seconds / 60:.1f} min on {os.cpu_count()} CPU core(s) "
+        f"({platform.processor() or platform.machine()}; finished runs are reused, training times per run below).",
         "",
         "## Results",
         "",

@@ -50,6 +50,7 @@ __all__ = [
     "CloneSetting",
     "CloneSettingConfig",
     "build_sources",
+    "field_docs",
     "finalize",
     "load_setting",
     "read_corpus",
@@ -188,6 +189,20 @@ def load_setting(root: str | os.PathLike) -> CloneSetting:
         )
     data = json.loads(path.read_text())
     return CloneSetting(root=os.fspath(root), **data)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string after each field), for ``--help``."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
+            docs[node.target.id] = " ".join(following.value.value.split()).replace("%", "%%")
+    return docs
 
 
 # ------------------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
     _barrier()
     sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False)
     with deferred_preemption_signals():  # its writer processes must outlive a Slurm SIGTERM
+        _fork_writer_results_queue()
         dist_checkpointing.save(sharded, str(tmp))
     if _is_rank0():
         meta = {**state, "layout": _layout(), "has_optimizer": optimizer is not None,
@@ -167,6 +168,19 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
     _barrier()
     log_rank0(logger, "saved checkpoint %s", final)
     return final
+
+
+def _fork_writer_results_queue() -> None:
+    """megatron-core's checkpoint writers report through a queue served by a `spawn`ed Manager
+    process, created on first save. A spawned process starts with a clean signal mask, so Slurm's
+    SIGTERM to the whole job step kills it mid-save. Serve that queue from a forked Manager
+    instead (created here, inside `deferred_preemption_signals`), which inherits the blocked mask."""
+    import multiprocessing
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if getattr(filesystem_async, "_results_queue", None) is None:
+        filesystem_async._results_queue = multiprocessing.get_context("fork").Manager().Queue()
 
 
 def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler=None,

@@ -2,9 +2,11 @@
 
 Slurm delivers a job's signal to *every* process of the step, not only the trainer: DataLoader
 workers and the helper processes megatron-core's checkpointing starts would die of it mid-save.
-Children created inside `deferred_preemption_signals()` inherit a signal mask that blocks these
-signals, so they survive; in the trainer itself a blocked signal stays pending and is handled
-as soon as the block ends, so nothing is lost. The flip side: such children also ignore the
+Children forked inside `deferred_preemption_signals()` inherit a signal mask that blocks these
+signals, so they survive; in the trainer itself a blocked signal stays pending and is handled as
+soon as the block ends, so nothing is lost. (Spawned children start with a clean mask, and an
+"ignore" disposition would drop signals that other threads take delivery of: helper processes
+must therefore be forked — see checkpointing.py for megatron-core's one spawned helper.) The flip side: such children also ignore the
 SIGTERM that multiprocessing sends at interpreter exit, so their owner must stop them
 explicitly (the trainer shuts its DataLoader workers down in `Trainer.close`).
 """

@@ -35,7 +35,7 @@ import io
 import os
 import re
 import struct
-from typing import Iterable, Sequence
+from typing import Iterable
 
 __all__ = [
     "CLONE_MARK",

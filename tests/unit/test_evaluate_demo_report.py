@@ -2,8 +2,6 @@
 report (aggregation over seeds, comparisons, plots, report.md) from per-run result dicts."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 

@@ -9,14 +9,17 @@ _FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 
 def get_logger(name: str) -> logging.Logger:
-    """Return a package logger; the first call configures a stderr handler once."""
-    root = logging.getLogger("megatron_prealign")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
-        root.addHandler(handler)
-        root.setLevel(os.environ.get("PREALIGN_LOG_LEVEL", "INFO"))
-        root.propagate = False
+    """Return a package logger. The first call gives the package a stderr handler unless the
+    application already configured logging (root handlers); records always propagate, so an
+    application's or pytest's handlers see them too."""
+    package = logging.getLogger("megatron_prealign")
+    if not getattr(package, "_prealign_configured", False):
+        package._prealign_configured = True
+        package.setLevel(os.environ.get("PREALIGN_LOG_LEVEL", "INFO"))
+        if not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+            package.addHandler(handler)
     return logging.getLogger(name)
 
 

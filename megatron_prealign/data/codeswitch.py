@@ -268,32 +268,8 @@ def _numpy_codeswitch(
     pad_id: int,
     valid_length: Optional[int] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, CodeSwitchStats]:
-    """Vectorized numpy twin of `apply_codeswitch` (same arguments, bit-identical results).
-
-    Kept as the second reference of the parity tests (next to `_reference_codeswitch`): it states
-    the same rules as index arithmetic over whole arrays, the way the compiled kernel does not.
-
-    Args:
-        window_tokens: int (L,) token ids; ``L - 1`` input positions, the last token is a label
-            only. GPTDataset's window has ``L = seq_length + 1``.
-        spans: ``(starts, lengths, entry_ids)``, int (S,) each, sorted and non-overlapping, starts
-            relative to the window. Spans outside the eligible region are ignored.
-        lexicon: the lexicon's flat arrays.
-        ratio: switch probability per eligible span.
-        seed: code-switch seed.
-        sample_index: the sample's index (part of the hash key).
-        seq_length: length of every returned array.
-        pad_id: id written into ``tokens`` and ``labels`` of the tail when switching shortened
-            the stream below ``seq_length``.
-        valid_length: number of real tokens at the head of the window (the rest is padding that
-            GPTDataset appended); a span may switch only if ``start + length < valid_length``,
-            i.e. the token following it is real. Defaults to ``L``.
-
-    Returns:
-        ``(tokens, labels, loss_mask, stats)``: int64 (seq_length,), int64 (seq_length,),
-        float32 (seq_length,) with 0 at positions without a target (``t1..t(k-1)`` and the pad
-        tail), and the decision-level ``CodeSwitchStats``.
-    """
+    """Vectorized numpy twin of `apply_codeswitch`: same arguments and returns,
+    bit-identical results (kept as the tested reference of the compiled kernel)."""
     x = np.asarray(window_tokens).astype(np.int64)  # (L,) own copy
     L = int(x.shape[0])
     if x.ndim != 1 or L < 2:

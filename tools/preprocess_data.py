@@ -371,6 +371,13 @@ def run(args: argparse.Namespace) -> Summary:
             if scratch is not None:
                 for key in keys:
                     outputs[key].finalize()
+                    if not outputs[key].tokens.sequence_lengths:
+                        # An empty partition (more partitions than lines): megatron-core cannot
+                        # open an empty .bin, and there is nothing to merge.
+                        for path in outputs[key].paths.values():
+                            if os.path.exists(path):
+                                os.remove(path)
+                        continue
                     final_outputs[key].tokens.add_index(os.path.join(scratch, f"part{part}_{key}"))
                     if lexicon is not None:
                         part_side = outputs[key].sidecar

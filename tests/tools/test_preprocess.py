@@ -197,3 +197,13 @@ def test_runs_as_a_script_with_workers(corpus, tmp_path, data_lexicon_path):
     assert "lexicon coverage" in proc.stderr and "8 invalid UTF-8" in proc.stderr
     written = IndexedDataset(f"{tmp_path / 'script'}_text_document")
     assert len(written) == len(good)
+
+
+def test_more_partitions_than_lines(tool, tmp_path, data_lexicon_path):
+    """Empty partitions are skipped, not merged (megatron-core cannot open an empty .bin)."""
+    single = tmp_path / "one.jsonl"
+    single.write_text(json.dumps({"text": "The house by the river."}) + "\n")
+    tool.main(argv(str(single), tmp_path / "p1", "--lexicon", data_lexicon_path))
+    tool.main(argv(str(single), tmp_path / "p3", "--lexicon", data_lexicon_path, "--partitions", "3"))
+    for a, b in zip(files_of(tmp_path / "p1"), files_of(tmp_path / "p3")):
+        assert Path(a).read_bytes() == Path(b).read_bytes()

@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(CloneSettingConfig):
         if f.name in ("corpus", "output_dir"):
             continue
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                            help=f"{docs.get(f.name, '')} Default: %(default)s")
+        if isinstance(f.default, bool):
+            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true", help=docs.get(f.name, ""))
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                                help=f"{docs.get(f.name, '')} Default: %(default)s")
     parser.add_argument("--workers", type=int, default=1, help="tools/preprocess_data.py encoding processes")
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching setting exists")
     return parser

@@ -228,7 +228,7 @@ def run_training(cfg: DemoConfig, run: RunSpec, commands: list[list[str]], progr
     # run.json is written only when both phases finished.
     if spec_path.is_file() and json.loads(spec_path.read_text()).get("commands") == [c[1:] for c in commands]:
         progress.note(f"{run.name}: reusing the finished run in {directory}")
-        progress.done_units += units
+        progress.total_units -= units  # not part of this invocation's pace
         return
     if directory.exists():
         shutil.rmtree(directory)

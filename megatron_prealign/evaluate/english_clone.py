@@ -97,6 +97,10 @@ class CloneSettingConfig:
     """Attribute values per relation; chance accuracy is 1/this (--knowledge-candidates)."""
     knowledge_templates: int = 1
     """Training sentences per fact (paraphrases; the queried one first) (--knowledge-templates)."""
+    knowledge_names_in_dictionary: bool = False
+    """Also put the invented entity names (name <-> clone name) in the dictionary, so the pre-pass
+    aligns them; they occur in no text, so nothing switches them (--knowledge-names-in-dictionary).
+    A diagnostic: does knowledge transfer once the entities themselves are aligned?"""
     transfer_train_examples: int = 3000
     """English-only examples of the transfer skill, month sequences (--transfer-train-examples)."""
     seed: int = 1234
@@ -316,6 +320,8 @@ def build_sources(cfg: CloneSettingConfig) -> CloneSetting:
     heldout = [w for i, w in enumerate(optional) if i in heldout_pick]
     heldout_set = set(heldout)
     dictionary = [w for w in frequent if w not in heldout_set]
+    if cfg.knowledge_names_in_dictionary:
+        dictionary += knowledge.entities
     _write_tsv(setting.path(setting.dictionary_tsv), dictionary)
     _write_tsv(setting.path(setting.heldout_tsv), heldout)
 

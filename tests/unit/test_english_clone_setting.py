@@ -232,3 +232,19 @@ def test_finalize_catches_a_wrong_clone_set(setting_dir, tmp_path):
         shutil.copy(setting.prefix("en_eval") + suffix, setting.prefix("clone_eval") + suffix)
     with pytest.raises(ValueError, match="clone document contains English ids"):
         finalize(setting)
+
+
+def test_names_in_dictionary_variant(tmp_path):
+    from megatron_prealign.lexicon import build_tokenizer, load_lexicon
+
+    setting = load_setting(build_tiny_setting(tmp_path, ["--knowledge-names-in-dictionary"]))
+    kset = KnowledgeSet.load(setting.path(setting.knowledge))
+    words = [line.split("\t")[0] for line in Path(setting.path(setting.dictionary_tsv)).read_text().splitlines()]
+    assert set(kset.entities) <= set(words)
+    tokenizer = build_tokenizer("SentencePieceTokenizer", setting.path(setting.tokenizer_model))
+    lexicon = load_lexicon(setting.path(setting.lexicon), tokenizer)
+    texts = {lexicon.entry_text(i): i for i in range(lexicon.num_entries)}
+    from megatron_prealign.evaluate.clone import to_clone_text
+
+    for name in kset.entities:
+        assert texts[to_clone_text(name)] in lexicon.translations(texts[name])

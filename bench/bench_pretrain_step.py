@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--train-iters", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="DataLoader workers of the trainer (Megatron's --num-workers)")
     args = parser.parse_args()
 
     os.environ.setdefault("RANK", "0"), os.environ.setdefault("WORLD_SIZE", "1")
@@ -116,7 +118,7 @@ def main() -> None:
                   "--seq-length", str(args.seq_length), "--micro-batch-size", str(args.micro_batch_size),
                   "--train-iters", str(args.train_iters), "--lr", "3e-4", "--min-lr", "3e-5", "--log-interval", "5",
                   "--eval-iters", "1", "--data-path", data, "--split", "99,1,0", "--tokenizer-model", tok,
-                  "--lexicon", lex, "--num-workers", "1"]
+                  "--lexicon", lex, "--num-workers", str(args.num_workers)]
         off, on = [], []
         for r in range(args.repeats):
             off.append(run_arm(common, 0.0, work, f"off{r}"))
@@ -130,7 +132,7 @@ def main() -> None:
         peak = peak_matmul_flops(torch.float32, device)
         tok_s_off, tok_s_on = statistics.median(off), statistics.median(on)
         print(f"config: layers={args.num_layers} hidden={args.hidden_size} seq={args.seq_length} "
-              f"micro-batch={args.micro_batch_size} vocab={vocab} device={device} threads={torch.get_num_threads()}")
+              f"micro-batch={args.micro_batch_size} workers={args.num_workers} vocab={vocab} device={device} threads={torch.get_num_threads()}")
         print(f"tokens/s  code-switch off: {tok_s_off:,.0f}   on (r={args.ratio}): {tok_s_on:,.0f}   "
               f"(per repeat off={[round(x) for x in off]} on={[round(x) for x in on]})")
         print(f"step-time overhead of code-switching: {100 * (tok_s_off / tok_s_on - 1):+.2f}% (target <= 2%)")

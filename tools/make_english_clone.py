@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in ("corpus", "output_dir"):
             continue
         if isinstance(f.default, bool):
-            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true", help=docs.get(f.name, ""))
+            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                                default=f.default, help=f"{docs.get(f.name, '')} Default: %(default)s")
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
                                 help=f"{docs.get(f.name, '')} Default: %(default)s")

@@ -241,7 +241,8 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         f"{knowledge['chance']:.1%}. Transfer: continuing month sequences, a skill shown only in English (phase 2), "
         f"{transfer['test_examples']} questions per language, chance {transfer['chance']:.1%}. Alignment gap after "
         f"pretraining: mean over layer slots of cos(word, translation) − cos(random word pairs); for the "
-        f"names of the knowledge entities (their clone forms never occur in training), after phase 2. "
+        f"names of the knowledge entities (dictionary entries unless the setting was built with "
+        f"--no-knowledge-names-in-dictionary; their clone forms occur in no clone text), after phase 2. "
         f"\"clone→English\": knowledge asked in the clone, the English values ranked (recalled, but not "
         f"answered in the clone?)."
         + (" Values are mean ± sample standard deviation over seeds." if seeds > 1 else ""),

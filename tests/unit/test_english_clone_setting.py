@@ -234,10 +234,15 @@ def test_finalize_catches_a_wrong_clone_set(setting_dir, tmp_path):
         finalize(setting)
 
 
-def test_names_in_dictionary_variant(tmp_path):
+def test_names_in_dictionary_by_default_and_ablated(setting_dir, tmp_path):
     from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 
-    setting = load_setting(build_tiny_setting(tmp_path, ["--knowledge-names-in-dictionary"]))
+    ablated = load_setting(build_tiny_setting(tmp_path, ["--no-knowledge-names-in-dictionary"]))
+    ablated_words = {line.split("\t")[0] for line in
+                     Path(ablated.path(ablated.dictionary_tsv)).read_text().splitlines()}
+    assert not set(KnowledgeSet.load(ablated.path(ablated.knowledge)).entities) & ablated_words
+
+    setting = load_setting(setting_dir)
     kset = KnowledgeSet.load(setting.path(setting.knowledge))
     words = [line.split("\t")[0] for line in Path(setting.path(setting.dictionary_tsv)).read_text().splitlines()]
     assert set(kset.entities) <= set(words)

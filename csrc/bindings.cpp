@@ -225,6 +225,132 @@ py::tuple WindowSpans(const py::array& document_index, int64_t doc_begin, int64_
                         std::string(py::str(document_index.dtype())));
 }
 
+// One whole sample: the window's sidecar spans (WindowSpans), the switch (ApplyCodeSwitch) and
+// GPTDataset's pad handling (MaskPadLikeGPTDataset), without returning to Python in between.
+template <typename Tok, typename DocIndex>
+prealign::CodeSwitchCounts RunSample(const py::array& window, int64_t window_size,
+                                     const py::array& document_index, int64_t doc_begin,
+                                     int64_t offset_begin, int64_t doc_end, int64_t offset_end,
+                                     int64_t extra_token, const py::array& doc_lengths,
+                                     const py::array& sidecar_values,
+                                     const py::array& sidecar_pointers,
+                                     const py::array& sidecar_flat,
+                                     const prealign::CodeSwitchLexicon& lexicon, double ratio,
+                                     uint64_t seed, uint64_t sample_index, int64_t seq_length,
+                                     int64_t pad_id, int64_t* tokens, int64_t* labels,
+                                     float* loss_mask) {
+  auto w = ExactArray<Tok>(window, "window_tokens");
+  auto di = ExactArray<DocIndex>(document_index, "document_index");
+  auto dl = ExactArray<int32_t>(doc_lengths, "doc_lengths");
+  auto sv = ExactArray<int32_t>(sidecar_values, "sidecar_values");
+  auto sp = ExactArray<int64_t>(sidecar_pointers, "sidecar_pointers");
+  auto sf = ExactArray<int32_t>(sidecar_flat, "sidecar_flat");
+  if (sv.size() != dl.size() || sp.size() != dl.size())
+    throw py::value_error("doc_lengths, sidecar_values and sidecar_pointers must have one item "
+                          "per document");
+  if (window_size < 0 || window_size > w.size())
+    throw py::value_error("window_size must be in [0, len(window_tokens)]");
+  // Reused per thread: a sample's span count is bounded by its length, so after the first few
+  // samples no allocation happens here.
+  thread_local std::vector<int32_t> starts, lengths, entries;
+  starts.clear(), lengths.clear(), entries.clear();
+  std::string error;
+  prealign::CodeSwitchCounts counts;
+  {
+    py::gil_scoped_release release;
+    try {
+      const int64_t valid = prealign::WindowSpans<DocIndex>(
+          di.data(), di.size(), doc_begin, offset_begin, doc_end, offset_end, extra_token,
+          window_size, dl.data(), dl.size(), sv.data(), sp.data(), sf.data(), sf.size(), &starts,
+          &lengths, &entries);
+      counts = prealign::ApplyCodeSwitch<Tok, int32_t>(
+          w.data(), w.size(), valid, starts.data(), lengths.data(), entries.data(),
+          static_cast<int64_t>(starts.size()), lexicon, ratio, seed, sample_index, seq_length,
+          pad_id, tokens, labels, loss_mask);
+      prealign::MaskPadLikeGPTDataset(tokens, labels, loss_mask, seq_length, pad_id);
+    } catch (const std::invalid_argument& e) {
+      error = e.what();
+    }
+  }
+  if (!error.empty()) throw py::value_error(error);
+  return counts;
+}
+
+template <typename Tok>
+prealign::CodeSwitchCounts DispatchDocIndex(const py::array& document_index, const py::array& window,
+                                            int64_t window_size, int64_t doc_begin,
+                                            int64_t offset_begin, int64_t doc_end,
+                                            int64_t offset_end, int64_t extra_token,
+                                            const py::array& doc_lengths,
+                                            const py::array& sidecar_values,
+                                            const py::array& sidecar_pointers,
+                                            const py::array& sidecar_flat,
+                                            const prealign::CodeSwitchLexicon& lexicon,
+                                            double ratio, uint64_t seed, uint64_t sample_index,
+                                            int64_t seq_length, int64_t pad_id, int64_t* tokens,
+                                            int64_t* labels, float* loss_mask) {
+  if (HasDtype<int32_t>(document_index))
+    return RunSample<Tok, int32_t>(window, window_size, document_index, doc_begin, offset_begin,
+                                   doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
+                                   sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
+                                   sample_index, seq_length, pad_id, tokens, labels, loss_mask);
+  if (HasDtype<int64_t>(document_index))
+    return RunSample<Tok, int64_t>(window, window_size, document_index, doc_begin, offset_begin,
+                                   doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
+                                   sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
+                                   sample_index, seq_length, pad_id, tokens, labels, loss_mask);
+  throw py::value_error("document_index must have dtype int32 or int64, got " +
+                        std::string(py::str(document_index.dtype())));
+}
+
+py::tuple CodeSwitchSample(const py::array& window, int64_t window_size,
+                           const py::array& document_index, int64_t doc_begin,
+                           int64_t offset_begin, int64_t doc_end, int64_t offset_end,
+                           int64_t extra_token, const py::array& doc_lengths,
+                           const py::array& sidecar_values, const py::array& sidecar_pointers,
+                           const py::array& sidecar_flat, const py::array& entry_offsets,
+                           const py::array& entry_flat, const py::array& translation_offsets,
+                           const py::array& translation_flat, double ratio, uint64_t seed,
+                           uint64_t sample_index, int64_t seq_length, int64_t pad_id) {
+  auto eo = ExactArray<int64_t>(entry_offsets, "entry_offsets");
+  auto ef = ExactArray<int32_t>(entry_flat, "entry_flat");
+  auto to = ExactArray<int64_t>(translation_offsets, "translation_offsets");
+  auto tf = ExactArray<int32_t>(translation_flat, "translation_flat");
+  if (eo.size() < 1 || to.size() != eo.size())
+    throw py::value_error("lexicon entry_offsets and translation_offsets must both have "
+                          "num_entries + 1 >= 1 items");
+  if (seq_length < 0) throw py::value_error("seq_length must be non-negative");
+  const prealign::CodeSwitchLexicon lexicon{eo.data(), ef.data(), to.data(), tf.data(),
+                                            eo.size() - 1, ef.size(), tf.size()};
+  py::array_t<int64_t> tokens(seq_length), labels(seq_length);
+  py::array_t<float> loss_mask(seq_length);
+  int64_t* t = tokens.mutable_data();
+  int64_t* l = labels.mutable_data();
+  float* m = loss_mask.mutable_data();
+  prealign::CodeSwitchCounts c;
+  if (HasDtype<int64_t>(window)) {
+    c = DispatchDocIndex<int64_t>(document_index, window, window_size, doc_begin, offset_begin,
+                                  doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
+                                  sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
+                                  sample_index, seq_length, pad_id, t, l, m);
+  } else if (HasDtype<int32_t>(window)) {
+    c = DispatchDocIndex<int32_t>(document_index, window, window_size, doc_begin, offset_begin,
+                                  doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
+                                  sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
+                                  sample_index, seq_length, pad_id, t, l, m);
+  } else if (HasDtype<uint16_t>(window)) {
+    c = DispatchDocIndex<uint16_t>(document_index, window, window_size, doc_begin, offset_begin,
+                                   doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
+                                   sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
+                                   sample_index, seq_length, pad_id, t, l, m);
+  } else {
+    throw py::value_error("window_tokens must have dtype int64, int32 or uint16, got " +
+                          std::string(py::str(window.dtype())));
+  }
+  return py::make_tuple(tokens, labels, loss_mask,
+                        py::make_tuple(c.switched_words, c.eligible_words, c.switched_tokens));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -275,4 +401,19 @@ PYBIND11_MODULE(_C, m) {
         " (starts, lengths, entry_ids int32 (S,), valid_length): the sidecar spans of one"
         " GPTDataset sample window, in window coordinates. ValueError on bad input; releases"
         " the GIL.");
+
+  m.def("codeswitch_sample", &CodeSwitchSample, py::arg("window_tokens"), py::arg("window_size"),
+        py::arg("document_index"), py::arg("doc_begin"), py::arg("offset_begin"),
+        py::arg("doc_end"), py::arg("offset_end"), py::arg("extra_token"),
+        py::arg("doc_lengths"), py::arg("sidecar_values"), py::arg("sidecar_pointers"),
+        py::arg("sidecar_flat"), py::arg("entry_offsets"), py::arg("entry_flat"),
+        py::arg("translation_offsets"), py::arg("translation_flat"), py::arg("ratio"),
+        py::arg("seed"), py::arg("sample_index"), py::arg("seq_length"), py::arg("pad_id"),
+        "codeswitch_sample(window int64|int32|uint16 (L,), window_size, <window_spans' walk and"
+        " sidecar arguments>, <apply_codeswitch's lexicon arrays>, ratio, seed, sample_index,"
+        " seq_length, pad_id) -> (tokens int64, labels int64, loss_mask float32, (switched_words,"
+        " eligible_words, switched_tokens)): window_spans + apply_codeswitch + GPTDataset's pad"
+        " handling (no loss where the label is pad; pad ids -> 0) in one call. The loss mask is"
+        " that of a GPTDataset whose masks are cacheable (no resets, no eod masking). ValueError on"
+        " bad input; releases the GIL.");
 }

@@ -210,4 +210,15 @@ template int64_t WindowSpans<int64_t>(const int64_t*, int64_t, int64_t, int64_t,
                                       std::vector<int32_t>*, std::vector<int32_t>*,
                                       std::vector<int32_t>*);
 
+void MaskPadLikeGPTDataset(int64_t* tokens, int64_t* labels, float* loss_mask, int64_t n,
+                           int64_t pad_id) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (labels[i] == pad_id) {
+      loss_mask[i] = 0.0f;
+      labels[i] = 0;
+    }
+    if (tokens[i] == pad_id) tokens[i] = 0;
+  }
+}
+
 }  // namespace prealign

@@ -80,4 +80,10 @@ int64_t WindowSpans(const DocIndex* document_index, int64_t document_index_size,
                     int64_t sidecar_flat_size, std::vector<int32_t>* starts,
                     std::vector<int32_t>* lengths, std::vector<int32_t>* entries);
 
+// GPTDataset's last step on a sample: a position whose label is the pad id gets no loss, then
+// pad ids become 0 in tokens and labels (megatron's pad id may be -1, which indexes no
+// embedding row). n elements each.
+void MaskPadLikeGPTDataset(int64_t* tokens, int64_t* labels, float* loss_mask, int64_t n,
+                           int64_t pad_id);
+
 }  // namespace prealign

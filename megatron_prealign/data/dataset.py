@@ -28,7 +28,9 @@ from megatron.core.datasets.utils import Split
 from megatron_prealign.data.codeswitch import (
     STATS_KEYS,
     CodeSwitchConfig,
+    CodeSwitchStats,
     LexiconArrays,
+    _native,
     apply_codeswitch,
 )
 from megatron_prealign.data.sidecar import _EMPTY_SPANS, CodeSwitchSidecar, SidecarError
@@ -215,14 +217,9 @@ class CodeSwitchGPTDataset(GPTDataset):
 
     # ------------------------------------------------------------------------------------------
 
-    def _window_spans(self, idx: int, window_size: int) -> Tuple[Tuple[np.ndarray, ...], int]:
-        """Switch spans of sample ``idx`` in window coordinates, and the count of real tokens.
-
-        Mirrors the document walk of ``GPTDataset._query_document_sample_shuffle_indices``: the
-        window is the concatenation of parts ``(document, offset, length)`` followed by pad ids
-        when the documents ran out; a span is used when it lies fully inside its part.
-        """
-        extra = int(self.config.add_extra_token_to_sequence)
+    def _sample_walk(self, idx: int) -> Tuple[np.ndarray, int, int, int, int]:
+        """``(document_index, doc_begin, offset_begin, doc_end, offset_end)`` of sample ``idx``:
+        the rows of GPTDataset's indices that its document walk follows."""
         if self._plain_indices is None:
             # Plain ndarray views of megatron's memory-mapped indices: indexing a np.memmap
             # goes through Python-level __getitem__/__array_finalize__ on every access.
@@ -231,9 +228,41 @@ class CodeSwitchGPTDataset(GPTDataset):
             )
         shuffle_index, sample_index, document_index = self._plain_indices
         shuffled = int(shuffle_index[idx])
+        doc_beg, off_beg, doc_end, off_end = sample_index[shuffled : shuffled + 2].ravel().tolist()
+        return document_index, doc_beg, off_beg, doc_end, off_end
+
+    def _switch_compiled(
+        self, sample: int, window: np.ndarray, window_size: int, sidecar_arrays: Tuple[np.ndarray, ...]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, CodeSwitchStats]:
+        """Span lookup, switching and GPTDataset's pad handling in one compiled call
+        (``_C.codeswitch_sample``); valid when GPTDataset's masks are cacheable, whose loss mask
+        is all ones before the pad handling."""
+        lexicon = self._lexicon
+        try:
+            tokens, labels, loss_mask, counts = _native().codeswitch_sample(
+                window, window_size, *self._sample_walk(sample),
+                int(self.config.add_extra_token_to_sequence), self.dataset.sequence_lengths,
+                *sidecar_arrays, lexicon.entry_offsets, lexicon.entry_flat,
+                lexicon.translation_offsets, lexicon.translation_flat,
+                self.config.codeswitch_ratio, self.config.codeswitch_seed, sample,
+                self.config.sequence_length, self._pad_token_id,
+            )
+        except ValueError as exc:
+            raise self._sidecar.error(exc, lexicon_path=self.config.lexicon_path) from exc
+        return (torch.from_numpy(tokens), torch.from_numpy(labels), torch.from_numpy(loss_mask),
+                CodeSwitchStats._make(counts))
+
+    def _window_spans(self, idx: int, window_size: int) -> Tuple[Tuple[np.ndarray, ...], int]:
+        """Switch spans of sample ``idx`` in window coordinates, and the count of real tokens.
+
+        Mirrors the document walk of ``GPTDataset._query_document_sample_shuffle_indices``: the
+        window is the concatenation of parts ``(document, offset, length)`` followed by pad ids
+        when the documents ran out; a span is used when it lies fully inside its part.
+        """
+        extra = int(self.config.add_extra_token_to_sequence)
+        document_index, doc_beg, off_beg, doc_end, off_end = self._sample_walk(idx)
         # Compiled walk + lookup when the sidecar is memory-mapped; the Python walk below is the
         # same computation for a sidecar read through file reads.
-        doc_beg, off_beg, doc_end, off_end = sample_index[shuffled : shuffled + 2].ravel().tolist()
         found = self._sidecar.sample_window_spans(
             document_index, doc_beg, off_beg, doc_end, off_end, extra, window_size,
             self.dataset.sequence_lengths,
@@ -277,6 +306,12 @@ class CodeSwitchGPTDataset(GPTDataset):
         else:
             # GPTDataset's last label is the pad id: make it the window's label-only token.
             window = np.concatenate([text, np.array([pad], dtype=np.int64)])  # (seq_length + 1,)
+
+        sidecar_arrays = self._sidecar.mapped_arrays() if self._sidecar is not None else None
+        if sidecar_arrays is not None and self.masks_and_position_ids_are_cached:
+            tokens, labels, loss_mask, stats = self._switch_compiled(sample, window, len(text), sidecar_arrays)
+            return self._sample_dict(idx, tokens, labels, loss_mask, self.cached_attention_mask,
+                                     self.cached_position_ids, stats)
 
         if self._sidecar is not None:
             spans, valid = self._window_spans(sample, len(text))
@@ -323,6 +358,11 @@ class CodeSwitchGPTDataset(GPTDataset):
         loss_mask[labels == pad] = 0.0
         tokens[tokens == pad] = 0
         labels[labels == pad] = 0
+        return self._sample_dict(idx, tokens, labels, loss_mask, attention_mask, position_ids, stats)
+
+    def _sample_dict(self, idx: Optional[int], tokens: torch.Tensor, labels: torch.Tensor,
+                     loss_mask: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                     position_ids: torch.Tensor, stats: CodeSwitchStats) -> Dict[str, torch.Tensor]:
         if idx is None:
             loss_mask = torch.zeros_like(loss_mask)
             stats = stats._make((0, 0, 0))

@@ -347,6 +347,21 @@ class CodeSwitchSidecar:
             starts = t[:, 0] + np.repeat(np.asarray(shifts, dtype=np.int32), counts)  # (S,)
         return starts, t[:, 1], t[:, 2]
 
+    def mapped_arrays(self) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The arrays the compiled lookups read: ``(values, pointers, flat)``, int32 (D,) span
+        values per document (3 per span), int64 (D,) byte offsets in the ``.bin``, and an int32
+        view of the whole ``.bin``; None when the sidecar is not memory-mapped."""
+        if not self._mmap:
+            return None
+        if self._flat is None:
+            path = self.path_prefix + ".bin"
+            self._flat = (
+                np.memmap(path, dtype=np.int32, mode="r").view(np.ndarray)
+                if os.path.getsize(path)
+                else np.zeros(0, np.int32)
+            )
+        return self._values, self._pointers, self._flat
+
     def sample_window_spans(
         self,
         document_index: np.ndarray,
@@ -381,28 +396,28 @@ class CodeSwitchSidecar:
         Raises:
             SidecarError: the walk does not fit the window, or a span ends after its document.
         """
-        if not self._mmap:
+        arrays = self.mapped_arrays()
+        if arrays is None:
             return None
-        if self._flat is None:
-            path = self.path_prefix + ".bin"
-            self._flat = (
-                np.memmap(path, dtype=np.int32, mode="r").view(np.ndarray)
-                if os.path.getsize(path)
-                else np.zeros(0, np.int32)
-            )
         from megatron_prealign.data.codeswitch import _native
 
         try:
             starts, lengths, entries, valid = _native().window_spans(
                 document_index, doc_begin, offset_begin, doc_end, offset_end, extra_token,
-                window_size, doc_lengths, self._values, self._pointers, self._flat,
+                window_size, doc_lengths, *arrays,
             )
         except ValueError as exc:
-            hint = "; " + _fix_hint(self.token_prefix) if str(exc).startswith("span (") else ""
-            raise SidecarError(
-                f"{self.path_prefix}.{{bin,idx}} with {self.token_prefix}.{{bin,idx}}: {exc}{hint}"
-            ) from exc
+            raise self.error(exc) from exc
         return (starts, lengths, entries), valid
+
+    def error(self, exc: ValueError, lexicon_path: Optional[str] = None) -> SidecarError:
+        """A compiled lookup's ValueError as a SidecarError naming the files (and the fix when
+        the sidecar belongs to other token files)."""
+        hint = "; " + _fix_hint(self.token_prefix) if str(exc).startswith("span (") else ""
+        lexicon = f" and lexicon {lexicon_path}" if lexicon_path else ""
+        return SidecarError(
+            f"{self.path_prefix}.{{bin,idx}} with {self.token_prefix}.{{bin,idx}}{lexicon}: {exc}{hint}"
+        )
 
     def _read(self, doc: int, count: int) -> np.ndarray:
         """int32 (count, 3): the spans of ``doc`` (a view of the memory map)."""

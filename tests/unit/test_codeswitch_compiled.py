@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
@@ -319,6 +319,64 @@ def test_compiled_window_lookup_equals_python_walk(tmp_path_factory, case):
     assert CodeSwitchSidecar(prefix, mmap=False).sample_window_spans(
         document_index, d0, o0, d1, o1, extra, walked, doc_lengths
     ) is None
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(corpora(), st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**32), st.integers(0, 10**6),
+       st.integers(-1, 3), st.integers(-2, 2))
+def test_fused_sample_equals_lookup_then_switch(tmp_path_factory, case, ratio, seed, sample_index, pad,
+                                                  seq_delta):
+    """``_C.codeswitch_sample`` = `sample_window_spans` + `apply_codeswitch` + GPTDataset's pad
+    handling (no loss where the label is pad, pad ids -> 0)."""
+    docs, spans, document_index, d0, o0, d1, o1, extra = case
+    prefix = write_dataset(tmp_path_factory.mktemp("f") / "x", docs, spans)
+    side = CodeSwitchSidecar(prefix)
+    tokens_ds = IndexedDataset(prefix)
+    doc_lengths = tokens_ds.sequence_lengths
+    _, _, walked = python_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths)
+    assume(walked >= 1)
+    window_size = walked + 1
+    # Token ids 0..29 from the documents plus pad ids after them, like GPTDataset's window.
+    rng = np.random.default_rng(seed)
+    window = np.concatenate([rng.integers(0, 70, walked), [pad]]).astype(np.int64)
+    seq_length = max(0, window_size - 1 + seq_delta)
+    (starts, lengths, entries), valid = side.sample_window_spans(
+        document_index, d0, o0, d1, o1, extra, window_size, doc_lengths
+    )
+    want_t, want_l, want_m, want_stats = apply_codeswitch(
+        window, (starts, lengths, entries), LEX, ratio, seed, sample_index, seq_length, pad, valid_length=valid
+    )
+    want_m[want_l == pad] = 0
+    want_t[want_t == pad] = 0
+    want_l[want_l == pad] = 0
+    got_t, got_l, got_m, got_stats = _C.codeswitch_sample(
+        window, window_size, document_index, d0, o0, d1, o1, extra, doc_lengths, *side.mapped_arrays(),
+        LEX.entry_offsets, LEX.entry_flat, LEX.translation_offsets, LEX.translation_flat, ratio, seed,
+        sample_index, seq_length, pad,
+    )
+    np.testing.assert_array_equal(got_t, want_t)
+    np.testing.assert_array_equal(got_l, want_l)
+    np.testing.assert_array_equal(got_m, want_m)
+    assert tuple(got_stats) == tuple(want_stats)
+
+
+def test_fused_sample_refuses_bad_input(tmp_path):
+    prefix = write_dataset(tmp_path / "x", [list(range(10)), [1, 2]], [[(8, 3, 2)], []])
+    side = CodeSwitchSidecar(prefix)
+    tokens = IndexedDataset(prefix)  # keep alive: its arrays are views of its memory map
+    lex = (LEX.entry_offsets, LEX.entry_flat, LEX.translation_offsets, LEX.translation_flat)
+    window = np.arange(11, dtype=np.int64)
+    args = (np.array([0], np.int32), 0, 0, 0, 9, 1, tokens.sequence_lengths, *side.mapped_arrays(), *lex)
+    with pytest.raises(ValueError, match="ends after its 10 tokens"):
+        _C.codeswitch_sample(window, 10, *args, 1.0, 0, 0, 10, -1)
+    with pytest.raises(ValueError, match="window_size"):
+        _C.codeswitch_sample(window, 12, *args, 1.0, 0, 0, 10, -1)
+    with pytest.raises(ValueError, match="window_tokens must have dtype"):
+        _C.codeswitch_sample(window.astype(np.float32), 10, *args, 1.0, 0, 0, 10, -1)
+    with pytest.raises(ValueError, match="ratio"):
+        _C.codeswitch_sample(window, 10, np.array([1], np.int32), 0, 0, 0, 1, 1, tokens.sequence_lengths,
+                             *side.mapped_arrays(), *lex, 2.0, 0, 0, 2, -1)
 
 
 def test_compiled_window_lookup_refuses_bad_input(tmp_path):

@@ -78,15 +78,18 @@ def model_flops_per_token(num_layers: int, hidden: int, ffn: int, seq: int, voca
     return 3 * (num_layers * per_layer + 2 * hidden * vocab)
 
 
-def run_arm(common: list[str], ratio: float, work: Path, tag: str) -> float:
+def run_arm(common: list[str], ratio: float, work: Path, tag: str) -> tuple[float, float]:
+    """One trainer run; (tokens/s, data wait ms per iteration), medians over the logged windows
+    after the first (warm-up)."""
     from megatron_prealign.pretrain import main
 
     log = work / f"{tag}.jsonl"
     rc = main(common + ["--codeswitch-ratio", str(ratio), "--metrics-log", str(log)])
     if rc:
         raise SystemExit(f"run {tag} failed")
-    rates = [json.loads(line)["tokens_per_sec"] for line in log.read_text().splitlines() if "tokens_per_sec" in line]
-    return statistics.median(rates[1:])  # the first window holds warm-up
+    records = [json.loads(line) for line in log.read_text().splitlines() if "tokens_per_sec" in line][1:]
+    return (statistics.median(r["tokens_per_sec"] for r in records),
+            statistics.median(r["data_wait_ms"] for r in records))
 
 
 def main() -> None:
@@ -119,10 +122,11 @@ def main() -> None:
                   "--train-iters", str(args.train_iters), "--lr", "3e-4", "--min-lr", "3e-5", "--log-interval", "5",
                   "--eval-iters", "1", "--data-path", data, "--split", "99,1,0", "--tokenizer-model", tok,
                   "--lexicon", lex, "--num-workers", str(args.num_workers)]
-        off, on = [], []
+        # Alternating off/on so slow drifts of the machine's load hit both arms alike.
+        runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
         for r in range(args.repeats):
-            off.append(run_arm(common, 0.0, work, f"off{r}"))
-            on.append(run_arm(common, args.ratio, work, f"on{r}"))
+            runs["off"].append(run_arm(common, 0.0, work, f"off{r}"))
+            runs["on"].append(run_arm(common, args.ratio, work, f"on{r}"))
         from megatron_prealign.lexicon import build_tokenizer
 
         vocab = build_tokenizer("SentencePieceTokenizer", tok).vocab_size
@@ -130,12 +134,24 @@ def main() -> None:
                                                 args.num_attention_heads, args.num_attention_heads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         peak = peak_matmul_flops(torch.float32, device)
+        off = [t for t, _ in runs["off"]]
+        on = [t for t, _ in runs["on"]]
+        # Per-pair ratios: each "on" run against the "off" run just before it.
+        pair_overheads = [100 * (a / b - 1) for a, b in zip(off, on)]
         tok_s_off, tok_s_on = statistics.median(off), statistics.median(on)
+        wait_off = statistics.median(w for _, w in runs["off"])
+        wait_on = statistics.median(w for _, w in runs["on"])
+        step_ms = 1e3 * args.micro_batch_size * args.seq_length / tok_s_off
         print(f"config: layers={args.num_layers} hidden={args.hidden_size} seq={args.seq_length} "
-              f"micro-batch={args.micro_batch_size} workers={args.num_workers} vocab={vocab} device={device} threads={torch.get_num_threads()}")
+              f"micro-batch={args.micro_batch_size} workers={args.num_workers} vocab={vocab} device={device} "
+              f"threads={torch.get_num_threads()} iterations={args.train_iters} repeats={args.repeats}")
         print(f"tokens/s  code-switch off: {tok_s_off:,.0f}   on (r={args.ratio}): {tok_s_on:,.0f}   "
               f"(per repeat off={[round(x) for x in off]} on={[round(x) for x in on]})")
-        print(f"step-time overhead of code-switching: {100 * (tok_s_off / tok_s_on - 1):+.2f}% (target <= 2%)")
+        print(f"step-time overhead of code-switching: {100 * (tok_s_off / tok_s_on - 1):+.2f}% of medians "
+              f"(target <= 2%); per pair {[round(x, 1) for x in pair_overheads]}, "
+              f"spread of the off runs {100 * (max(off) / min(off) - 1):.1f}%")
+        print(f"data wait per iteration (critical path): off {wait_off:.3f} ms, on {wait_on:.3f} ms "
+              f"-> {wait_on - wait_off:+.3f} ms = {100 * (wait_on - wait_off) / step_ms:+.2f}% of a {step_ms:.1f} ms step")
         print(f"model FLOPs/token {flops_per_token / 1e6:.2f} M; achieved {tok_s_off * flops_per_token / 1e9:.2f} "
               f"GFLOP/s; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; MFU {100 * tok_s_off * flops_per_token / peak:.1f}%")
 

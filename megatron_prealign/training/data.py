@@ -10,6 +10,7 @@ cs_* switch statistics (int64 [b])}.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -156,6 +157,9 @@ class SwitchCounter:
     tokens: int = 0
     checksum: int = 0
     """Position-weighted sum of the input tokens (mod 2^31), to check two runs read the same samples."""
+    data_wait_seconds: float = 0.0
+    """Time this rank's training loop waited for microbatches (the data pipeline's share of
+    the critical path, like Megatron-LM's batch-generator timer); local, never all-reduced."""
 
     def observe(self, batch: dict) -> None:
         self.switched_words += int(batch.get("cs_switched_words", torch.zeros(1)).sum())
@@ -172,15 +176,24 @@ class SwitchCounter:
 
     def reset(self) -> None:
         self.switched_words = self.eligible_words = self.switched_tokens = self.tokens = self.checksum = 0
+        self.data_wait_seconds = 0.0
 
 
 def counting(iterator: Iterator[dict] | None, counter: SwitchCounter) -> Iterator[dict] | None:
-    """Pass microbatches through while adding their switch statistics to `counter`."""
+    """Pass microbatches through while adding their switch statistics, and the time spent
+    waiting for them, to `counter`."""
     if iterator is None:
         return None
 
     def gen():
-        for batch in iterator:
+        source = iter(iterator)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(source)
+            except StopIteration:
+                return
+            counter.data_wait_seconds += time.perf_counter() - start
             counter.observe(batch)
             yield batch
 

@@ -298,6 +298,7 @@ class Trainer:
                     "data_checksum": int(checksum),
                     "switch_rate": switched / eligible if eligible else 0.0,
                     "switched_token_share": switched_tokens / tokens if tokens else 0.0,
+                    "data_wait_ms": 1e3 * self.switches.data_wait_seconds / window_iters,
                 }
                 self.metrics.write(record)
                 log_rank0(logger, "iter %d/%d | lm loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | "

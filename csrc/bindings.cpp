@@ -75,6 +75,55 @@ py::tuple Scan(const prealign::LexiconTrie& trie, const py::array& tokens, int m
                         ToNumpy(std::move(result.entries)));
 }
 
+template <typename T>
+int64_t ScanDocumentsBuffer(const prealign::LexiconTrie& trie, const py::array& tokens,
+                            const int64_t* doc_lengths, int64_t num_docs, prealign::ScanMode mode,
+                            std::vector<int32_t>* triples, std::vector<int64_t>* values) {
+  auto contiguous = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(tokens);
+  if (!contiguous) throw py::error_already_set();
+  const T* data = contiguous.data();
+  const int64_t n = static_cast<int64_t>(contiguous.size());
+  std::string error;
+  int64_t covered = 0;
+  {
+    py::gil_scoped_release release;
+    try {
+      covered = trie.ScanDocuments<T>(data, n, doc_lengths, num_docs, mode, triples, values);
+    } catch (const std::invalid_argument& e) {
+      error = e.what();
+    }
+  }
+  if (!error.empty()) throw py::value_error(error);
+  return covered;
+}
+
+py::tuple ScanDocuments(const prealign::LexiconTrie& trie, const py::array& tokens,
+                        const py::array& doc_lengths, int mode) {
+  if (mode != static_cast<int>(prealign::ScanMode::kWord) &&
+      mode != static_cast<int>(prealign::ScanMode::kLongestMatch))
+    throw py::value_error("mode must be 0 (word) or 1 (longest-match), got " + std::to_string(mode));
+  if (tokens.ndim() != 1)
+    throw py::value_error("tokens must be 1-D, got " + std::to_string(tokens.ndim()) + " dimensions");
+  const std::vector<int64_t> lengths = ToVector<int64_t>(doc_lengths, "doc_lengths");
+  const auto smode = static_cast<prealign::ScanMode>(mode);
+  std::vector<int32_t> triples;
+  std::vector<int64_t> values;
+  int64_t covered = 0;
+  if (HasDtype<int32_t>(tokens)) {
+    covered = ScanDocumentsBuffer<int32_t>(trie, tokens, lengths.data(),
+                                           static_cast<int64_t>(lengths.size()), smode, &triples,
+                                           &values);
+  } else if (HasDtype<uint16_t>(tokens)) {
+    covered = ScanDocumentsBuffer<uint16_t>(trie, tokens, lengths.data(),
+                                            static_cast<int64_t>(lengths.size()), smode, &triples,
+                                            &values);
+  } else {
+    throw py::type_error("tokens must have dtype int32 or uint16, got " +
+                         std::string(py::str(tokens.dtype())) + "; cast it first");
+  }
+  return py::make_tuple(ToNumpy(std::move(triples)), ToNumpy(std::move(values)), covered);
+}
+
 // A C-contiguous array of exactly dtype T, without a copy; anything else is a ValueError naming
 // the argument (no silent casts on the per-sample path).
 template <typename T>
@@ -377,7 +426,13 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("num_nodes", &prealign::LexiconTrie::num_nodes)
       .def("scan", &Scan, py::arg("tokens"), py::arg("mode"),
            "scan(tokens: int32|uint16 1-D array, mode: 0 word | 1 longest-match)"
-           " -> (starts int64, lengths int32, entry_ids int32). Releases the GIL.");
+           " -> (starts int64, lengths int32, entry_ids int32). Releases the GIL.")
+      .def("scan_documents", &ScanDocuments, py::arg("tokens"), py::arg("doc_lengths"),
+           py::arg("mode"),
+           "scan_documents(tokens: int32|uint16 1-D, doc_lengths: int64 (D,), mode) ->"
+           " (triples int32 (3S,) (start within its document, length, entry id),"
+           " values_per_document int64 (D,) = 3 x matches, covered tokens): scan() per document"
+           " in one call, in the code-switch sidecar's layout. Releases the GIL.");
 
   m.def("apply_codeswitch", &ApplyCodeSwitch, py::arg("window_tokens"), py::arg("starts"),
         py::arg("lengths"), py::arg("entry_ids"), py::arg("entry_offsets"), py::arg("entry_flat"),

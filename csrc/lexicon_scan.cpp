@@ -135,6 +135,45 @@ void LexiconTrie::Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* ou
   }
 }
 
+template <typename T>
+int64_t LexiconTrie::ScanDocuments(const T* tokens, int64_t n, const int64_t* doc_lengths,
+                                   int64_t num_docs, ScanMode mode, std::vector<int32_t>* triples,
+                                   std::vector<int64_t>* values_per_document) const {
+  for (int64_t d = 0, end = 0; d < num_docs; ++d) {
+    if (doc_lengths[d] < 0 || doc_lengths[d] > n - end)
+      throw std::invalid_argument("document lengths must be non-negative and sum to at most the " +
+                                  std::to_string(n) + " tokens (document " + std::to_string(d) +
+                                  ")");
+    if (doc_lengths[d] > std::numeric_limits<int32_t>::max())
+      throw std::invalid_argument("document " + std::to_string(d) + " has more than 2^31-1 tokens");
+    end += doc_lengths[d];
+  }
+  int64_t offset = 0;
+  values_per_document->reserve(values_per_document->size() + static_cast<std::size_t>(num_docs));
+  ScanResult doc;  // reused: after the longest document no allocation happens
+  int64_t covered = 0;
+  for (int64_t d = 0; d < num_docs; ++d) {
+    doc.starts.clear(), doc.lengths.clear(), doc.entries.clear();
+    Scan<T>(tokens + offset, doc_lengths[d], mode, &doc);
+    const std::size_t count = doc.starts.size();
+    for (std::size_t k = 0; k < count; ++k) {
+      triples->push_back(static_cast<int32_t>(doc.starts[k]));
+      triples->push_back(doc.lengths[k]);
+      triples->push_back(doc.entries[k]);
+      covered += doc.lengths[k];
+    }
+    values_per_document->push_back(3 * static_cast<int64_t>(count));
+    offset += doc_lengths[d];
+  }
+  return covered;
+}
+
+template int64_t LexiconTrie::ScanDocuments<int32_t>(const int32_t*, int64_t, const int64_t*,
+                                                     int64_t, ScanMode, std::vector<int32_t>*,
+                                                     std::vector<int64_t>*) const;
+template int64_t LexiconTrie::ScanDocuments<uint16_t>(const uint16_t*, int64_t, const int64_t*,
+                                                      int64_t, ScanMode, std::vector<int32_t>*,
+                                                      std::vector<int64_t>*) const;
 template void LexiconTrie::Scan<int32_t>(const int32_t*, int64_t, ScanMode, ScanResult*) const;
 template void LexiconTrie::Scan<uint16_t>(const uint16_t*, int64_t, ScanMode, ScanResult*) const;
 

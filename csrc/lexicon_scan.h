@@ -43,6 +43,17 @@ class LexiconTrie {
   template <typename T>
   void Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* out) const;
 
+  // Scans each of the documents that tile tokens[0:sum(doc_lengths)] on its own (no match
+  // crosses a document end) and appends, per document, its matches as int32 triples
+  // (start within the document, length, entry id) to *triples and 3 * (its match count) to
+  // *values_per_document: the code-switch sidecar's layout, with no per-document round trip
+  // to Python. Returns the summed match length. Throws std::invalid_argument when a length is
+  // negative, the lengths overrun n, or a document is longer than int32 can index.
+  template <typename T>
+  int64_t ScanDocuments(const T* tokens, int64_t n, const int64_t* doc_lengths, int64_t num_docs,
+                        ScanMode mode, std::vector<int32_t>* triples,
+                        std::vector<int64_t>* values_per_document) const;
+
   int64_t num_nodes() const { return static_cast<int64_t>(nodes_.size()); }
 
  private:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -38,7 +39,7 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from tqdm import tqdm
 
-from megatron_prealign.data.sidecar import SidecarWriter, append_documents, encode_spans, sidecar_prefix
+from megatron_prealign.data.sidecar import SidecarWriter, append_documents, sidecar_prefix
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon.lexicon import load_lexicon
 from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPES, build_tokenizer
@@ -167,7 +168,6 @@ class _Encoder:
     def encode_batch(self, lines: List[bytes], nbytes: int) -> _Batch:
         counts: collections.Counter = collections.Counter(lines=len(lines))
         docs: Dict[str, list] = {key: [] for key in self.options.keys}
-        spans: Dict[str, list] = {key: [] for key in self.options.keys}  # scan results per document
         for raw in lines:
             for key, text in self._texts(raw, counts).items():
                 if text is None:
@@ -179,24 +179,20 @@ class _Encoder:
                     continue
                 if self.options.append_eod:
                     ids.append(self.eod)
-                tokens = np.asarray(ids, dtype=np.int32)
-                docs[key].append(tokens)
-                if self.lexicon is not None:
-                    spans[key].append(self.lexicon.scan(tokens))
+                docs[key].append(ids)
         out = {}
         for key in self.options.keys:
-            d, s = docs[key], spans[key]
-            if s:
-                # One (N, 3) int32 array for the whole batch instead of one per document.
-                starts, lengths, entries = (np.concatenate(column) for column in zip(*s))  # (N,) each
-                flat = encode_spans(starts, lengths, entries)  # (3N,)
-                span_values = 3 * np.fromiter((len(r[0]) for r in s), dtype=np.int64, count=len(s))
-                span_tokens = int(lengths.sum(dtype=np.int64))
+            d = docs[key]
+            lengths = np.fromiter((len(t) for t in d), dtype=np.int64, count=len(d))  # (D,)
+            tokens = np.fromiter(itertools.chain.from_iterable(d), dtype=np.int32, count=int(lengths.sum()))
+            if self.lexicon is not None and d:
+                # One compiled scan per batch, already in the sidecar's (start, length, entry) layout.
+                flat, span_values, span_tokens = self.lexicon.scan_documents(tokens, lengths)
             else:
-                flat, span_values, span_tokens = np.zeros(0, np.int32), np.zeros(0, np.int64), 0
+                flat, span_values, span_tokens = np.zeros(0, np.int32), np.zeros(len(d), np.int64), 0
             out[key] = _KeyBatch(
-                lengths=np.fromiter((len(t) for t in d), dtype=np.int64, count=len(d)),
-                tokens=np.concatenate(d) if d else np.zeros(0, np.int32),
+                lengths=lengths,
+                tokens=tokens,
                 span_values=span_values,
                 spans=flat,
                 span_tokens=span_tokens,

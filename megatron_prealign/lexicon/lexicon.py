@@ -253,6 +253,27 @@ class Lexicon:
         trie = self._trie if self._trie is not None else self._compiled_trie()
         return trie.scan(tokens, _MODE_CODE[self.mode])
 
+    def scan_documents(self, tokens: np.ndarray, doc_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """`scan` each document of a concatenated batch, in one compiled call (releases the GIL).
+
+        Args:
+            tokens: 1-D int32 or uint16, the documents back to back.
+            doc_lengths: int (D,) tokens per document; they tile ``tokens`` (a trailing rest is
+                not scanned). No match crosses a document end.
+
+        Returns:
+            ``(triples, values_per_document, covered)``: int32 (3S,) ``(start within the
+            document, length, entry id)`` rows, the code-switch sidecar's layout; int64 (D,)
+            3 x each document's match count; the summed match length.
+
+        Raises:
+            ValueError: the lengths are negative or overrun ``tokens``.
+        """
+        if not isinstance(tokens, np.ndarray):
+            raise TypeError(f"tokens must be a numpy array, got {type(tokens).__name__}")
+        trie = self._trie if self._trie is not None else self._compiled_trie()
+        return trie.scan_documents(tokens, np.ascontiguousarray(doc_lengths, dtype=np.int64), _MODE_CODE[self.mode])
+
     def _compiled_trie(self):
         arrays = [
             _native_order(self._arrays[name])

@@ -260,3 +260,42 @@ def test_results_larger_than_the_initial_reservation():
     assert len(starts) == n
     assert np.array_equal(starts, np.arange(n))
     assert np.all(lengths == 1) and np.array_equal(ids, np.tile([0, 1], n // 2))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lexicon_and_stream(np.int32), st.lists(st.integers(0, 12), max_size=6), st.booleans())
+def test_scan_documents_equals_scan_per_document(case, cut_sizes, as_uint16):
+    """The batch scan of preprocessing = `scan` on each document, in the sidecar layout."""
+    seqs, translations, classes, mode, tokens = case
+    if as_uint16:
+        tokens = np.clip(tokens, 0, None).astype(np.uint16)
+    lex = Lexicon.from_entries(seqs, translations, classes, mode=mode)
+    # Documents tile the stream: the drawn sizes, cut to fit, then the rest as the last one.
+    lengths, used = [], 0
+    for size in cut_sizes:
+        size = min(size, len(tokens) - used)
+        lengths.append(size)
+        used += size
+    lengths.append(len(tokens) - used)
+    triples, values, covered = lex.scan_documents(tokens, np.asarray(lengths))
+    want_triples, want_values, offset = [], [], 0
+    for n in lengths:
+        starts, lens, ids = lex.scan(tokens[offset : offset + n])
+        want_triples += [v for row in zip(starts.tolist(), lens.tolist(), ids.tolist()) for v in row]
+        want_values.append(3 * len(starts))
+        offset += n
+    assert triples.dtype == np.int32 and values.dtype == np.int64
+    assert triples.tolist() == want_triples
+    assert values.tolist() == want_values
+    assert covered == sum(want_triples[1::3])
+
+
+def test_scan_documents_rejects_lengths_that_do_not_fit():
+    lex = make([[0], [1]])
+    tokens = np.asarray([0, 1, 0], dtype=np.int32)
+    with pytest.raises(ValueError, match="sum to at most the 3 tokens"):
+        lex.scan_documents(tokens, np.asarray([2, 2]))
+    with pytest.raises(ValueError, match="non-negative"):
+        lex.scan_documents(tokens, np.asarray([-1]))
+    triples, values, covered = lex.scan_documents(tokens, np.zeros(0, np.int64))
+    assert triples.size == values.size == covered == 0

@@ -92,19 +92,15 @@ int32_t LexiconTrie::Child(int32_t node, int64_t token) const {
   return (it != last && it->token == t) ? it->node : -1;
 }
 
-template <typename T>
-void LexiconTrie::Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* out) const {
+template <typename T, typename Emit>
+void LexiconTrie::ScanWith(const T* tokens, int64_t n, ScanMode mode, Emit&& emit) const {
   const bool word_mode = mode == ScanMode::kWord;
-  // Matches never outnumber tokens. Reserving that bound up front (capped) avoids the copy
-  // chain of repeated growth; pages of the reservation that are never written are never
-  // faulted in, so a sparse result costs address space, not memory.
-  const std::size_t reserve = static_cast<std::size_t>(std::min<int64_t>(n, kMaxReserve));
-  out->starts.reserve(out->starts.size() + reserve);
-  out->lengths.reserve(out->lengths.size() + reserve);
-  out->entries.reserve(out->entries.size() + reserve);
   int64_t i = 0;
   while (i < n) {
-    if (word_mode && ClassOf(tokens[i]) != kWordStart) {
+    // The class of tokens[j] is looked up once and serves twice: as the boundary test after
+    // the token before it, and as the child-class filter of the next step.
+    uint8_t cls = ClassOf(static_cast<int64_t>(tokens[i]));
+    if (word_mode && cls != kWordStart) {
       ++i;
       continue;
     }
@@ -112,27 +108,41 @@ void LexiconTrie::Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* ou
     int64_t best_len = 0;
     int32_t best_entry = -1;
     for (int64_t j = i; j < n;) {
-      const int64_t token = static_cast<int64_t>(tokens[j]);
-      if (!(nodes_[static_cast<std::size_t>(node)].child_classes & (1u << ClassOf(token)))) break;
-      node = Child(node, token);
+      if (!(nodes_[static_cast<std::size_t>(node)].child_classes & (1u << cls))) break;
+      node = Child(node, static_cast<int64_t>(tokens[j]));
       if (node < 0) break;
       ++j;
+      cls = j < n ? ClassOf(static_cast<int64_t>(tokens[j])) : static_cast<uint8_t>(kOther);
       const int32_t entry = nodes_[static_cast<std::size_t>(node)].entry;
       // Only an entry that ends at a word boundary counts; a longer walk may still find one.
-      if (entry >= 0 && (!word_mode || j == n || ClassOf(tokens[j]) != kContinuation)) {
+      if (entry >= 0 && (!word_mode || j == n || cls != kContinuation)) {
         best_len = j - i;
         best_entry = entry;
       }
     }
     if (best_len > 0) {
-      out->starts.push_back(i);
-      out->lengths.push_back(static_cast<int32_t>(best_len));
-      out->entries.push_back(best_entry);
+      emit(i, best_len, best_entry);
       i += best_len;
     } else {
       ++i;
     }
   }
+}
+
+template <typename T>
+void LexiconTrie::Scan(const T* tokens, int64_t n, ScanMode mode, ScanResult* out) const {
+  // Matches never outnumber tokens. Reserving that bound up front (capped) avoids the copy
+  // chain of repeated growth; pages of the reservation that are never written are never
+  // faulted in, so a sparse result costs address space, not memory.
+  const std::size_t reserve = static_cast<std::size_t>(std::min<int64_t>(n, kMaxReserve));
+  out->starts.reserve(out->starts.size() + reserve);
+  out->lengths.reserve(out->lengths.size() + reserve);
+  out->entries.reserve(out->entries.size() + reserve);
+  ScanWith(tokens, n, mode, [out](int64_t start, int64_t length, int32_t entry) {
+    out->starts.push_back(start);
+    out->lengths.push_back(static_cast<int32_t>(length));
+    out->entries.push_back(entry);
+  });
 }
 
 template <typename T>
@@ -150,19 +160,19 @@ int64_t LexiconTrie::ScanDocuments(const T* tokens, int64_t n, const int64_t* do
   }
   int64_t offset = 0;
   values_per_document->reserve(values_per_document->size() + static_cast<std::size_t>(num_docs));
-  ScanResult doc;  // reused: after the longest document no allocation happens
+  // At most one match per token: 3 values per token bounds the growth (see Scan on reserving).
+  triples->reserve(triples->size() + static_cast<std::size_t>(std::min<int64_t>(3 * n, 3 * kMaxReserve)));
   int64_t covered = 0;
   for (int64_t d = 0; d < num_docs; ++d) {
-    doc.starts.clear(), doc.lengths.clear(), doc.entries.clear();
-    Scan<T>(tokens + offset, doc_lengths[d], mode, &doc);
-    const std::size_t count = doc.starts.size();
-    for (std::size_t k = 0; k < count; ++k) {
-      triples->push_back(static_cast<int32_t>(doc.starts[k]));
-      triples->push_back(doc.lengths[k]);
-      triples->push_back(doc.entries[k]);
-      covered += doc.lengths[k];
-    }
-    values_per_document->push_back(3 * static_cast<int64_t>(count));
+    const std::size_t before = triples->size();
+    ScanWith(tokens + offset, doc_lengths[d], mode,
+             [triples, &covered](int64_t start, int64_t length, int32_t entry) {
+               triples->push_back(static_cast<int32_t>(start));
+               triples->push_back(static_cast<int32_t>(length));
+               triples->push_back(entry);
+               covered += length;
+             });
+    values_per_document->push_back(static_cast<int64_t>(triples->size() - before));
     offset += doc_lengths[d];
   }
   return covered;

@@ -62,6 +62,10 @@ class LexiconTrie {
     int32_t node;
   };
 
+  // The scan loop; emit(start, length, entry) receives each match in order.
+  template <typename T, typename Emit>
+  void ScanWith(const T* tokens, int64_t n, ScanMode mode, Emit&& emit) const;
+
   int32_t Child(int32_t node, int64_t token) const;
   uint8_t ClassOf(int64_t token) const {
     return (token >= 0 && token < static_cast<int64_t>(token_classes_.size()))

@@ -180,12 +180,12 @@ prealign::CodeSwitchCounts DispatchSpans(const py::array& window, int64_t valid_
                         std::string(py::str(starts.dtype())));
 }
 
-py::tuple ApplyCodeSwitch(const py::array& window, const py::array& starts,
-                          const py::array& lengths, const py::array& entries,
-                          const py::array& entry_offsets, const py::array& entry_flat,
-                          const py::array& translation_offsets, const py::array& translation_flat,
-                          double ratio, uint64_t seed, uint64_t sample_index, int64_t seq_length,
-                          int64_t pad_id, int64_t valid_length) {
+// The lexicon arrays of apply_codeswitch/codeswitch_sample, borrowed from the caller's arrays
+// (which outlive the call).
+prealign::CodeSwitchLexicon BorrowLexicon(const py::array& entry_offsets,
+                                          const py::array& entry_flat,
+                                          const py::array& translation_offsets,
+                                          const py::array& translation_flat) {
   auto eo = ExactArray<int64_t>(entry_offsets, "entry_offsets");
   auto ef = ExactArray<int32_t>(entry_flat, "entry_flat");
   auto to = ExactArray<int64_t>(translation_offsets, "translation_offsets");
@@ -193,35 +193,55 @@ py::tuple ApplyCodeSwitch(const py::array& window, const py::array& starts,
   if (eo.size() < 1 || to.size() != eo.size())
     throw py::value_error("lexicon entry_offsets and translation_offsets must both have "
                           "num_entries + 1 >= 1 items");
-  if (seq_length < 0) throw py::value_error("seq_length must be non-negative");
-  const prealign::CodeSwitchLexicon lexicon{eo.data(), ef.data(), to.data(), tf.data(),
-                                            eo.size() - 1, ef.size(), tf.size()};
-  py::array_t<int64_t> tokens(seq_length), labels(seq_length);
-  py::array_t<float> loss_mask(seq_length);
-  int64_t* t = tokens.mutable_data();
-  int64_t* l = labels.mutable_data();
-  float* m = loss_mask.mutable_data();
-  const uint64_t index = sample_index;
-  prealign::CodeSwitchCounts c;
+  return prealign::CodeSwitchLexicon{eo.data(), ef.data(), to.data(), tf.data(),
+                                     eo.size() - 1, ef.size(), tf.size()};
+}
+
+// The three per-sample outputs, and the Python result tuple built from them.
+struct SampleOutputs {
+  explicit SampleOutputs(int64_t seq_length)
+      : tokens(Checked(seq_length)), labels(seq_length), loss_mask(seq_length) {}
+  static int64_t Checked(int64_t seq_length) {
+    if (seq_length < 0) throw py::value_error("seq_length must be non-negative");
+    return seq_length;
+  }
+  py::tuple Result(const prealign::CodeSwitchCounts& c) const {
+    return py::make_tuple(tokens, labels, loss_mask,
+                          py::make_tuple(c.switched_words, c.eligible_words, c.switched_tokens));
+  }
+  py::array_t<int64_t> tokens, labels;
+  py::array_t<float> loss_mask;
+};
+
+// Calls run(Tok{}) with Tok the window's element type (int64, int32 or uint16).
+template <typename Run>
+prealign::CodeSwitchCounts DispatchWindow(const py::array& window, Run&& run) {
+  if (HasDtype<int64_t>(window)) return run(int64_t{});
+  if (HasDtype<int32_t>(window)) return run(int32_t{});
+  if (HasDtype<uint16_t>(window)) return run(uint16_t{});
+  throw py::value_error("window_tokens must have dtype int64, int32 or uint16, got " +
+                        std::string(py::str(window.dtype())));
+}
+
+py::tuple ApplyCodeSwitch(const py::array& window, const py::array& starts,
+                          const py::array& lengths, const py::array& entries,
+                          const py::array& entry_offsets, const py::array& entry_flat,
+                          const py::array& translation_offsets, const py::array& translation_flat,
+                          double ratio, uint64_t seed, uint64_t sample_index, int64_t seq_length,
+                          int64_t pad_id, int64_t valid_length) {
+  const auto lexicon = BorrowLexicon(entry_offsets, entry_flat, translation_offsets, translation_flat);
+  SampleOutputs out(seq_length);
+  int64_t* t = out.tokens.mutable_data();
+  int64_t* l = out.labels.mutable_data();
+  float* m = out.loss_mask.mutable_data();
   try {
-    if (HasDtype<int64_t>(window)) {
-      c = DispatchSpans<int64_t>(window, valid_length, starts, lengths, entries, lexicon, ratio,
-                                 seed, index, seq_length, pad_id, t, l, m);
-    } else if (HasDtype<int32_t>(window)) {
-      c = DispatchSpans<int32_t>(window, valid_length, starts, lengths, entries, lexicon, ratio,
-                                 seed, index, seq_length, pad_id, t, l, m);
-    } else if (HasDtype<uint16_t>(window)) {
-      c = DispatchSpans<uint16_t>(window, valid_length, starts, lengths, entries, lexicon, ratio,
-                                  seed, index, seq_length, pad_id, t, l, m);
-    } else {
-      throw py::value_error("window_tokens must have dtype int64, int32 or uint16, got " +
-                            std::string(py::str(window.dtype())));
-    }
+    return out.Result(DispatchWindow(window, [&](auto tok) {
+      return DispatchSpans<decltype(tok)>(window, valid_length, starts, lengths, entries, lexicon,
+                                          ratio, seed, sample_index, seq_length, pad_id, t, l, m);
+    }));
   } catch (const std::invalid_argument& e) {
     throw py::value_error(e.what());
   }
-  return py::make_tuple(tokens, labels, loss_mask,
-                        py::make_tuple(c.switched_words, c.eligible_words, c.switched_tokens));
 }
 
 template <typename DocIndex>
@@ -361,43 +381,18 @@ py::tuple CodeSwitchSample(const py::array& window, int64_t window_size,
                            const py::array& entry_flat, const py::array& translation_offsets,
                            const py::array& translation_flat, double ratio, uint64_t seed,
                            uint64_t sample_index, int64_t seq_length, int64_t pad_id) {
-  auto eo = ExactArray<int64_t>(entry_offsets, "entry_offsets");
-  auto ef = ExactArray<int32_t>(entry_flat, "entry_flat");
-  auto to = ExactArray<int64_t>(translation_offsets, "translation_offsets");
-  auto tf = ExactArray<int32_t>(translation_flat, "translation_flat");
-  if (eo.size() < 1 || to.size() != eo.size())
-    throw py::value_error("lexicon entry_offsets and translation_offsets must both have "
-                          "num_entries + 1 >= 1 items");
-  if (seq_length < 0) throw py::value_error("seq_length must be non-negative");
-  const prealign::CodeSwitchLexicon lexicon{eo.data(), ef.data(), to.data(), tf.data(),
-                                            eo.size() - 1, ef.size(), tf.size()};
-  py::array_t<int64_t> tokens(seq_length), labels(seq_length);
-  py::array_t<float> loss_mask(seq_length);
-  int64_t* t = tokens.mutable_data();
-  int64_t* l = labels.mutable_data();
-  float* m = loss_mask.mutable_data();
-  prealign::CodeSwitchCounts c;
-  if (HasDtype<int64_t>(window)) {
-    c = DispatchDocIndex<int64_t>(document_index, window, window_size, doc_begin, offset_begin,
-                                  doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
-                                  sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
-                                  sample_index, seq_length, pad_id, t, l, m);
-  } else if (HasDtype<int32_t>(window)) {
-    c = DispatchDocIndex<int32_t>(document_index, window, window_size, doc_begin, offset_begin,
-                                  doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
-                                  sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
-                                  sample_index, seq_length, pad_id, t, l, m);
-  } else if (HasDtype<uint16_t>(window)) {
-    c = DispatchDocIndex<uint16_t>(document_index, window, window_size, doc_begin, offset_begin,
-                                   doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
-                                   sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
-                                   sample_index, seq_length, pad_id, t, l, m);
-  } else {
-    throw py::value_error("window_tokens must have dtype int64, int32 or uint16, got " +
-                          std::string(py::str(window.dtype())));
-  }
-  return py::make_tuple(tokens, labels, loss_mask,
-                        py::make_tuple(c.switched_words, c.eligible_words, c.switched_tokens));
+  const auto lexicon = BorrowLexicon(entry_offsets, entry_flat, translation_offsets, translation_flat);
+  SampleOutputs out(seq_length);
+  int64_t* t = out.tokens.mutable_data();
+  int64_t* l = out.labels.mutable_data();
+  float* m = out.loss_mask.mutable_data();
+  return out.Result(DispatchWindow(window, [&](auto tok) {
+    return DispatchDocIndex<decltype(tok)>(document_index, window, window_size, doc_begin,
+                                           offset_begin, doc_end, offset_end, extra_token,
+                                           doc_lengths, sidecar_values, sidecar_pointers,
+                                           sidecar_flat, lexicon, ratio, seed, sample_index,
+                                           seq_length, pad_id, t, l, m);
+  }));
 }
 
 }  // namespace

@@ -107,7 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             runner.run_training(cfg, run, commands[run.name], progress)
             results.append(runner.evaluate_run(cfg, run, setting, budget, pgs, progress))
     plots = write_plots(results, aggregate(results), cfg.out)
-    config = {**cfg.to_dict(), "setting_vocab_size": setting.vocab_size}
+    config = {**cfg.to_dict(), "setting_vocab_size": setting.vocab_size,
+              "knowledge_names_in_dictionary": bool(setting.config.get("knowledge_names_in_dictionary"))}
     summary = write_report(str(Path(cfg.out) / "report.md"), results=results, setting_stats=setting.stats,
                            budget=budget, config=config, plots=plots, seconds=time.perf_counter() - start,
                            command=command.strip())

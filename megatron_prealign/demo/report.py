@@ -284,7 +284,12 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         f"- Tokenizer: SentencePiece unigram, V = {config['setting_vocab_size']}; model vocabulary 2V (clone id = "
         f"English id + V, end-of-document shared).",
         f"- Dictionary: {setting_stats['dictionary_words']} word ↔ clone-word pairs; "
-        f"{setting_stats['heldout_words']} further frequent words held out (never switched, never pre-aligned).",
+        f"{setting_stats['heldout_words']} further frequent words held out (never switched, never pre-aligned). "
+        + (f"The {knowledge['entities']} invented entity names are among the dictionary entries: the pre-pass "
+           f"aligns them and code-switching arms switch them in the English fact text (input only); their clone "
+           f"forms occur in no clone text."
+           if config.get("knowledge_names_in_dictionary") else
+           "The invented entity names are not in the dictionary (--no-knowledge-names-in-dictionary)."),
         f"- Model: GPT, {config['num_layers']} layers, d={config['hidden_size']}, ffn {config['ffn_hidden_size']}, "
         f"{config['num_attention_heads']} heads, context {config['seq_length']}, untied embeddings (megatron-core "
         f"local spec, fp32, CPU).",

@@ -103,6 +103,8 @@ def main() -> None:
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--train-iters", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true",
+                        help="train in bf16 (needs CUDA) and measure the peak in bf16")
     parser.add_argument("--num-workers", type=int, default=1,
                         help="DataLoader workers of the trainer (Megatron's --num-workers)")
     args = parser.parse_args()
@@ -122,6 +124,8 @@ def main() -> None:
                   "--train-iters", str(args.train_iters), "--lr", "3e-4", "--min-lr", "3e-5", "--log-interval", "5",
                   "--eval-iters", "1", "--data-path", data, "--split", "99,1,0", "--tokenizer-model", tok,
                   "--lexicon", lex, "--num-workers", str(args.num_workers)]
+        if args.bf16:
+            common.append("--bf16")
         # Alternating off/on so slow drifts of the machine's load hit both arms alike.
         runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
         for r in range(args.repeats):
@@ -133,7 +137,8 @@ def main() -> None:
         flops_per_token = model_flops_per_token(args.num_layers, args.hidden_size, ffn, args.seq_length, vocab,
                                                 args.num_attention_heads, args.num_attention_heads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        peak = peak_matmul_flops(torch.float32, device)
+        precision = torch.bfloat16 if args.bf16 else torch.float32
+        peak = peak_matmul_flops(precision, device)
         off = [t for t, _ in runs["off"]]
         on = [t for t, _ in runs["on"]]
         # Per-pair ratios: each "on" run against the "off" run just before it.
@@ -153,7 +158,7 @@ def main() -> None:
         print(f"data wait per iteration (critical path): off {wait_off:.3f} ms, on {wait_on:.3f} ms "
               f"-> {wait_on - wait_off:+.3f} ms = {100 * (wait_on - wait_off) / step_ms:+.2f}% of a {step_ms:.1f} ms step")
         print(f"model FLOPs/token {flops_per_token / 1e6:.2f} M; achieved {tok_s_off * flops_per_token / 1e9:.2f} "
-              f"GFLOP/s; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; MFU {100 * tok_s_off * flops_per_token / peak:.1f}%")
+              f"GFLOP/s; {str(precision).removeprefix('torch.')} matmul peak {peak / 1e9:.1f} GFLOP/s; MFU {100 * tok_s_off * flops_per_token / peak:.1f}%")
 
 
 if __name__ == "__main__":

@@ -43,84 +43,71 @@ py::array_t<T> ToNumpy(std::vector<T>&& v) {
   return py::array_t<T>(static_cast<py::ssize_t>(owned->size()), owned->data(), free_when_done);
 }
 
-template <typename T>
-void ScanBuffer(const prealign::LexiconTrie& trie, const py::array& tokens, prealign::ScanMode mode,
-                prealign::ScanResult* result) {
-  // Zero-copy for the usual C-contiguous input; a strided view is copied once.
-  auto contiguous = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(tokens);
-  if (!contiguous) throw py::error_already_set();
-  const T* data = contiguous.data();
-  const int64_t n = static_cast<int64_t>(contiguous.size());
-  py::gil_scoped_release release;
-  trie.Scan<T>(data, n, mode, result);
-}
-
-py::tuple Scan(const prealign::LexiconTrie& trie, const py::array& tokens, int mode) {
-  if (mode != static_cast<int>(prealign::ScanMode::kWord) &&
-      mode != static_cast<int>(prealign::ScanMode::kLongestMatch))
-    throw py::value_error("mode must be 0 (word) or 1 (longest-match), got " + std::to_string(mode));
-  if (tokens.ndim() != 1)
-    throw py::value_error("tokens must be 1-D, got " + std::to_string(tokens.ndim()) + " dimensions");
-  prealign::ScanResult result;
-  const auto smode = static_cast<prealign::ScanMode>(mode);
-  if (HasDtype<int32_t>(tokens)) {
-    ScanBuffer<int32_t>(trie, tokens, smode, &result);
-  } else if (HasDtype<uint16_t>(tokens)) {
-    ScanBuffer<uint16_t>(trie, tokens, smode, &result);
-  } else {
-    throw py::type_error("tokens must have dtype int32 or uint16, got " +
-                         std::string(py::str(tokens.dtype())) + "; cast it first");
-  }
-  return py::make_tuple(ToNumpy(std::move(result.starts)), ToNumpy(std::move(result.lengths)),
-                        ToNumpy(std::move(result.entries)));
-}
-
-template <typename T>
-int64_t ScanDocumentsBuffer(const prealign::LexiconTrie& trie, const py::array& tokens,
-                            const int64_t* doc_lengths, int64_t num_docs, prealign::ScanMode mode,
-                            std::vector<int32_t>* triples, std::vector<int64_t>* values) {
-  auto contiguous = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(tokens);
-  if (!contiguous) throw py::error_already_set();
-  const T* data = contiguous.data();
-  const int64_t n = static_cast<int64_t>(contiguous.size());
+// Runs f() with the GIL released. A std::invalid_argument from the kernel becomes a ValueError
+// once the GIL is held again (raising a Python exception needs it).
+template <typename F>
+auto WithoutGil(F&& f) -> decltype(f()) {
   std::string error;
-  int64_t covered = 0;
   {
     py::gil_scoped_release release;
     try {
-      covered = trie.ScanDocuments<T>(data, n, doc_lengths, num_docs, mode, triples, values);
+      return f();
     } catch (const std::invalid_argument& e) {
       error = e.what();
     }
   }
-  if (!error.empty()) throw py::value_error(error);
-  return covered;
+  throw py::value_error(error);
+}
+
+prealign::ScanMode CheckedScanMode(int mode) {
+  if (mode != static_cast<int>(prealign::ScanMode::kWord) &&
+      mode != static_cast<int>(prealign::ScanMode::kLongestMatch))
+    throw py::value_error("mode must be 0 (word) or 1 (longest-match), got " + std::to_string(mode));
+  return static_cast<prealign::ScanMode>(mode);
+}
+
+template <typename T, typename Run>
+void RunOnContiguous(const py::array& tokens, Run& run) {
+  // Zero-copy for the usual C-contiguous input; a strided view is copied once.
+  auto contiguous = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(tokens);
+  if (!contiguous) throw py::error_already_set();
+  run(contiguous.data(), static_cast<int64_t>(contiguous.size()));
+}
+
+// Calls run(const T* data, int64_t n) on the scan input, T its element type (int32 or uint16).
+template <typename Run>
+void WithScanTokens(const py::array& tokens, Run&& run) {
+  if (tokens.ndim() != 1)
+    throw py::value_error("tokens must be 1-D, got " + std::to_string(tokens.ndim()) + " dimensions");
+  if (HasDtype<int32_t>(tokens)) return RunOnContiguous<int32_t>(tokens, run);
+  if (HasDtype<uint16_t>(tokens)) return RunOnContiguous<uint16_t>(tokens, run);
+  throw py::type_error("tokens must have dtype int32 or uint16, got " +
+                       std::string(py::str(tokens.dtype())) + "; cast it first");
+}
+
+py::tuple Scan(const prealign::LexiconTrie& trie, const py::array& tokens, int mode) {
+  const auto smode = CheckedScanMode(mode);
+  prealign::ScanResult result;
+  WithScanTokens(tokens, [&](const auto* data, int64_t n) {
+    WithoutGil([&] { trie.Scan(data, n, smode, &result); });
+  });
+  return py::make_tuple(ToNumpy(std::move(result.starts)), ToNumpy(std::move(result.lengths)),
+                        ToNumpy(std::move(result.entries)));
 }
 
 py::tuple ScanDocuments(const prealign::LexiconTrie& trie, const py::array& tokens,
                         const py::array& doc_lengths, int mode) {
-  if (mode != static_cast<int>(prealign::ScanMode::kWord) &&
-      mode != static_cast<int>(prealign::ScanMode::kLongestMatch))
-    throw py::value_error("mode must be 0 (word) or 1 (longest-match), got " + std::to_string(mode));
-  if (tokens.ndim() != 1)
-    throw py::value_error("tokens must be 1-D, got " + std::to_string(tokens.ndim()) + " dimensions");
+  const auto smode = CheckedScanMode(mode);
   const std::vector<int64_t> lengths = ToVector<int64_t>(doc_lengths, "doc_lengths");
-  const auto smode = static_cast<prealign::ScanMode>(mode);
   std::vector<int32_t> triples;
   std::vector<int64_t> values;
   int64_t covered = 0;
-  if (HasDtype<int32_t>(tokens)) {
-    covered = ScanDocumentsBuffer<int32_t>(trie, tokens, lengths.data(),
-                                           static_cast<int64_t>(lengths.size()), smode, &triples,
-                                           &values);
-  } else if (HasDtype<uint16_t>(tokens)) {
-    covered = ScanDocumentsBuffer<uint16_t>(trie, tokens, lengths.data(),
-                                            static_cast<int64_t>(lengths.size()), smode, &triples,
-                                            &values);
-  } else {
-    throw py::type_error("tokens must have dtype int32 or uint16, got " +
-                         std::string(py::str(tokens.dtype())) + "; cast it first");
-  }
+  WithScanTokens(tokens, [&](const auto* data, int64_t n) {
+    covered = WithoutGil([&] {
+      return trie.ScanDocuments(data, n, lengths.data(), static_cast<int64_t>(lengths.size()),
+                                smode, &triples, &values);
+    });
+  });
   return py::make_tuple(ToNumpy(std::move(triples)), ToNumpy(std::move(values)), covered);
 }
 
@@ -153,11 +140,12 @@ prealign::CodeSwitchCounts RunCodeSwitch(const py::array& window, int64_t valid_
   auto e = ExactArray<Span>(entries, "span entry_ids");
   if (l.size() != s.size() || e.size() != s.size())
     throw py::value_error("span starts, lengths and entry_ids must be 1-D arrays of equal length");
-  py::gil_scoped_release release;
-  return prealign::ApplyCodeSwitch<Tok, Span>(w.data(), w.size(), valid_length,
-                                              s.data(), l.data(), e.data(), s.size(), lexicon,
-                                              ratio, seed, sample_index, seq_length, pad_id,
-                                              tokens, labels, loss_mask);
+  return WithoutGil([&] {
+    return prealign::ApplyCodeSwitch<Tok, Span>(w.data(), w.size(), valid_length, s.data(),
+                                                l.data(), e.data(), s.size(), lexicon, ratio, seed,
+                                                sample_index, seq_length, pad_id, tokens, labels,
+                                                loss_mask);
+  });
 }
 
 template <typename Tok>
@@ -234,47 +222,50 @@ py::tuple ApplyCodeSwitch(const py::array& window, const py::array& starts,
   int64_t* t = out.tokens.mutable_data();
   int64_t* l = out.labels.mutable_data();
   float* m = out.loss_mask.mutable_data();
-  try {
-    return out.Result(DispatchWindow(window, [&](auto tok) {
-      return DispatchSpans<decltype(tok)>(window, valid_length, starts, lengths, entries, lexicon,
-                                          ratio, seed, sample_index, seq_length, pad_id, t, l, m);
-    }));
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
+  return out.Result(DispatchWindow(window, [&](auto tok) {
+    return DispatchSpans<decltype(tok)>(window, valid_length, starts, lengths, entries, lexicon,
+                                        ratio, seed, sample_index, seq_length, pad_id, t, l, m);
+  }));
 }
 
-template <typename DocIndex>
-py::tuple RunWindowSpans(const py::array& document_index, int64_t doc_begin, int64_t offset_begin,
-                         int64_t doc_end, int64_t offset_end, int64_t extra_token,
-                         int64_t window_size, const py::array& doc_lengths,
-                         const py::array& sidecar_values, const py::array& sidecar_pointers,
-                         const py::array& sidecar_flat) {
-  auto di = ExactArray<DocIndex>(document_index, "document_index");
-  auto dl = ExactArray<int32_t>(doc_lengths, "doc_lengths");
-  auto sv = ExactArray<int32_t>(sidecar_values, "sidecar_values");
-  auto sp = ExactArray<int64_t>(sidecar_pointers, "sidecar_pointers");
-  auto sf = ExactArray<int32_t>(sidecar_flat, "sidecar_flat");
-  if (sv.size() != dl.size() || sp.size() != dl.size())
-    throw py::value_error("doc_lengths, sidecar_values and sidecar_pointers must have one item "
-                          "per document");
-  std::vector<int32_t> starts, lengths, entries;
-  int64_t valid = 0;
-  std::string error;
-  {
-    py::gil_scoped_release release;
-    try {
-      valid = prealign::WindowSpans<DocIndex>(
-          di.data(), di.size(), doc_begin, offset_begin, doc_end, offset_end, extra_token,
-          window_size, dl.data(), dl.size(), sv.data(), sp.data(), sf.data(), sf.size(), &starts,
-          &lengths, &entries);
-    } catch (const std::invalid_argument& e) {
-      error = e.what();
-    }
+// The code-switch sidecar arrays of window_spans/codeswitch_sample, borrowed from the caller,
+// and GPTDataset's document walk over them (prealign::WindowSpans).
+struct SidecarView {
+  SidecarView(const py::array& doc_lengths_arr, const py::array& values_arr,
+              const py::array& pointers_arr, const py::array& flat_arr)
+      : doc_lengths(ExactArray<int32_t>(doc_lengths_arr, "doc_lengths")),
+        values(ExactArray<int32_t>(values_arr, "sidecar_values")),
+        pointers(ExactArray<int64_t>(pointers_arr, "sidecar_pointers")),
+        flat(ExactArray<int32_t>(flat_arr, "sidecar_flat")) {
+    if (values.size() != doc_lengths.size() || pointers.size() != doc_lengths.size())
+      throw py::value_error("doc_lengths, sidecar_values and sidecar_pointers must have one item "
+                            "per document");
   }
-  if (!error.empty()) throw py::value_error(error);
-  return py::make_tuple(ToNumpy(std::move(starts)), ToNumpy(std::move(lengths)),
-                        ToNumpy(std::move(entries)), valid);
+
+  // Call without the GIL; throws std::invalid_argument (see prealign::WindowSpans).
+  template <typename DocIndex>
+  int64_t Walk(const py::array_t<DocIndex, py::array::c_style>& document_index, int64_t doc_begin,
+               int64_t offset_begin, int64_t doc_end, int64_t offset_end, int64_t extra_token,
+               int64_t window_size, std::vector<int32_t>* starts, std::vector<int32_t>* lengths,
+               std::vector<int32_t>* entries) const {
+    return prealign::WindowSpans<DocIndex>(
+        document_index.data(), document_index.size(), doc_begin, offset_begin, doc_end,
+        offset_end, extra_token, window_size, doc_lengths.data(), doc_lengths.size(),
+        values.data(), pointers.data(), flat.data(), flat.size(), starts, lengths, entries);
+  }
+
+  py::array_t<int32_t, py::array::c_style> doc_lengths, values;
+  py::array_t<int64_t, py::array::c_style> pointers;
+  py::array_t<int32_t, py::array::c_style> flat;
+};
+
+// Calls run(DocIndex{}) with DocIndex the document index's element type (int32 or int64).
+template <typename Run>
+auto DispatchDocIndex(const py::array& document_index, Run&& run) -> decltype(run(int64_t{})) {
+  if (HasDtype<int64_t>(document_index)) return run(int64_t{});
+  if (HasDtype<int32_t>(document_index)) return run(int32_t{});
+  throw py::value_error("document_index must have dtype int32 or int64, got " +
+                        std::string(py::str(document_index.dtype())));
 }
 
 py::tuple WindowSpans(const py::array& document_index, int64_t doc_begin, int64_t offset_begin,
@@ -282,16 +273,17 @@ py::tuple WindowSpans(const py::array& document_index, int64_t doc_begin, int64_
                       int64_t window_size, const py::array& doc_lengths,
                       const py::array& sidecar_values, const py::array& sidecar_pointers,
                       const py::array& sidecar_flat) {
-  if (HasDtype<int64_t>(document_index))
-    return RunWindowSpans<int64_t>(document_index, doc_begin, offset_begin, doc_end, offset_end,
-                                   extra_token, window_size, doc_lengths, sidecar_values,
-                                   sidecar_pointers, sidecar_flat);
-  if (HasDtype<int32_t>(document_index))
-    return RunWindowSpans<int32_t>(document_index, doc_begin, offset_begin, doc_end, offset_end,
-                                   extra_token, window_size, doc_lengths, sidecar_values,
-                                   sidecar_pointers, sidecar_flat);
-  throw py::value_error("document_index must have dtype int32 or int64, got " +
-                        std::string(py::str(document_index.dtype())));
+  return DispatchDocIndex(document_index, [&](auto index_type) {
+    auto di = ExactArray<decltype(index_type)>(document_index, "document_index");
+    const SidecarView sidecar(doc_lengths, sidecar_values, sidecar_pointers, sidecar_flat);
+    std::vector<int32_t> starts, lengths, entries;
+    const int64_t valid = WithoutGil([&] {
+      return sidecar.Walk(di, doc_begin, offset_begin, doc_end, offset_end, extra_token,
+                          window_size, &starts, &lengths, &entries);
+    });
+    return py::make_tuple(ToNumpy(std::move(starts)), ToNumpy(std::move(lengths)),
+                          ToNumpy(std::move(entries)), valid);
+  });
 }
 
 // One whole sample: the window's sidecar spans (WindowSpans), the switch (ApplyCodeSwitch) and
@@ -300,76 +292,29 @@ template <typename Tok, typename DocIndex>
 prealign::CodeSwitchCounts RunSample(const py::array& window, int64_t window_size,
                                      const py::array& document_index, int64_t doc_begin,
                                      int64_t offset_begin, int64_t doc_end, int64_t offset_end,
-                                     int64_t extra_token, const py::array& doc_lengths,
-                                     const py::array& sidecar_values,
-                                     const py::array& sidecar_pointers,
-                                     const py::array& sidecar_flat,
+                                     int64_t extra_token, const SidecarView& sidecar,
                                      const prealign::CodeSwitchLexicon& lexicon, double ratio,
                                      uint64_t seed, uint64_t sample_index, int64_t seq_length,
                                      int64_t pad_id, int64_t* tokens, int64_t* labels,
                                      float* loss_mask) {
   auto w = ExactArray<Tok>(window, "window_tokens");
   auto di = ExactArray<DocIndex>(document_index, "document_index");
-  auto dl = ExactArray<int32_t>(doc_lengths, "doc_lengths");
-  auto sv = ExactArray<int32_t>(sidecar_values, "sidecar_values");
-  auto sp = ExactArray<int64_t>(sidecar_pointers, "sidecar_pointers");
-  auto sf = ExactArray<int32_t>(sidecar_flat, "sidecar_flat");
-  if (sv.size() != dl.size() || sp.size() != dl.size())
-    throw py::value_error("doc_lengths, sidecar_values and sidecar_pointers must have one item "
-                          "per document");
   if (window_size < 0 || window_size > w.size())
     throw py::value_error("window_size must be in [0, len(window_tokens)]");
   // Reused per thread: a sample's span count is bounded by its length, so after the first few
   // samples no allocation happens here.
   thread_local std::vector<int32_t> starts, lengths, entries;
   starts.clear(), lengths.clear(), entries.clear();
-  std::string error;
-  prealign::CodeSwitchCounts counts;
-  {
-    py::gil_scoped_release release;
-    try {
-      const int64_t valid = prealign::WindowSpans<DocIndex>(
-          di.data(), di.size(), doc_begin, offset_begin, doc_end, offset_end, extra_token,
-          window_size, dl.data(), dl.size(), sv.data(), sp.data(), sf.data(), sf.size(), &starts,
-          &lengths, &entries);
-      counts = prealign::ApplyCodeSwitch<Tok, int32_t>(
-          w.data(), w.size(), valid, starts.data(), lengths.data(), entries.data(),
-          static_cast<int64_t>(starts.size()), lexicon, ratio, seed, sample_index, seq_length,
-          pad_id, tokens, labels, loss_mask);
-      prealign::MaskPadLikeGPTDataset(tokens, labels, loss_mask, seq_length, pad_id);
-    } catch (const std::invalid_argument& e) {
-      error = e.what();
-    }
-  }
-  if (!error.empty()) throw py::value_error(error);
-  return counts;
-}
-
-template <typename Tok>
-prealign::CodeSwitchCounts DispatchDocIndex(const py::array& document_index, const py::array& window,
-                                            int64_t window_size, int64_t doc_begin,
-                                            int64_t offset_begin, int64_t doc_end,
-                                            int64_t offset_end, int64_t extra_token,
-                                            const py::array& doc_lengths,
-                                            const py::array& sidecar_values,
-                                            const py::array& sidecar_pointers,
-                                            const py::array& sidecar_flat,
-                                            const prealign::CodeSwitchLexicon& lexicon,
-                                            double ratio, uint64_t seed, uint64_t sample_index,
-                                            int64_t seq_length, int64_t pad_id, int64_t* tokens,
-                                            int64_t* labels, float* loss_mask) {
-  if (HasDtype<int32_t>(document_index))
-    return RunSample<Tok, int32_t>(window, window_size, document_index, doc_begin, offset_begin,
-                                   doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
-                                   sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
-                                   sample_index, seq_length, pad_id, tokens, labels, loss_mask);
-  if (HasDtype<int64_t>(document_index))
-    return RunSample<Tok, int64_t>(window, window_size, document_index, doc_begin, offset_begin,
-                                   doc_end, offset_end, extra_token, doc_lengths, sidecar_values,
-                                   sidecar_pointers, sidecar_flat, lexicon, ratio, seed,
-                                   sample_index, seq_length, pad_id, tokens, labels, loss_mask);
-  throw py::value_error("document_index must have dtype int32 or int64, got " +
-                        std::string(py::str(document_index.dtype())));
+  return WithoutGil([&] {
+    const int64_t valid = sidecar.Walk(di, doc_begin, offset_begin, doc_end, offset_end,
+                                       extra_token, window_size, &starts, &lengths, &entries);
+    const auto counts = prealign::ApplyCodeSwitch<Tok, int32_t>(
+        w.data(), w.size(), valid, starts.data(), lengths.data(), entries.data(),
+        static_cast<int64_t>(starts.size()), lexicon, ratio, seed, sample_index, seq_length,
+        pad_id, tokens, labels, loss_mask);
+    prealign::MaskPadLikeGPTDataset(tokens, labels, loss_mask, seq_length, pad_id);
+    return counts;
+  });
 }
 
 py::tuple CodeSwitchSample(const py::array& window, int64_t window_size,
@@ -387,11 +332,12 @@ py::tuple CodeSwitchSample(const py::array& window, int64_t window_size,
   int64_t* l = out.labels.mutable_data();
   float* m = out.loss_mask.mutable_data();
   return out.Result(DispatchWindow(window, [&](auto tok) {
-    return DispatchDocIndex<decltype(tok)>(document_index, window, window_size, doc_begin,
-                                           offset_begin, doc_end, offset_end, extra_token,
-                                           doc_lengths, sidecar_values, sidecar_pointers,
-                                           sidecar_flat, lexicon, ratio, seed, sample_index,
-                                           seq_length, pad_id, t, l, m);
+    return DispatchDocIndex(document_index, [&](auto index_type) {
+      const SidecarView sidecar(doc_lengths, sidecar_values, sidecar_pointers, sidecar_flat);
+      return RunSample<decltype(tok), decltype(index_type)>(
+          window, window_size, document_index, doc_begin, offset_begin, doc_end, offset_end,
+          extra_token, sidecar, lexicon, ratio, seed, sample_index, seq_length, pad_id, t, l, m);
+    });
   }));
 }
 

@@ -15,27 +15,15 @@ from megatron_prealign.data.codeswitch import (
     STATS_KEYS,
     CodeSwitchConfig,
     CodeSwitchStats,
-    LexiconArrays,
     _reference_codeswitch,
     _splitmix64_int,
     _splitmix64_np,
     apply_codeswitch,
     switch_decisions,
 )
+from tests._codeswitch_data import make_lexicon
 
 P = -1  # pad id used in the hand-made examples (GPTDataset's default when no tokenizer pad)
-
-
-def make_lexicon(entries, translations) -> LexiconArrays:
-    """Flat arrays from a list of token lists and a list of translation-id lists."""
-    entry_offsets = np.concatenate(([0], np.cumsum([len(e) for e in entries])))
-    trans_offsets = np.concatenate(([0], np.cumsum([len(t) for t in translations])))
-    return LexiconArrays.validated(
-        entry_offsets,
-        [t for e in entries for t in e],
-        trans_offsets,
-        [t for ts in translations for t in ts],
-    )
 
 
 # entry 0: one-token word [10]       -> entry 1 (two tokens: translation longer)

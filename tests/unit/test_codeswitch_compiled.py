@@ -16,30 +16,19 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_prealign import _C
 from megatron_prealign.data.codeswitch import (
     CodeSwitchStats,
-    LexiconArrays,
     _numpy_codeswitch,
     _reference_codeswitch,
     apply_codeswitch,
 )
-from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError, SidecarWriter, sidecar_prefix
+from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError
+from tests._codeswitch_data import make_lexicon, write_dataset
 
 PAD = -1
-
-
-def make_lexicon(entries, translations) -> LexiconArrays:
-    entry_offsets = np.concatenate(([0], np.cumsum([len(e) for e in entries])))
-    trans_offsets = np.concatenate(([0], np.cumsum([len(t) for t in translations])))
-    return LexiconArrays.validated(
-        entry_offsets,
-        [t for e in entries for t in e],
-        trans_offsets,
-        [t for ts in translations for t in ts],
-    )
 
 
 def assert_three_agree(window, spans, lexicon, ratio, seed, sample_index, seq_length, valid_length):
@@ -233,25 +222,6 @@ def test_compiled_equals_numpy_equals_reference(case):
 
 # ----------------------------------------------------------------------------------------------
 # Window span lookup
-
-
-def write_dataset(prefix, docs, spans):
-    """Token documents (lists of ids) and their span triples -> token dataset + sidecar."""
-    prefix = str(prefix)
-    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
-    for doc in docs:
-        builder.add_document(np.asarray(doc, dtype=np.int32), [len(doc)])
-    builder.finalize(prefix + ".idx")
-    writer = SidecarWriter(sidecar_prefix(prefix) + ".bin")
-    for triples in spans:
-        t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-        writer.add_document(t[:, 0], t[:, 1], t[:, 2])
-    writer.finalize(sidecar_prefix(prefix) + ".idx")
-    lengths = np.asarray([len(d) for d in docs], dtype=np.int32)
-    writer.make_meta(lengths, lexicon_sha256="a" * 64, tokenizer_fingerprint="f" * 64).write(
-        sidecar_prefix(prefix) + ".json"
-    )
-    return prefix
 
 
 def python_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths):

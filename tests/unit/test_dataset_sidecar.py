@@ -17,34 +17,14 @@ from megatron_prealign.data.codeswitch import LexiconArrays
 from megatron_prealign.data.sidecar import (
     CodeSwitchSidecar,
     SidecarError,
-    SidecarWriter,
     decode_spans,
     encode_spans,
     sidecar_prefix,
     validate_sidecar,
 )
 
-FINGERPRINT = "f" * 64
-SHA = "a" * 64
-
-
-def write(prefix, docs, spans, *, sha=SHA, meta_lengths=None):
-    """Token docs (lists of ids) and per-doc span triples -> token dataset + sidecar."""
-    prefix = str(prefix)
-    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
-    for doc in docs:
-        builder.add_document(np.asarray(doc, dtype=np.int32), [len(doc)])
-    builder.finalize(prefix + ".idx")
-    writer = SidecarWriter(sidecar_prefix(prefix) + ".bin")
-    for triples in spans:
-        t = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
-        writer.add_document(t[:, 0], t[:, 1], t[:, 2])
-    writer.finalize(sidecar_prefix(prefix) + ".idx")
-    lengths = np.asarray([len(d) for d in docs] if meta_lengths is None else meta_lengths, dtype=np.int32)
-    writer.make_meta(lengths, lexicon_sha256=sha, tokenizer_fingerprint=FINGERPRINT).write(
-        sidecar_prefix(prefix) + ".json"
-    )
-    return prefix
+from tests._codeswitch_data import FINGERPRINT, SHA
+from tests._codeswitch_data import write_dataset as write
 
 
 # Entries: 0 -> 1 token, 1 -> 2 tokens, 2 -> 3 tokens (translations irrelevant here).

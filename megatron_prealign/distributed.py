@@ -146,7 +146,9 @@ def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | N
         )
     if not dist.is_initialized():
         dist.init_process_group(
-            backend=backend,
+            # Small bookkeeping collectives (log reductions, the preemption flag) use CPU tensors;
+            # on GPU the default group routes those to gloo and device tensors to NCCL.
+            backend="cpu:gloo,cuda:nccl" if backend == "nccl" else backend,
             init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
             rank=launch.rank,
             world_size=launch.world_size,

@@ -78,6 +78,10 @@ def get_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f"--partitions must be >= 1, got {args.partitions}")
     if not os.path.isfile(args.input):
         parser.error(f"--input {args.input}: no such file")
+    compression = _compression(args.input)
+    if compression:
+        parser.error(f"--input {args.input} is {compression}-compressed: decompress it first "
+                     f"(the input is split by byte offsets across --workers/--partitions)")
     if args.lexicon is not None and not os.path.isfile(args.lexicon):
         parser.error(f"--lexicon {args.lexicon}: no such file")
     if len(set(args.json_keys)) != len(args.json_keys):
@@ -86,6 +90,15 @@ def get_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.input_format == "text" and len(args.json_keys) != 1:
         parser.error("plain-text input has one document per line: give a single --json-keys name")
     return args
+
+
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+def _compression(path: str) -> Optional[str]:
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def _detect_format(path: str) -> str:

@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -352,7 +352,8 @@ def _check_model(model, lexicon: Lexicon) -> None:
         )
 
 
-def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, *, pad_id: int = 0) -> AlignReport:
+def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, *, pad_id: int = 0,
+                      on_step: Callable[[dict[str, Any]], None] | None = None) -> AlignReport:
     """Run the alignment pre-pass on `model` (all ranks call it, after any checkpoint load).
 
     Args:
@@ -362,6 +363,8 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
         cfg: pre-pass config.
         pg_collection: megatron-core ProcessGroupCollection from `init_distributed`.
         pad_id: token id written into padding slots (masked everywhere; any valid id works).
+        on_step: called on every rank with each step's record (`step`, losses, `per_layer`,
+            `lr`, `grad_norm`, `step_seconds`), e.g. to write the metrics log.
 
     Returns:
         AlignReport (identical on every rank). The pre-pass uses its own optimizer and schedule
@@ -415,6 +418,7 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
         try:
             with objective.attached():
                 for step in range(cfg.steps):
+                    step_start = time.perf_counter()
                     pairs = sampler.global_pairs(step)
                     microbatches = [mb.to(compute_device()) for mb in build_microbatches(
                         lexicon, pairs, dp_rank=dp_rank, dp_size=dp_size,
@@ -427,7 +431,12 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                     scheduler.step(increment=1)
                     record["grad_norm"] = float(grad_norm) if grad_norm is not None else None
                     record["skipped"] = not ok
+                    # float(grad_norm) and the loss statistics' copy to the host synchronize the
+                    # device, so this is the step's real duration.
+                    record["step_seconds"] = time.perf_counter() - step_start
                     report.history.append(record)
+                    if on_step is not None:
+                        on_step({"step": step + 1, **record})
                     if step % cfg.log_interval == 0 or step == cfg.steps - 1:
                         log_rank0(logger, "align step %d/%d: total %.4f contrastive %.4f word_lm %.4f "
                                   "collapse %.4f lr %.2e grad_norm %s", step + 1, cfg.steps, record["total"],

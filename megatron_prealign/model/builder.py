@@ -1,9 +1,12 @@
 """Model provider: ModelConfig + parallel layout -> megatron-core GPTModel for this rank's stage."""
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 from megatron.core import parallel_state
+from megatron.core.fusions.fused_layer_norm import HAVE_PERSIST_LAYER_NORM
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
@@ -41,14 +44,19 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig) -> Transforme
         # rank's shard, so initial weights do not depend on the TP degree. On GPU the faster
         # per-shard init (TP-rank RNG streams) is megatron-core's default.
         use_cpu_initialization=on_cpu,
-        # The fused/persisted kernels below exist only on CUDA.
+        # The fused/persisted kernels below exist only on CUDA; the fused softmax of the local
+        # attention only with Apex/TE's compiled kernels (megatron-core imports them at call time).
         bias_activation_fusion=False,
-        masked_softmax_fusion=not on_cpu,
-        persist_layer_norm=not on_cpu,
+        masked_softmax_fusion=not on_cpu and importlib.util.find_spec("scaled_masked_softmax_cuda") is not None,
+        # Apex's persistent LayerNorm kernel; the torch norms of the local spec refuse the flag.
+        persist_layer_norm=not on_cpu and HAVE_PERSIST_LAYER_NORM,
         bias_dropout_fusion=not on_cpu,
         gradient_accumulation_fusion=False,
         apply_rope_fusion=False,
         transformer_impl=resolve_transformer_impl(cfg),
+        recompute_granularity=cfg.recompute_granularity,
+        recompute_method=cfg.recompute_method,
+        recompute_num_layers=cfg.recompute_num_layers,
         # Sum token losses and divide by the global token count (see training/step.py).
         calculate_per_token_loss=True,
     )

@@ -54,6 +54,21 @@ class ModelConfig:
     """fp16 parameters and compute with loss scaling (--fp16); needs CUDA."""
     transformer_impl: str = "auto"
     """`transformer_engine`, `local`, or `auto` (TE when importable and CUDA is present)."""
+    attention_backend: str = "auto"
+    """Core attention of the local spec (--attention-backend): `sdpa` (torch's fused
+    scaled_dot_product_attention: FlashAttention/cuDNN kernels on CUDA, no [s, s] scores kept),
+    `local` (megatron-core's DotProductAttention), or `auto` (TE's attention with TE, else sdpa on
+    CUDA and local on CPU)."""
+    recompute_granularity: str | None = None
+    """Activation recomputation (--recompute-granularity): `selective` recomputes the core
+    attention in backward, `full` whole layers (with --recompute-method/--recompute-num-layers)."""
+    recompute_method: str | None = None
+    """`uniform` (recompute every --recompute-num-layers chunk) or `block` (the first
+    --recompute-num-layers layers of each stage); only with --recompute-granularity full
+    (--recompute-method)."""
+    recompute_num_layers: int | None = None
+    """Layers per recompute chunk (uniform) or recomputed layers per stage (block)
+    (--recompute-num-layers)."""
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden_size", "num_attention_heads", "seq_length", "vocab_size"):
@@ -72,6 +87,27 @@ class ModelConfig:
             raise ValueError("--bf16 and --fp16 are mutually exclusive")
         if self.transformer_impl not in ("auto", "local", "transformer_engine"):
             raise ValueError("--transformer-impl must be auto, local or transformer_engine")
+        if self.attention_backend in ("flash", "fused", "unfused"):
+            raise ValueError(f"--attention-backend {self.attention_backend} selects a TransformerEngine kernel; "
+                             "without TransformerEngine use sdpa (torch's fused kernels) or local")
+        if self.attention_backend not in ("auto", "sdpa", "local"):
+            raise ValueError("--attention-backend must be auto, sdpa or local")
+        self._check_recompute()
+
+    def _check_recompute(self) -> None:
+        granularity, method, layers = self.recompute_granularity, self.recompute_method, self.recompute_num_layers
+        if granularity not in (None, "selective", "full"):
+            raise ValueError("--recompute-granularity must be selective or full")
+        if method not in (None, "uniform", "block"):
+            raise ValueError("--recompute-method must be uniform or block")
+        if granularity == "full":
+            if method is None or layers is None:
+                raise ValueError("--recompute-granularity full needs --recompute-method (uniform or block) "
+                                 "and --recompute-num-layers")
+            if not 1 <= layers <= self.num_layers:
+                raise ValueError(f"--recompute-num-layers must be in [1, --num-layers {self.num_layers}]")
+        elif method is not None or layers is not None:
+            raise ValueError("--recompute-method/--recompute-num-layers apply only to --recompute-granularity full")
 
     @property
     def params_dtype(self) -> torch.dtype:
@@ -94,3 +130,15 @@ class ModelConfig:
         embed = self.vocab_size * h * (2 if self.untie_embeddings_and_output_weights else 1)
         pos = (self.max_position_embeddings or self.seq_length) * h if self.position_embedding_type == "learned_absolute" else 0
         return layers * (attn + mlp + norms) + embed + pos + h
+
+    def training_flops_per_token(self, seq_length: int | None = None) -> float:
+        """Model FLOPs of one trained token, in Megatron-LM's convention for MFU: forward +
+        backward = 3 x forward, every matmul (2 FLOPs per multiply-add), attention scores and
+        context over the full sequence (not halved for the causal mask), logits over the padded
+        vocabulary, recomputation not counted."""
+        h, seq = self.hidden_size, seq_length or self.seq_length
+        heads = self.num_attention_heads
+        kv = (self.num_query_groups or heads) * (h // heads)
+        ffn = self.ffn_hidden_size or 4 * h
+        per_layer = 2 * (h * (h + 2 * kv) + h * h + (3 if self.swiglu else 2) * h * ffn) + 2 * 2 * seq * h
+        return 3.0 * (self.num_layers * per_layer + 2 * h * self.padded_vocab_size(1))

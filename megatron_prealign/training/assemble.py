@@ -18,14 +18,15 @@ from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.model import ModelConfig, build_model
 from megatron_prealign.training.data import build_datasets
 from megatron_prealign.training.ddp import wrap_ddp
-from megatron_prealign.training.loop import TrainState, train_state_from_checkpoint
+from megatron_prealign.training.loop import MetricsWriter, TrainState, train_state_from_checkpoint
 from megatron_prealign.training.optim import build_optimizer, build_scheduler
 
 logger = get_logger(__name__)
 
 # Model fields that may differ between a checkpoint and the run that loads it (precision,
 # implementation, regularization, initialization, context length): not the weights' meaning.
-_NON_ARCHITECTURE_FIELDS = {"bf16", "fp16", "transformer_impl", "make_vocab_size_divisible_by",
+_NON_ARCHITECTURE_FIELDS = {"bf16", "fp16", "transformer_impl", "attention_backend", "recompute_granularity",
+                            "recompute_method", "recompute_num_layers", "make_vocab_size_divisible_by",
                             "hidden_dropout", "attention_dropout", "seq_length", "max_position_embeddings",
                             "init_method_std"}
 
@@ -194,7 +195,17 @@ def run_align_stage(cfg: RunConfig, model, tokenizer, pgs):
     from megatron_prealign.lexicon import load_lexicon
 
     lexicon = load_lexicon(cfg.data.lexicon, tokenizer)
-    report = run_align_prepass(model, lexicon, cfg.align, pgs, pad_id=getattr(tokenizer, "pad", 0))
+    metrics = MetricsWriter(cfg.training.metrics_log, cfg.training.tensorboard_dir)
+
+    def log_step(record: dict[str, Any]) -> None:
+        # Pre-pass records carry `align_step` (pretraining records carry `iteration`).
+        metrics.write({"align_step": record.pop("step"), **{f"align_{k}": v for k, v in record.items()}})
+
+    try:
+        report = run_align_prepass(model, lexicon, cfg.align, pgs, pad_id=getattr(tokenizer, "pad", 0),
+                                   on_step=log_step)
+    finally:
+        metrics.close()
     if cfg.training.save and _is_rank0():
         write_gap_plot({"before pre-pass": report.gap_before, "after pre-pass": report.gap_after},
                        Path(cfg.training.save) / "alignment_gap_prepass.png",

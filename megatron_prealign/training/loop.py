@@ -128,7 +128,7 @@ class MetricsWriter:
         if self._file:
             self._file.write(json.dumps(record, sort_keys=True) + "\n")
         if self._tb:
-            step = record.get("iteration", 0)
+            step = record.get("iteration", record.get("align_step", 0))
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "iteration":
                     self._tb.add_scalar(key, value, step)
@@ -142,6 +142,19 @@ class MetricsWriter:
             self._file.close()
         if self._tb:
             self._tb.close()
+
+
+def memory_report() -> dict[str, float]:
+    """This rank's memory in GiB, as Megatron-LM's memory report: the CUDA caching allocator's
+    current and peak allocation and reservation on GPU, the process's peak RSS on CPU."""
+    if torch.cuda.is_available():
+        gib = 2.0**30
+        return {"mem_allocated_gib": torch.cuda.memory_allocated() / gib,
+                "mem_max_allocated_gib": torch.cuda.max_memory_allocated() / gib,
+                "mem_max_reserved_gib": torch.cuda.max_memory_reserved() / gib}
+    import resource
+
+    return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2.0**20}  # KiB on Linux
 
 
 def _format_eta(seconds: float) -> str:
@@ -299,6 +312,7 @@ class Trainer:
                     "switch_rate": switched / eligible if eligible else 0.0,
                     "switched_token_share": switched_tokens / tokens if tokens else 0.0,
                     "data_wait_ms": 1e3 * self.switches.data_wait_seconds / window_iters,
+                    **memory_report(),
                 }
                 self.metrics.write(record)
                 log_rank0(logger, "iter %d/%d | lm loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | "

@@ -64,6 +64,11 @@ class RunConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     align: AlignConfig = field(default_factory=lambda: AlignConfig(steps=RUN_DEFAULTS["align_steps"]))
 
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> "RunConfig":
+        """A validated config from flat keys (the YAML/CLI key space; unknown keys are errors)."""
+        return from_flat(values)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
 

@@ -15,7 +15,7 @@ from megatron_prealign.log import get_logger, log_rank0, quiet_optional_accelera
 
 quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
-from megatron_prealign.config import check_runtime_support, parse_args  # noqa: E402
+from megatron_prealign.config import RunConfig, check_runtime_support, parse_args  # noqa: E402
 from megatron_prealign.distributed import destroy_distributed, init_distributed  # noqa: E402
 from megatron_prealign.training import assemble  # noqa: E402
 from megatron_prealign.training.loop import Trainer  # noqa: E402
@@ -28,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
+    run(cfg)
+    return 0
+
+
+def run(cfg: RunConfig) -> None:
+    """Run the stages of `cfg` in this process (one rank of the launch: torchrun's or Slurm's
+    environment, or RANK=0 WORLD_SIZE=1 for a single process)."""
     check_runtime_support(cfg)
     pgs = init_distributed(cfg.parallel, seed=cfg.training.seed)
     try:
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.training.save:
                 save(state)
         if cfg.training.align_only:
-            return 0
+            return
 
         # Stage "pretrain".
         datasets = assemble.build_train_datasets(cfg, tokenizer)
@@ -63,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
             trainer.train()
         finally:
             trainer.close()
-        return 0
     finally:
         destroy_distributed()
 

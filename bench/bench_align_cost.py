@@ -127,6 +127,7 @@ def measure_demo(sc: Scenario, lexicon, steps: int, micro_batch: int) -> dict:
     from megatron_prealign.align.data import WordPairSampler, build_microbatches
     from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
     from megatron_prealign.model import ModelConfig, build_model
+    from megatron_prealign.platform import activate_cpu_compat
     from megatron_prealign.training.ddp import wrap_ddp
     from megatron_prealign.training.optim import OptimConfig, build_optimizer
     from megatron_prealign.training.step import forward_backward
@@ -134,6 +135,7 @@ def measure_demo(sc: Scenario, lexicon, steps: int, micro_batch: int) -> dict:
     parallel = ParallelConfig()
     env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(_free_port())}
+    activate_cpu_compat()
     pgs = init_distributed(parallel, seed=1, environ=env)
     model_cfg = ModelConfig(num_layers=sc.num_layers, hidden_size=sc.hidden_size,
                             num_attention_heads=sc.num_attention_heads, ffn_hidden_size=sc.ffn_hidden_size,

@@ -11,14 +11,17 @@ import datetime
 import os
 import random
 import re
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from megatron_prealign.log import get_logger, log_rank0
-from megatron_prealign.platform import activate_cpu_compat
+from megatron_prealign.platform import activate_cpu_compat, cpu_compat_active
 
 logger = get_logger(__name__)
 
@@ -132,7 +135,9 @@ def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | N
     from megatron.core.process_groups_config import ProcessGroupCollection
 
     launch = read_launch_env(environ)
-    activate_cpu_compat()
+    if not torch.cuda.is_available() and not cpu_compat_active():
+        raise RuntimeError("no CUDA device: call megatron_prealign.platform.activate_cpu_compat() at start-up "
+                           "to run megatron-core on the CPU")
     backend = cfg.distributed_backend
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -180,3 +185,31 @@ def destroy_distributed() -> None:
     parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def free_port() -> int:
+    """A free TCP port on this host (for a rendezvous of local processes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def single_process_world(seed: int = 1234) -> Iterator:
+    """A world of one process with megatron-core's groups, for tools that build a model outside a
+    launcher (evaluation, conversion, benchmarks); torn down afterwards. Switches the CPU layer on
+    (an entry point of its own). Inside an already initialized job it yields that job's groups
+    and tears nothing down."""
+    from megatron.core.process_groups_config import ProcessGroupCollection
+
+    if dist.is_initialized():
+        yield ProcessGroupCollection.use_mpu_process_groups()
+        return
+    activate_cpu_compat()
+    environ = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(free_port())}
+    pgs = init_distributed(ParallelConfig(), seed, environ=environ)
+    try:
+        yield pgs
+    finally:
+        destroy_distributed()

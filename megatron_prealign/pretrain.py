@@ -17,6 +17,7 @@ quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
 from megatron_prealign.config import RunConfig, check_runtime_support, parse_args  # noqa: E402
 from megatron_prealign.distributed import destroy_distributed, init_distributed  # noqa: E402
+from megatron_prealign.platform import activate_cpu_compat  # noqa: E402
 from megatron_prealign.training import assemble  # noqa: E402
 from megatron_prealign.training.loop import Trainer  # noqa: E402
 
@@ -36,6 +37,7 @@ def run(cfg: RunConfig) -> None:
     """Run the stages of `cfg` in this process (one rank of the launch: torchrun's or Slurm's
     environment, or RANK=0 WORLD_SIZE=1 for a single process)."""
     check_runtime_support(cfg)
+    activate_cpu_compat()  # megatron-core on the CPU when there is no GPU; inert with CUDA
     pgs = init_distributed(cfg.parallel, seed=cfg.training.seed)
     try:
         tokenizer = assemble.build_run_tokenizer(cfg)

@@ -35,7 +35,10 @@ def _entry(rank: int, fn: Callable, world_size: int, port: int, out_dir: str, ar
     )
     import torch
 
+    from megatron_prealign.platform import activate_cpu_compat
+
     torch.set_num_threads(1)
+    activate_cpu_compat()  # each rank is a process of its own: its entry point switches the layer on
     try:
         result: Any = ("ok", fn(rank, world_size, *args))
     except BaseException:  # report the child's traceback in the parent test

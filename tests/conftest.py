@@ -8,6 +8,26 @@ import pytest
 
 
 # ============================================================================================
+# isolation
+# (the CPU compatibility layer and process groups are per process; a test module that switches
+# them on must not leak them into the next module)
+# ============================================================================================
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolate_process_state():
+    yield
+    import sys
+
+    if "megatron_prealign.platform.cpu_compat" not in sys.modules:
+        return  # nothing of ours ran in this process yet
+    from megatron_prealign.distributed import destroy_distributed
+    from megatron_prealign.platform import deactivate_cpu_compat
+
+    destroy_distributed()
+    deactivate_cpu_compat()
+
+
+# ============================================================================================
 # data fixtures
 # (megatron_prealign/data, tools/preprocess_data.py: a tiny tokenizer, lexicon and token
 # datasets with code-switch sidecars, all built offline from tests/assets)

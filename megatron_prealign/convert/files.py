@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,31 +140,18 @@ def read_mcore_tensors(checkpoint_dir: str | os.PathLike, names) -> dict[str, to
     return wanted
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _single_process_world() -> Iterator[Any]:
-    """A world of one process (gloo/nccl via init_distributed) for building and saving a model;
-    torn down afterwards. Refuses to run inside an already initialized multi-process job."""
+    """A world of one process for building and saving a model; torn down afterwards."""
     import torch.distributed as dist
 
-    from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
+    from megatron_prealign.distributed import single_process_world
 
     if dist.is_initialized():
-        raise ConversionError(
-            "hf-to-mcore conversion runs in its own process; call it before init_distributed "
-            "(or use tools/convert_checkpoint.py)")
-    environ = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(_free_port())}
-    pgs = init_distributed(ParallelConfig(), seed=0, environ=environ)
-    try:
+        raise ConversionError("hf-to-mcore conversion runs in its own process; call it before "
+                              "init_distributed (or use tools/convert_checkpoint.py)")
+    with single_process_world(seed=0) as pgs:
         yield pgs
-    finally:
-        destroy_distributed()
 
 
 def _fill_model(model, full: Mapping[str, torch.Tensor]) -> None:

@@ -5,16 +5,15 @@ is evaluated here as a single unsplit GPTModel.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch.distributed as dist
 
+from megatron_prealign.distributed import free_port, single_process_world
 from megatron_prealign.log import get_logger
 
 __all__ = ["LoadedModel", "free_port", "load_model", "single_process_group"]
@@ -22,34 +21,8 @@ __all__ = ["LoadedModel", "free_port", "load_model", "single_process_group"]
 logger = get_logger(__name__)
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for MASTER_PORT)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def single_process_group(seed: int = 1234) -> Iterator[Any]:
-    """Yield megatron-core's ProcessGroupCollection of a world of one (gloo on CPU).
-
-    If a process group already exists (e.g. inside a test or a trainer), its model-parallel
-    groups are reused and nothing is torn down afterwards.
-    """
-    from megatron.core.process_groups_config import ProcessGroupCollection
-
-    from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
-
-    if dist.is_initialized():
-        yield ProcessGroupCollection.use_mpu_process_groups()
-        return
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(free_port())}
-    pgs = init_distributed(ParallelConfig(), seed, environ=env)
-    try:
-        yield pgs
-    finally:
-        destroy_distributed()
+# A world of one for evaluation tools; the one definition lives with the other process-group code.
+single_process_group = single_process_world
 
 
 @dataclass

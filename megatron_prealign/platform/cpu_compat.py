@@ -14,9 +14,11 @@ device" for megatron-core:
 * the model-parallel RNG tracker becomes `CpuRNGStatesTracker` (see rng.py for why its streams
   must be separate states).
 
-Activation happens once per process and only when `torch.cuda.is_available()` is False; on a
-GPU machine nothing is touched. The function mode is thread-local (a PyTorch property): code that
-runs megatron-core in another thread must call `activate_cpu_compat()` there too.
+Entry points switch it on explicitly, once, with `activate_cpu_compat()` (a no-op when
+`torch.cuda.is_available()`: on a GPU machine nothing is touched); `deactivate_cpu_compat()`
+restores everything (tests use it to keep the layer from leaking between test modules). The
+function mode is thread-local (a PyTorch property): code that runs megatron-core in another
+thread must call `activate_cpu_compat()` there too.
 """
 from __future__ import annotations
 
@@ -109,35 +111,71 @@ class _CpuStream:
 
 _DEFAULT_STREAM = _CpuStream()
 
+# (object, attribute name) -> original value, for every attribute this layer replaces; restored
+# by deactivate_cpu_compat().
+_ORIGINALS: dict[tuple[object, str], object] = {}
+
+
+def _replace(owner: object, name: str, value: object) -> None:
+    # From a class's __dict__, so a staticmethod is restored as a staticmethod.
+    raw = vars(owner)[name] if isinstance(owner, type) and name in vars(owner) else getattr(owner, name)
+    _ORIGINALS.setdefault((owner, name), raw)
+    setattr(owner, name, value)
+
 
 def _patch_torch_cuda() -> None:
     cuda = torch.cuda
-    cuda.current_device = lambda: 0
-    cuda.set_device = lambda device: None
-    cuda.synchronize = lambda device=None: None
-    cuda.empty_cache = lambda: None
-    cuda.Event = _CpuEvent
-    cuda.Stream = _CpuStream
-    cuda.current_stream = lambda device=None: _DEFAULT_STREAM
-    cuda.default_stream = lambda device=None: _DEFAULT_STREAM
-    cuda.stream = lambda stream=None: contextlib.nullcontext()
-    cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
-    cuda.set_rng_state = lambda new_state, device="cuda": torch.set_rng_state(new_state)
-    # Not torch.manual_seed: that calls torch.cuda.manual_seed_all, which must stay untouched.
-    cuda.manual_seed = lambda seed: torch.default_generator.manual_seed(int(seed))
-    cuda.memory_allocated = lambda device=None: 0
-    cuda.max_memory_allocated = lambda device=None: 0
+    for name, value in {
+        "current_device": lambda: 0,
+        "set_device": lambda device: None,
+        "synchronize": lambda device=None: None,
+        "empty_cache": lambda: None,
+        "Event": _CpuEvent,
+        "Stream": _CpuStream,
+        "current_stream": lambda device=None: _DEFAULT_STREAM,
+        "default_stream": lambda device=None: _DEFAULT_STREAM,
+        "stream": lambda stream=None: contextlib.nullcontext(),
+        "get_rng_state": lambda device="cuda": torch.get_rng_state(),
+        "set_rng_state": lambda new_state, device="cuda": torch.set_rng_state(new_state),
+        # Not torch.manual_seed: that calls torch.cuda.manual_seed_all, which must stay untouched.
+        "manual_seed": lambda seed: torch.default_generator.manual_seed(int(seed)),
+        "memory_allocated": lambda device=None: 0,
+        "max_memory_allocated": lambda device=None: 0,
+    }.items():
+        _replace(cuda, name, value)
 
 
-def _patch_megatron_rng() -> None:
+def _under_function_mode(function):
+    """Run `function` with the CUDA-as-CPU mode on this thread's stack.
+
+    Activation recomputation runs megatron-core forward code inside autograd's backward. The
+    engine is entered from our mode's own handler (`Tensor.backward`/`torch.autograd.backward`
+    dispatch to it), where PyTorch has popped the mode, so without this the recomputed forward
+    would place tensors on a CUDA device that does not exist."""
+
+    def wrapped(*args, **kwargs):
+        with _CudaAsCpuMode():
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
+def _patch_megatron() -> None:
     from megatron.core.tensor_parallel import random as mcore_random
 
     from megatron_prealign.platform.rng import CpuRNGStatesTracker
 
-    # initialize_rng_tracker() and get_all_rng_states() look this name up at call time.
-    mcore_random.CudaRNGStatesTracker = CpuRNGStatesTracker
-    mcore_random._get_cuda_rng_state = lambda device="cuda", clone=False, graph_safe=False: torch.get_rng_state()
-    mcore_random._set_cuda_rng_state = lambda new_state, device=-1, graph_safe=False: torch.set_rng_state(new_state)
+    # initialize_rng_tracker() and get_all_rng_states() look these names up at call time.
+    _replace(mcore_random, "CudaRNGStatesTracker", CpuRNGStatesTracker)
+    _replace(mcore_random, "_get_cuda_rng_state",
+             lambda device="cuda", clone=False, graph_safe=False: torch.get_rng_state())
+    _replace(mcore_random, "_set_cuda_rng_state",
+             lambda new_state, device=-1, graph_safe=False: torch.set_rng_state(new_state))
+    # The recomputing entry points of megatron-core's activation checkpointing.
+    _replace(mcore_random.CheckpointFunction, "backward",
+             staticmethod(_under_function_mode(mcore_random.CheckpointFunction.backward)))
+    _replace(mcore_random.CheckpointWithoutOutput, "_recompute",
+             _under_function_mode(mcore_random.CheckpointWithoutOutput._recompute))
     mcore_random.initialize_rng_tracker(force_reset=True)
 
 
@@ -156,7 +194,9 @@ def compute_device() -> torch.device:
 def activate_cpu_compat() -> bool:
     """Enable the layer for this process (and this thread) if no CUDA device is present.
 
-    Returns True when the layer is active. Idempotent; inert (returns False) with CUDA.
+    Entry points call this once at start-up, before building process groups or models (
+    `init_distributed` refuses to run on a CPU machine without it). Returns True when the layer
+    is active. Idempotent; inert (returns False) with CUDA.
     """
     global _ACTIVE
     if torch.cuda.is_available():
@@ -164,11 +204,32 @@ def activate_cpu_compat() -> bool:
     with _LOCK:
         if not _ACTIVE:
             _patch_torch_cuda()
-            _patch_megatron_rng()
+            _patch_megatron()
             _ACTIVE = True
             logger.debug("megatron-core CPU compatibility layer active")
     if not getattr(_THREAD_STATE, "mode", None):
         mode = _CudaAsCpuMode()
-        mode.__enter__()  # stays on this thread's function-mode stack for the process lifetime
+        mode.__enter__()  # stays on this thread's function-mode stack until deactivation
         _THREAD_STATE.mode = mode
     return True
+
+
+def deactivate_cpu_compat() -> None:
+    """Undo `activate_cpu_compat` (for tests that need a process without it): restore every
+    replaced attribute and leave this thread's function mode. Process groups and models built
+    under the layer must be destroyed first."""
+    global _ACTIVE
+    mode = getattr(_THREAD_STATE, "mode", None)
+    if mode is not None:
+        mode.__exit__(None, None, None)
+        _THREAD_STATE.mode = None
+    with _LOCK:
+        if not _ACTIVE:
+            return
+        for (owner, name), value in reversed(list(_ORIGINALS.items())):
+            setattr(owner, name, value)
+        _ORIGINALS.clear()
+        from megatron.core.tensor_parallel import random as mcore_random
+
+        mcore_random.initialize_rng_tracker(force_reset=True)
+        _ACTIVE = False

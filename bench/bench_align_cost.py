@@ -125,11 +125,12 @@ def measure_demo(sc: Scenario, lexicon, steps: int, micro_batch: int) -> dict:
 
     from megatron_prealign.align import AlignConfig, AlignmentObjective
     from megatron_prealign.align.data import WordPairSampler, build_microbatches
-    from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
+    from megatron_prealign.distributed import destroy_distributed, init_distributed
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig, build_model
     from megatron_prealign.platform import activate_cpu_compat
     from megatron_prealign.training.ddp import wrap_ddp
-    from megatron_prealign.training.optim import OptimConfig, build_optimizer
+    from megatron_prealign.optim import OptimConfig, build_optimizer
     from megatron_prealign.training.step import forward_backward
 
     parallel = ParallelConfig()
@@ -155,7 +156,8 @@ def measure_demo(sc: Scenario, lexicon, steps: int, micro_batch: int) -> dict:
     def pretrain_step():
         ddp.zero_grad_buffer()
         optimizer.zero_grad()
-        forward_backward(ddp, lm_batch, num_microbatches=1, seq_length=sc.seq_length, micro_batch_size=micro_batch)
+        forward_backward(ddp, lm_batch, num_microbatches=1, seq_length=sc.seq_length, micro_batch_size=micro_batch,
+                         pg_collection=pgs)
         optimizer.step()
 
     def align_step(step):

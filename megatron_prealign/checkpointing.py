@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core import dist_checkpointing, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from megatron_prealign.log import get_logger, log_rank0
@@ -82,23 +82,27 @@ def read_checkpoint_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]
     return ckpt, json.loads((ckpt / STATE_FILE).read_text())
 
 
-def _layout() -> dict[str, int]:
-    return {
-        "tensor_model_parallel_size": parallel_state.get_tensor_model_parallel_world_size(),
-        "pipeline_model_parallel_size": parallel_state.get_pipeline_model_parallel_world_size(),
-        "data_parallel_size": parallel_state.get_data_parallel_world_size(),
-    }
+def _groups(pg_collection):
+    """(pp, tp, dp) groups of the run (megatron-core's global ones when none are given)."""
+    if pg_collection is None:
+        from megatron.core.process_groups_config import ProcessGroupCollection
+
+        pg_collection = ProcessGroupCollection.use_mpu_process_groups()
+    return pg_collection.pp, pg_collection.tp, pg_collection.dp
 
 
-def _rng_sharded_object(is_loading: bool) -> ShardedObject:
+def _layout(pg_collection) -> dict[str, int]:
+    pp, tp, dp = _groups(pg_collection)
+    return {"tensor_model_parallel_size": tp.size(), "pipeline_model_parallel_size": pp.size(),
+            "data_parallel_size": dp.size()}
+
+
+def _rng_sharded_object(is_loading: bool, pg_collection) -> ShardedObject:
     """This rank's RNG streams, one shard per (pp, tp, dp) position; restorable only at the
     same layout (other layouts continue from freshly seeded streams)."""
-    pp, tp, dp = (parallel_state.get_pipeline_model_parallel_rank(),
-                  parallel_state.get_tensor_model_parallel_rank(),
-                  parallel_state.get_data_parallel_rank())
-    shape = (parallel_state.get_pipeline_model_parallel_world_size(),
-             parallel_state.get_tensor_model_parallel_world_size(),
-             parallel_state.get_data_parallel_world_size())
+    groups = _groups(pg_collection)
+    shape = tuple(group.size() for group in groups)
+    pp, tp, dp = (group.rank() for group in groups)
     state = None if is_loading else {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -115,7 +119,7 @@ def _restore_rng(state: dict) -> None:
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
 
 
-def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool) -> dict:
+def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool, pg_collection) -> dict:
     model_sd = _unwrap(model).sharded_state_dict()
     sharded = {"model": model_sd}
     if optimizer is not None:
@@ -127,12 +131,12 @@ def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool
     if scheduler is not None:
         sharded["scheduler"] = scheduler.state_dict()
     if with_rng:
-        sharded["rng_state"] = _rng_sharded_object(is_loading)
+        sharded["rng_state"] = _rng_sharded_object(is_loading, pg_collection)
     return sharded
 
 
 def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], iteration: int | None,
-                    optimizer=None, scheduler=None, with_rng: bool = True) -> Path:
+                    optimizer=None, scheduler=None, with_rng: bool = True, pg_collection=None) -> Path:
     """Collectively write a checkpoint and point the tracker at it. All ranks must call this.
 
     Args:
@@ -141,6 +145,7 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         state: JSON-serializable training state and run metadata (written by rank 0).
         iteration: training iteration, or None for a `release` (weights-only) checkpoint.
         optimizer / scheduler: megatron-core optimizer and OptimizerParamScheduler to include.
+        pg_collection: the run's process groups (megatron-core's global ones when None).
     """
     root = Path(root)
     final = root / checkpoint_name(iteration)
@@ -149,12 +154,12 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False)
+    sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False, pg_collection=pg_collection)
     with deferred_preemption_signals():  # its writer processes must outlive a Slurm SIGTERM
         _fork_writer_results_queue()
         dist_checkpointing.save(sharded, str(tmp))
     if _is_rank0():
-        meta = {**state, "layout": _layout(), "has_optimizer": optimizer is not None,
+        meta = {**state, "layout": _layout(pg_collection), "has_optimizer": optimizer is not None,
                 "has_rng": with_rng}
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     _barrier()
@@ -184,7 +189,7 @@ def _fork_writer_results_queue() -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler=None,
-                    strict: bool = True) -> dict[str, Any]:
+                    strict: bool = True, pg_collection=None) -> dict[str, Any]:
     """Load a checkpoint (any TP/PP layout) into `model` [and optimizer/scheduler, and the RNG
     streams when the layout is unchanged]. Returns the checkpoint's prealign_state.json."""
     ckpt, state = read_checkpoint_state(path)
@@ -193,9 +198,9 @@ def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler
             f"{ckpt} holds no optimizer state (weights only); start from it with "
             f"--pretrained-checkpoint {path} instead of --load"
         )
-    same_layout = state.get("layout") == _layout()
+    same_layout = state.get("layout") == _layout(pg_collection)
     with_rng = bool(state.get("has_rng")) and same_layout and optimizer is not None
-    sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=True)
+    sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=True, pg_collection=pg_collection)
     with deferred_preemption_signals():
         loaded = dist_checkpointing.load(sharded, str(ckpt))
     _unwrap(model).load_state_dict(loaded["model"], strict=strict)

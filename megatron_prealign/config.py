@@ -1,8 +1,8 @@
 """RunConfig: composes the per-component configs; CLI and YAML share one flat key space.
 
-Each component owns its config dataclass (ModelConfig in model/, ParallelConfig in
-distributed.py, OptimConfig in training/optim.py, DataConfig in training/data.py, TrainingConfig
-in training/loop.py, AlignConfig in align/prepass.py) and validates its own fields. This module
+Each component owns its config dataclass, in a module that imports no torch (ModelConfig in
+model/config.py, ParallelConfig in parallel.py, OptimConfig in optim.py, TrainingConfig and
+DataConfig in training/config.py, AlignConfig in align/config.py) and validates its own fields. This module
 only derives the command line from those dataclasses (Megatron-LM flag names: field
 `num_layers` -> `--num-layers`; AlignConfig fields get an `align-` prefix), loads `--config`
 YAML files strictly (unknown keys are errors; CLI flags override them), and runs the few
@@ -21,12 +21,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from megatron_prealign.align.prepass import AlignConfig
-from megatron_prealign.distributed import ParallelConfig
+from megatron_prealign.align.config import AlignConfig
 from megatron_prealign.model.config import ModelConfig
-from megatron_prealign.training.data import DataConfig
-from megatron_prealign.training.loop import TrainingConfig
-from megatron_prealign.training.optim import OptimConfig
+from megatron_prealign.optim import OptimConfig
+from megatron_prealign.parallel import ParallelConfig
+from megatron_prealign.training.config import DataConfig, TrainingConfig
 
 # section name -> (dataclass, prefix of its keys on the command line / in YAML)
 SECTIONS: dict[str, tuple[type, str]] = {

@@ -8,6 +8,27 @@ import pytest
 
 
 # ============================================================================================
+# tiers (docs/DESIGN.md §6): every test is marked with its folder's tier, so a contributor can run
+# the cheap ones alone (`pytest -m unit`) while `make test` runs everything
+# ============================================================================================
+
+_TIER_MARKERS = {"unit": "unit", "distributed": "distributed", "tools": "tools", "packaging": "tools",
+                 "slurm": "slurm", "experiments": "tools"}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            folder = Path(item.fspath).resolve().relative_to(root).parts[0]
+        except ValueError:
+            continue
+        marker = _TIER_MARKERS.get(folder)
+        if marker:
+            item.add_marker(marker)
+
+
+# ============================================================================================
 # isolation
 # (the CPU compatibility layer and process groups are per process; a test module that switches
 # them on must not leak them into the next module)

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_prealign.align.data import WordMicrobatch
-from megatron_prealign.align.loss import pool_hidden, pool_vocab_rows
+from megatron_prealign.align.loss import InjectAuxLoss, pool_hidden, pool_vocab_rows
 
 __all__ = ["LayerTap", "WordForward", "slot_names", "unwrap_model"]
 
@@ -121,8 +121,6 @@ class LayerTap:
             if aux is None:
                 return None
             from megatron.core.utils import make_viewless_tensor
-
-            from megatron_prealign.align.loss import InjectAuxLoss
 
             injected = InjectAuxLoss.apply(hidden, aux, self.grad_scale())
             # The pipeline schedule frees a stage's output storage after sending it and requires

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from megatron_prealign.lexicon import Lexicon
+from megatron_prealign.lexicon.tokenizer import WORD_START
 
 __all__ = [
     "WordMicrobatch", "WordPairSampler", "build_microbatches", "clone_lexicon", "pad_words", "pool_masks",
@@ -296,7 +297,6 @@ def clone_lexicon(num_words: int, base_vocab: int, *, num_clones: int = 1, max_w
     positive nor negative for each other. The model vocabulary must have at least
     `first_token + (num_clones+1)*base_vocab` rows.
     """
-    from megatron_prealign.lexicon.tokenizer import WORD_START
 
     rng = np.random.default_rng(seed)
     if num_words > sum(base_vocab ** n for n in range(1, max_word_tokens + 1)):

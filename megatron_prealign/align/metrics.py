@@ -18,10 +18,33 @@ import torch.nn.functional as F
 
 from megatron_prealign.align.capture import LayerTap, slot_names
 from megatron_prealign.align.data import WordMicrobatch, pad_words
+from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon import Lexicon
 from megatron_prealign.platform import compute_device
+from megatron_prealign.schedule import run_schedule
 
 __all__ = ["alignment_gap", "evaluation_pairs", "write_gap_plot"]
+
+
+def gap_words(lexicon: Lexicon, candidates=None, *, max_words: int, seed: int,
+              max_word_tokens: int | None = None) -> np.ndarray:
+    """The words an alignment gap is measured on: a seeded sample of whole translation groups of
+    `candidates` (entry ids; default every entry), groups added in a seeded order while the
+    total stays within `max_words`, so every chosen word keeps all its chosen translations.
+    Entries longer than `max_word_tokens` are left out. Returns sorted entry ids.
+
+    The one definition used by the pre-pass's before/after gap, the gap logged at every
+    evaluation, and the evaluation tools, so the gaps they report are comparable.
+    """
+    groups_all = np.asarray(lexicon.group_ids, dtype=np.int64)
+    ids = np.arange(len(groups_all)) if candidates is None else np.unique(np.asarray(candidates, dtype=np.int64))
+    if max_word_tokens is not None:
+        ids = ids[np.diff(lexicon.entry_offsets)[ids] <= max_word_tokens]
+    groups = groups_all[ids]
+    order = np.random.default_rng([seed, 0xA11]).permutation(np.unique(groups))
+    sizes = np.bincount(groups, minlength=int(groups_all.max(initial=-1)) + 1)
+    keep = order[np.cumsum(sizes[order]) <= max_words]
+    return ids[np.isin(groups, keep)]
 
 
 def evaluation_pairs(lexicon: Lexicon, words: np.ndarray, num_random_pairs: int,
@@ -73,8 +96,6 @@ def alignment_gap(model, lexicon: Lexicon, entry_ids, pg_collection, *, num_rand
         {slot name: gap} for every slot (`embedding`, `layer_1`.., `output_embedding`), the same
         on every rank. Pipeline stages each measure the slots they hold.
     """
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     words = np.unique(np.asarray(entry_ids, dtype=np.int64))
     aligned, random_pairs = evaluation_pairs(lexicon, words, num_random_pairs, seed)
     if not len(aligned) or not len(random_pairs):
@@ -120,11 +141,9 @@ def alignment_gap(model, lexicon: Lexicon, entry_ids, pg_collection, *, num_rand
     model.eval()
     try:
         with tap.attached(), torch.no_grad():
-            get_forward_backward_func()(
-                forward_step_func=forward_step, data_iterator=iter(microbatches), model=[model],
-                num_microbatches=num_batches, seq_length=seq_length, micro_batch_size=micro_batch_size,
-                forward_only=True,
-            )
+            run_schedule(model, forward_step, iter(microbatches), num_microbatches=num_batches,
+                         seq_length=seq_length, micro_batch_size=micro_batch_size,
+                         pg_collection=pg_collection, forward_only=True)
     finally:
         model.train(was_training)
 
@@ -163,7 +182,6 @@ def write_gap_plot(curves: dict[str, dict[str, float]], path: str | os.PathLike,
     axes.set_title(title)
     axes.legend()
     figure.tight_layout()
-    from megatron_prealign.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")

@@ -22,7 +22,6 @@ pooled with a TP all-reduce, so every TP rank computes the same, unsharded loss.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_prealign.align.capture import LayerTap, slot_names, unwrap_model
+from megatron_prealign.align.config import AlignConfig
 from megatron_prealign.align.data import (
     WordMicrobatch,
     WordPairSampler,
@@ -42,123 +42,16 @@ from megatron_prealign.align.data import (
     split_entries,
 )
 from megatron_prealign.align.loss import all_gather_with_grad, collapse_penalty, info_nce
+from megatron_prealign.align.metrics import alignment_gap, evaluation_pairs, gap_words
 from megatron_prealign.lexicon import Lexicon
 from megatron_prealign.log import get_logger, log_rank0
+from megatron_prealign.optim import OptimConfig, build_optimizer, build_scheduler
 from megatron_prealign.platform import compute_device
+from megatron_prealign.schedule import run_schedule
 
 __all__ = ["AlignConfig", "AlignReport", "AlignmentObjective", "run_align_prepass"]
 
 logger = get_logger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class AlignConfig:
-    """Alignment pre-pass knobs. Defaults follow the authors' runs unless a field says otherwise
-    (see align/README.md for the reasons)."""
-
-    steps: int = 5000
-    """Optimizer steps of the pre-pass; 0 skips training (--align-steps). Authors: ~5,000."""
-    lr: float = 5e-4
-    """Peak learning rate (--align-lr). Authors: 5e-4."""
-    min_lr: float = 0.0
-    """LR at the end of the linear decay (--align-min-lr); the authors' HF Trainer decays to 0."""
-    warmup_fraction: float = 0.05
-    """Share of `steps` spent in linear warmup (--align-warmup-fraction). Authors: 5%."""
-    weight_decay: float = 0.1
-    """Decoupled weight decay (--align-weight-decay). Authors: 0.1."""
-    clip_grad: float = 1.0
-    """Global gradient-norm clip, 0 disables (--align-clip-grad); the HF Trainer default."""
-    temperature: float = 0.1
-    """InfoNCE temperature τ on cosine similarities (--align-temperature). Authors: 0.1."""
-    align_weight: float = 0.5
-    """Weight of the contrastive term (--align-weight). Authors: 0.1 (Jul-2024), 0.5 (Dec-2024);
-    0.5 measured better here (README)."""
-    lm_weight: float = 1.0
-    """Weight of the next-token loss on the word sequences (--align-lm-weight)."""
-    collapse_weight: float = 0.0
-    """Weight of max(0, mean pairwise cosine) per layer, the Dec-2024 anti-collapse term; 0 turns
-    it off as in the Jul-2024 code (--align-collapse-weight)."""
-    layers: str = "all"
-    """Layer slots to align (--align-layers): `all`; `top` (the last transformer layer's output);
-    or comma-separated slot indices, 0 = embedding output, 1..L = transformer layer outputs,
-    L+1 = output-embedding rows."""
-    pairs_per_batch: int = 256
-    """Translation pairs per optimizer step over all data-parallel ranks (2 words each)
-    (--align-pairs-per-batch). Authors: 256 per GPU."""
-    num_microbatches: int = 1
-    """Microbatches per step (--align-num-microbatches); each one, gathered over data-parallel
-    ranks, is one contrastive pool. Use >= the pipeline size to keep 1F1B busy."""
-    max_word_tokens: int = 16
-    """Entries with more tokens are not trained on or evaluated (--align-max-word-tokens)."""
-    heldout_fraction: float = 0.05
-    """Share of translation groups kept out of training to measure the alignment gap on unseen
-    words (--align-heldout-fraction); 0 measures it on training entries instead."""
-    eval_max_words: int = 2048
-    """At most this many words (whole groups) are used to measure the gap (--align-eval-max-words)."""
-    log_interval: int = 50
-    """Log the losses every this many steps (--align-log-interval)."""
-    seed: int = 1234
-    """Seed of the pair sampling and the held-out split (--align-seed)."""
-
-    def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError("--align-steps must be >= 0")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError("--align-lr must be > 0")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError("--align-min-lr must be in [0, --align-lr]")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError("--align-warmup-fraction must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise ValueError("--align-weight-decay must be >= 0")
-        if self.clip_grad < 0:
-            raise ValueError("--align-clip-grad must be >= 0")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ValueError("--align-temperature must be > 0")
-        for name, flag in (("align_weight", "--align-weight"), ("lm_weight", "--align-lm-weight"),
-                           ("collapse_weight", "--align-collapse-weight")):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{flag} must be a finite number >= 0")
-        if self.align_weight == 0 and self.lm_weight == 0 and self.collapse_weight == 0:
-            raise ValueError("--align-weight, --align-lm-weight and --align-collapse-weight are all 0")
-        self._parse_layers()
-        if self.pairs_per_batch < 1:
-            raise ValueError("--align-pairs-per-batch must be >= 1")
-        if self.num_microbatches < 1 or self.pairs_per_batch % self.num_microbatches:
-            raise ValueError("--align-num-microbatches must be >= 1 and divide --align-pairs-per-batch")
-        if self.max_word_tokens < 1:
-            raise ValueError("--align-max-word-tokens must be >= 1")
-        if not 0 <= self.heldout_fraction < 1:
-            raise ValueError("--align-heldout-fraction must be in [0, 1)")
-        if self.eval_max_words < 2:
-            raise ValueError("--align-eval-max-words must be >= 2")
-        if self.log_interval < 1:
-            raise ValueError("--align-log-interval must be >= 1")
-
-    def _parse_layers(self) -> tuple[int, ...] | str:
-        value = self.layers.strip().lower()
-        if value in ("all", "top"):
-            return value
-        try:
-            indices = tuple(int(part) for part in value.split(","))
-        except ValueError:
-            raise ValueError(f"--align-layers must be all, top or comma-separated slot indices, got {self.layers!r}") from None
-        if not indices or min(indices) < 0 or len(set(indices)) != len(indices):
-            raise ValueError(f"--align-layers indices must be distinct and >= 0, got {self.layers!r}")
-        return tuple(sorted(indices))
-
-    def layer_slots(self, num_layers: int) -> tuple[int, ...]:
-        """Selected slot indices for a model with `num_layers` transformer layers."""
-        parsed = self._parse_layers()
-        if parsed == "all":
-            return tuple(range(num_layers + 2))
-        if parsed == "top":
-            return (num_layers,)
-        if max(parsed) > num_layers + 1:
-            raise ValueError(f"--align-layers {self.layers}: slot indices go up to {num_layers + 1} "
-                             f"for a {num_layers}-layer model")
-        return parsed
 
 
 class AlignmentObjective:
@@ -175,6 +68,7 @@ class AlignmentObjective:
         self.model = model
         self.cfg = cfg
         self.module = unwrap_model(model)
+        self.pgs = pg_collection
         self.dp_group = pg_collection.dp
         self.pp_group = pg_collection.pp
         self.tap = LayerTap(model, tp_group=pg_collection.tp)
@@ -264,22 +158,13 @@ class AlignmentObjective:
             Global (all-rank) values: `contrastive`, `collapse`, `word_lm`, `total`, and
             `per_layer` {slot name: InfoNCE}, identical on every rank.
         """
-        from megatron.core.pipeline_parallel import get_forward_backward_func
-
         if len(microbatches) != self.cfg.num_microbatches:
             raise ValueError(f"expected {self.cfg.num_microbatches} microbatches, got {len(microbatches)}")
         device = microbatches[0].tokens.device
         self._stats = torch.zeros(2 * (self.num_layers + 2) + 1, dtype=torch.float64, device=device)
         seq_length, micro_batch_size = microbatches[0].tokens.shape[1], microbatches[0].tokens.shape[0]
-        get_forward_backward_func()(
-            forward_step_func=self._forward_step,
-            data_iterator=iter(microbatches),
-            model=[self.model],
-            num_microbatches=len(microbatches),
-            seq_length=seq_length,
-            micro_batch_size=micro_batch_size,
-            forward_only=False,
-        )
+        run_schedule(self.model, self._forward_step, iter(microbatches), num_microbatches=len(microbatches),
+                     seq_length=seq_length, micro_batch_size=micro_batch_size, pg_collection=self.pgs)
         stats = self._stats
         # Shares of the pool's words are summed over DP ranks; stages own disjoint slots (and only
         # the last stage has the LM term), so a sum over the pipeline group assembles them.
@@ -322,20 +207,6 @@ class AlignReport:
         return asdict(self)
 
 
-def _evaluation_entries(lexicon: Lexicon, candidates: np.ndarray, max_words: int, max_word_tokens: int,
-                        seed: int) -> np.ndarray:
-    """Whole groups of `candidates` (in a seeded order) until `max_words` words are reached."""
-    lengths = np.diff(lexicon.entry_offsets)
-    candidates = candidates[lengths[candidates] <= max_word_tokens]
-    groups = np.asarray(lexicon.group_ids, dtype=np.int64)[candidates]
-    unique = np.unique(groups)
-    order = np.random.default_rng([seed, 0xE7A1]).permutation(unique)
-    rank = np.empty(unique.max() + 1 if len(unique) else 0, dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    ordered = candidates[np.argsort(rank[groups], kind="stable")]
-    return np.sort(ordered[:max_words])
-
-
 def _check_model(model, lexicon: Lexicon) -> None:
     from megatron.core.distributed import DistributedDataParallel
 
@@ -371,8 +242,6 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
         and leaves the DDP grad buffers zeroed; build the pretraining optimizer afterwards (an
         optimizer built before would hold stale fp32 master weights under bf16/fp16).
     """
-    from megatron_prealign.align.metrics import alignment_gap, evaluation_pairs
-    from megatron_prealign.training.optim import OptimConfig, build_optimizer, build_scheduler
 
     _check_model(model, lexicon)
     started = time.perf_counter()
@@ -380,8 +249,8 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
     objective = AlignmentObjective(model, cfg, pg_collection)
     train_ids, heldout_ids = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
     gap_split = "heldout" if len(heldout_ids) else "train"
-    eval_ids = _evaluation_entries(lexicon, heldout_ids if len(heldout_ids) else train_ids,
-                                   cfg.eval_max_words, cfg.max_word_tokens, cfg.seed)
+    eval_ids = gap_words(lexicon, heldout_ids if len(heldout_ids) else train_ids, max_words=cfg.eval_max_words,
+                         seed=cfg.seed, max_word_tokens=cfg.max_word_tokens)
     aligned, unrelated = evaluation_pairs(lexicon, eval_ids, 1, cfg.seed)
     if len(aligned) and len(unrelated):
         gap = partial(alignment_gap, model, lexicon, eval_ids, pg_collection, pad_id=pad_id, seed=cfg.seed)

@@ -189,7 +189,7 @@ def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *
     Runs a world of one process; must be called where no process group exists yet.
     """
     from megatron_prealign.checkpointing import save_checkpoint
-    from megatron_prealign.distributed import ParallelConfig
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import build_model
 
     hf_config = read_hf_config(hf_path)

@@ -3,12 +3,10 @@
 Public names are loaded on first use so that importing the light pure-NumPy parts
 (``codeswitch``) does not import torch and megatron-core.
 """
-from __future__ import annotations
 
-import importlib
-from typing import Any
+from megatron_prealign._lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "CodeSwitchConfig": "codeswitch",
     "CodeSwitchStats": "codeswitch",
     "LexiconArrays": "codeswitch",
@@ -24,13 +22,4 @@ _EXPORTS = {
     "CodeSwitchGPTDataset": "dataset",
     "CodeSwitchGPTDatasetConfig": "dataset",
     "MegatronTokenizerView": "dataset",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-    return getattr(module, name)
+})

@@ -274,9 +274,12 @@ def checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The pretraining records (per log interval and per evaluation) of a metrics log; the
+    pre-pass's per-step records (`align_step`) are left out."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for record in records if "iteration" in record]
 
 
 def evaluate_run(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, budget: dict[str, Any], pgs,

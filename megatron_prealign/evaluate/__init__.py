@@ -3,12 +3,10 @@ sets) and its evaluation (see README.md in this folder).
 
 Public names are loaded on first use: building the setting needs neither torch nor megatron-core.
 """
-from __future__ import annotations
 
-import importlib
-from typing import Any
+from megatron_prealign._lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "CLONE_MARK": "clone",
     "build_clone_model": "clone",
     "from_clone_text": "clone",
@@ -35,13 +33,4 @@ _EXPORTS = {
     "TASKS": "suite",
     "evaluate_checkpoint": "suite",
     "evaluate_model": "suite",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-    return getattr(module, name)
+})

@@ -9,9 +9,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch.distributed as dist
+from typing import Any
 
 from megatron_prealign.distributed import free_port, single_process_world
 from megatron_prealign.log import get_logger
@@ -50,7 +48,7 @@ def load_model(checkpoint: str | os.PathLike, pg_collection) -> LoadedModel:
         pg_collection: from `single_process_group`.
     """
     from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, read_checkpoint_state
-    from megatron_prealign.distributed import ParallelConfig
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig, build_model
 
     path, meta = read_checkpoint_state(checkpoint)

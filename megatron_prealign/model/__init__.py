@@ -1,5 +1,9 @@
 """Model provisioning: ModelConfig -> megatron-core GPTModel (stock layer specs)."""
-from megatron_prealign.model.builder import build_model, transformer_config
-from megatron_prealign.model.config import ModelConfig
 
-__all__ = ["ModelConfig", "build_model", "transformer_config"]
+from megatron_prealign._lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "ModelConfig": "config",
+    "build_model": "builder",
+    "transformer_config": "builder",
+})

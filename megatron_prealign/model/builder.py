@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import importlib.util
 
-import torch
 import torch.nn.functional as F
-from megatron.core import parallel_state
 from megatron.core.fusions.fused_layer_norm import HAVE_PERSIST_LAYER_NORM
 from megatron.core.models.gpt import GPTModel
+from megatron.core.process_groups_config import ProcessGroupCollection
 from megatron.core.transformer import TransformerConfig
 
-from megatron_prealign.distributed import ParallelConfig
+from megatron_prealign.parallel import ParallelConfig
 from megatron_prealign.model.config import ModelConfig
 from megatron_prealign.model.specs import get_prealign_layer_spec, resolve_transformer_impl
 from megatron_prealign.platform import compute_device, cpu_compat_active
@@ -69,14 +68,17 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, pg_collection=None) 
     and returns per-token losses [b, s] when labels are given (last stage), else logits or the
     hidden states passed to the next stage.
     """
+    if pg_collection is None:
+        pg_collection = ProcessGroupCollection.use_mpu_process_groups()
     tp = parallel.tensor_model_parallel_size
+    stage, stages = pg_collection.pp.rank(), pg_collection.pp.size()
     model = GPTModel(
         config=transformer_config(cfg, parallel),
         transformer_layer_spec=get_prealign_layer_spec(cfg),
         vocab_size=cfg.padded_vocab_size(tp),
         max_sequence_length=cfg.max_position_embeddings or cfg.seq_length,
-        pre_process=parallel_state.is_pipeline_first_stage(),
-        post_process=parallel_state.is_pipeline_last_stage(),
+        pre_process=stage == 0,
+        post_process=stage == stages - 1,
         share_embeddings_and_output_weights=not cfg.untie_embeddings_and_output_weights,
         position_embedding_type=cfg.position_embedding_type,
         rotary_base=cfg.rotary_base,

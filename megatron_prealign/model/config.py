@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -110,7 +108,10 @@ class ModelConfig:
             raise ValueError("--recompute-method/--recompute-num-layers apply only to --recompute-granularity full")
 
     @property
-    def params_dtype(self) -> torch.dtype:
+    def params_dtype(self):
+        """The torch dtype of parameters and compute (torch is imported only when asked)."""
+        import torch
+
         return torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else torch.float32
 
     def padded_vocab_size(self, tensor_model_parallel_size: int) -> int:

@@ -11,6 +11,7 @@ import importlib.util
 import torch
 from megatron.core.transformer.spec_utils import ModuleSpec
 
+from megatron_prealign.model.attention import SDPAttention
 from megatron_prealign.model.config import ModelConfig
 
 
@@ -55,7 +56,6 @@ def get_prealign_layer_spec(cfg: ModelConfig) -> ModuleSpec:
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
     spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization=cfg.normalization)
     if resolve_attention_backend(cfg) == "sdpa":
-        from megatron_prealign.model.attention import SDPAttention
 
         spec = copy.deepcopy(spec)
         spec.submodules.self_attention.submodules.core_attention = SDPAttention

@@ -30,6 +30,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from megatron_prealign.log import get_logger
+from megatron_prealign.platform.rng import CpuRNGStatesTracker
 
 logger = get_logger(__name__)
 
@@ -163,7 +164,6 @@ def _under_function_mode(function):
 def _patch_megatron() -> None:
     from megatron.core.tensor_parallel import random as mcore_random
 
-    from megatron_prealign.platform.rng import CpuRNGStatesTracker
 
     # initialize_rng_tracker() and get_all_rng_states() look these names up at call time.
     _replace(mcore_random, "CudaRNGStatesTracker", CpuRNGStatesTracker)

@@ -19,55 +19,9 @@ import torch
 
 from megatron_prealign.log import get_logger
 from megatron_prealign.preemption import deferred_preemption_signals
+from megatron_prealign.training.config import DataConfig
 
 logger = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """What the model reads and how it is code-switched (Megatron-LM flag names)."""
-
-    data_path: tuple[str, ...] = ()
-    """Dataset prefixes, optionally weighted: `PREFIX` or `W1 PREFIX1 W2 PREFIX2 ...` (--data-path)."""
-    split: str = "969,30,1"
-    """Train/valid/test proportions of each prefix's documents (--split)."""
-    tokenizer_type: str = "SentencePieceTokenizer"
-    """`SentencePieceTokenizer` or `HuggingFaceTokenizer` (--tokenizer-type)."""
-    tokenizer_model: str | None = None
-    """Tokenizer file or directory (--tokenizer-model)."""
-    lexicon: str | None = None
-    """Compiled lexicon from tools/build_lexicon.py; enables code-switching and the pre-pass (--lexicon)."""
-    codeswitch_ratio: float = 0.0
-    """Probability of switching each dictionary-word occurrence, input-only (--codeswitch-ratio)."""
-    codeswitch_seed: int | None = None
-    """Seed of the switching decisions; None = --seed (--codeswitch-seed)."""
-    num_workers: int = 1
-    """DataLoader worker processes per data-reading rank (--num-workers)."""
-    data_cache_path: str | None = None
-    """Where megatron-core caches its sample indices; None = next to the data (--data-cache-path)."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.codeswitch_ratio <= 1.0:
-            raise ValueError("--codeswitch-ratio must be in [0, 1]")
-        if self.codeswitch_ratio > 0 and not self.lexicon:
-            raise ValueError("--codeswitch-ratio > 0 needs --lexicon")
-        if self.num_workers < 0:
-            raise ValueError("--num-workers must be >= 0")
-
-    def blend(self) -> tuple[list[str], list[float] | None]:
-        """(prefixes, weights) from `--data-path`, as megatron-core's `blend` expects."""
-        items = list(self.data_path)
-        if not items:
-            raise ValueError("--data-path is required for pretraining")
-        if len(items) == 1:
-            return items, None
-        if len(items) % 2:
-            raise ValueError("--data-path with several prefixes needs weight/prefix pairs: W1 P1 W2 P2 ...")
-        try:
-            weights = [float(w) for w in items[0::2]]
-        except ValueError:
-            raise ValueError("--data-path: expected `W1 PREFIX1 W2 PREFIX2 ...` with numeric weights") from None
-        return items[1::2], weights
 
 
 def check_prefixes_exist(prefixes: list[str]) -> None:

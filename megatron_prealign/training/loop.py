@@ -16,69 +16,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from megatron.core import parallel_state
 
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.preemption import PREEMPTION_SIGNALS
 from megatron_prealign.training.data import SwitchCounter, build_loader, counting, dataset_name
 from megatron_prealign.training.step import forward_backward
+from megatron_prealign.training.config import TrainingConfig
 
 logger = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Loop, batch, checkpoint and logging knobs (Megatron-LM flag names)."""
-
-    micro_batch_size: int = 1
-    """Samples per microbatch per data-parallel rank (--micro-batch-size)."""
-    global_batch_size: int | None = None
-    """Samples per optimizer step over all ranks; None = micro-batch-size x DP (--global-batch-size)."""
-    train_iters: int = 100
-    """Optimizer steps of pretraining (--train-iters)."""
-    seed: int = 1234
-    """Seed of initialization, data order and code-switching (--seed)."""
-    save: str | None = None
-    """Checkpoint root to write (--save)."""
-    load: str | None = None
-    """Checkpoint root to resume from (model, optimizer, iteration, data position) (--load)."""
-    pretrained_checkpoint: str | None = None
-    """Weights to start from with a fresh optimizer at iteration 0 (--pretrained-checkpoint)."""
-    save_interval: int | None = None
-    """Save every N iterations; a final checkpoint is always written with --save (--save-interval)."""
-    eval_interval: int | None = None
-    """Evaluate every N iterations; None = only at the end (--eval-interval)."""
-    eval_iters: int = 10
-    """Global batches per evaluation and dataset (--eval-iters)."""
-    log_interval: int = 10
-    """Log every N iterations (--log-interval)."""
-    metrics_log: str | None = None
-    """JSON-lines file with one record per logged iteration and per evaluation (--metrics-log)."""
-    tensorboard_dir: str | None = None
-    """TensorBoard event directory (--tensorboard-dir)."""
-    align_only: bool = False
-    """Run the alignment pre-pass, save, and stop (--align-only)."""
-    use_checkpoint_args: bool = False
-    """Take the architecture from the --load/--pretrained-checkpoint checkpoint instead of the
-    model flags, e.g. for a converted Hugging Face model (--use-checkpoint-args)."""
-    override_checkpoint_mismatch: bool = False
-    """Resume even if the checkpoint's lexicon or tokenizer differs (--override-checkpoint-mismatch)."""
-    exit_signal_handler: bool = True
-    """On SIGTERM/SIGUSR1 finish the step, save and exit 0 (--exit-signal-handler)."""
-
-    def __post_init__(self) -> None:
-        if self.micro_batch_size < 1:
-            raise ValueError("--micro-batch-size must be >= 1")
-        if self.global_batch_size is not None and self.global_batch_size % self.micro_batch_size:
-            raise ValueError("--global-batch-size must be a multiple of --micro-batch-size")
-        if self.train_iters < 0:
-            raise ValueError("--train-iters must be >= 0")
-        if self.load and self.pretrained_checkpoint:
-            raise ValueError("use either --load (resume) or --pretrained-checkpoint (fresh start), not both")
-        for name in ("save_interval", "eval_interval", "log_interval"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
 
 
 @dataclass
@@ -103,8 +48,9 @@ class PreemptionFlag:
         self.received = True
 
     def any_rank(self) -> bool:
+        # Every rank must stop at the same step: agree over the whole job.
         flag = torch.tensor([1 if self.received else 0], dtype=torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=dist.group.WORLD)
         return bool(flag.item())
 
 
@@ -171,6 +117,7 @@ class Trainer:
         optimizer / scheduler: megatron-core optimizer and OptimizerParamScheduler.
         datasets: [train, valid, test] from `build_datasets` (None on ranks that read no data).
         state: where the run stands (restored from a checkpoint when resuming).
+        pg_collection: megatron-core ProcessGroupCollection of the run (`.tp`, `.pp`, `.dp`, ...).
         seq_length: tokens per sample.
         save_fn: `save_fn(state)` writes a checkpoint (collective).
         eval_hooks: callables `hook(model) -> dict` adding metrics at every evaluation
@@ -178,7 +125,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainingConfig, *, model, optimizer, scheduler, datasets, state: TrainState,
-                 seq_length: int, num_workers: int, save_fn, eval_hooks=()):
+                 pg_collection, seq_length: int, num_workers: int, save_fn, eval_hooks=()):
         self.cfg = cfg
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_ds, self.valid_ds, _ = datasets
@@ -187,8 +134,10 @@ class Trainer:
         self.num_workers = num_workers
         self.save_fn = save_fn
         self.eval_hooks = list(eval_hooks)
-        self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.dp_size = parallel_state.get_data_parallel_world_size()
+        self.pgs = pg_collection
+        self.dp_rank, self.dp_size = pg_collection.dp.rank(), pg_collection.dp.size()
+        self.first_stage = pg_collection.pp.rank() == 0
+        self.last_stage = pg_collection.pp.rank() == pg_collection.pp.size() - 1
         self.global_batch = cfg.global_batch_size or cfg.micro_batch_size * self.dp_size
         if self.global_batch % (cfg.micro_batch_size * self.dp_size):
             raise ValueError(
@@ -203,7 +152,7 @@ class Trainer:
 
     # -- helpers ---------------------------------------------------------------------------
     def _reads_data(self) -> bool:
-        return parallel_state.get_tensor_model_parallel_rank() == 0
+        return self.pgs.tp.rank() == 0
 
     def _train_iterator(self):
         if not self._reads_data():
@@ -217,14 +166,14 @@ class Trainer:
     def _reduce_for_logging(self, lm_loss: float | None) -> tuple[float, torch.Tensor]:
         """One all-reduce: the global loss (from one last-stage rank) and switch totals (from
         each data-reading rank of the first stage)."""
-        loss_owner = (parallel_state.is_pipeline_last_stage() and self._reads_data() and self.dp_rank == 0)
-        stats_owner = parallel_state.is_pipeline_first_stage() and self._reads_data()
+        loss_owner = self.last_stage and self._reads_data() and self.dp_rank == 0
+        stats_owner = self.first_stage and self._reads_data()
         values = torch.zeros(6, dtype=torch.float64)
         if loss_owner and lm_loss is not None:
             values[0] = lm_loss
         if stats_owner:
             values[1:] = self.switches.as_tensor()
-        dist.all_reduce(values)
+        dist.all_reduce(values, group=dist.group.WORLD)  # owners sit on different stages and DP ranks
         return float(values[0]), values[1:]
 
     # -- evaluation ------------------------------------------------------------------------
@@ -251,6 +200,7 @@ class Trainer:
             total, count = 0.0, 0
             for _ in range(num_batches):
                 result = forward_backward(self.model, iterator, num_microbatches=self.num_microbatches,
+                                          pg_collection=self.pgs,
                                           seq_length=self.seq_length, micro_batch_size=self.cfg.micro_batch_size,
                                           forward_only=True)
                 if result.lm_loss is not None:
@@ -269,6 +219,7 @@ class Trainer:
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         result = forward_backward(self.model, data_iterator, num_microbatches=self.num_microbatches,
+                                  pg_collection=self.pgs,
                                   seq_length=self.seq_length, micro_batch_size=self.cfg.micro_batch_size)
         update_ok, grad_norm, _ = self.optimizer.step()
         if update_ok:

@@ -14,10 +14,9 @@ from functools import partial
 from typing import Iterator
 
 import torch
-from megatron.core import parallel_state
-from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign.platform import compute_device
+from megatron_prealign.schedule import run_schedule
 
 # Keys every stage may need; first stage reads tokens/position_ids, last stage labels/loss_mask.
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
@@ -58,11 +57,11 @@ def lm_loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
     return loss_sum, num_tokens, {"lm_loss": report}
 
 
-def forward_step(data_iterator: Iterator, model, tp_group=None):
+def forward_step(data_iterator: Iterator, model, *, tp_group):
     """megatron-core forward_step: pull a microbatch, run this stage, return (output, loss_fn)."""
     # Only TP rank 0 reads data (the others hold no iterator); it broadcasts to its TP group.
     batch = next(data_iterator) if data_iterator is not None else None
-    batch = broadcast_batch(batch, tp_group or parallel_state.get_tensor_model_parallel_group())
+    batch = broadcast_batch(batch, tp_group)
     output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
     return output, partial(lm_loss_func, batch["loss_mask"])
 
@@ -85,18 +84,12 @@ def reduce_lm_loss(losses: list[dict], dp_group) -> StepResult:
     return StepResult(lm_loss=(totals[0] / totals[1].clamp(min=1)).item(), num_tokens=local_tokens)
 
 
-def forward_backward(model, microbatches: list[dict] | Iterator, *, num_microbatches: int,
-                     seq_length: int, micro_batch_size: int, forward_only: bool = False) -> StepResult:
+def forward_backward(model, microbatches: list[dict] | Iterator, *, num_microbatches: int, seq_length: int,
+                     micro_batch_size: int, pg_collection, forward_only: bool = False) -> StepResult:
     """Run megatron-core's schedule (1F1B under PP) over `num_microbatches` microbatches."""
-    forward_backward_func = get_forward_backward_func()
     data_iterator = iter(microbatches) if isinstance(microbatches, list) else microbatches
-    losses = forward_backward_func(
-        forward_step_func=forward_step,
-        data_iterator=data_iterator,
-        model=[model],
-        num_microbatches=num_microbatches,
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
-        forward_only=forward_only,
-    )
-    return reduce_lm_loss(losses, parallel_state.get_data_parallel_group())
+    losses = run_schedule(model, partial(forward_step, tp_group=pg_collection.tp), data_iterator,
+                          num_microbatches=num_microbatches, seq_length=seq_length,
+                          micro_batch_size=micro_batch_size, pg_collection=pg_collection,
+                          forward_only=forward_only)
+    return reduce_lm_loss(losses, pg_collection.dp)

@@ -34,7 +34,8 @@ BASE_VOCAB = 40
 def _setup(tp: int, pp: int):
     from megatron_prealign.align import AlignConfig
     from megatron_prealign.align.data import clone_lexicon
-    from megatron_prealign.distributed import ParallelConfig, init_distributed
+    from megatron_prealign.distributed import init_distributed
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig
 
     parallel = ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)

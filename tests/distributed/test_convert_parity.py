@@ -86,7 +86,8 @@ def _convert_and_compare(rank, world_size, workdir):
     from megatron.core import parallel_state
 
     from megatron_prealign.checkpointing import load_checkpoint, read_checkpoint_state, save_checkpoint
-    from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
+    from megatron_prealign.distributed import destroy_distributed, init_distributed
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig, build_model
 
     work = Path(workdir)

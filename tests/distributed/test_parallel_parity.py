@@ -66,10 +66,11 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
 
     from megatron_prealign.checkpointing import (
         load_model_weights, params_holding_grads, save_model_weights)
-    from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
+    from megatron_prealign.distributed import destroy_distributed, init_distributed
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import build_model
     from megatron_prealign.training.ddp import wrap_ddp
-    from megatron_prealign.training.optim import OptimConfig, build_optimizer
+    from megatron_prealign.optim import OptimConfig, build_optimizer
     from megatron_prealign.training.step import forward_backward
 
     work = Path(workdir)
@@ -102,7 +103,7 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
     microbatches = _microbatches(dp_rank, dp_size)
-    result = forward_backward(ddp, microbatches, num_microbatches=len(microbatches),
+    result = forward_backward(ddp, microbatches, num_microbatches=len(microbatches), pg_collection=pgs,
                               seq_length=SEQ, micro_batch_size=MICRO)
     out["loss"] = result.lm_loss
     if distributed_optimizer:

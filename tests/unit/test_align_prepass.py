@@ -94,7 +94,8 @@ def _single_process(rank, world_size, workdir):
 
     from megatron_prealign.align import AlignConfig, AlignmentObjective, run_align_prepass, write_gap_plot
     from megatron_prealign.align.data import WordPairSampler, build_microbatches, clone_lexicon, split_entries
-    from megatron_prealign.distributed import ParallelConfig, destroy_distributed, init_distributed
+    from megatron_prealign.distributed import destroy_distributed, init_distributed
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig, build_model
     from megatron_prealign.training.ddp import wrap_ddp
 

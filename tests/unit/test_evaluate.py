@@ -53,7 +53,7 @@ def tokenizer(setting):
 
 
 def _model(pgs, seed=0):
-    from megatron_prealign.distributed import ParallelConfig
+    from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig, build_model
 
     torch.manual_seed(seed)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from megatron_prealign.distributed import ParallelConfig, first_slurm_host, read_launch_env
+from megatron_prealign.parallel import ParallelConfig, first_slurm_host, read_launch_env
 
 
 def test_torchrun_environment():

@@ -1,10 +1,10 @@
-"""Optimizer and LR schedule from megatron-core (Adam with decoupled weight decay)."""
+"""Optimizer and LR schedule from megatron-core (Adam with decoupled weight decay), shared by
+both stages: the alignment pre-pass builds its own from an `OptimConfig`, pretraining from the
+run's. megatron-core is imported by the builders, so the config can be read without it.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class OptimConfig:
 def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False, fp16: bool = False,
                     pg_collection=None):
     """megatron-core optimizer over the (DDP-wrapped) model chunks."""
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
     mcore_cfg = OptimizerConfig(
         optimizer="adam",
         lr=cfg.lr,
@@ -71,6 +73,8 @@ def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False,
 
 def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int):
     """Megatron's OptimizerParamScheduler counted in samples (iterations x global batch)."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
     decay_iters = cfg.lr_decay_iters or train_iters
     if cfg.lr_warmup_iters >= max(decay_iters, 1) and train_iters > 0:
         raise ValueError(f"--lr-warmup-iters {cfg.lr_warmup_iters} must be smaller than the decay length "

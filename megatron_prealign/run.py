@@ -1,0 +1,275 @@
+"""One PreAlign run on this rank, assembled from its `RunConfig`.
+
+`Run(cfg, pg_collection)` loads the tokenizer and the lexicon once, builds this rank's model
+chunk (megatron-core DDP) with its optimizer and schedule, and restores `--load` /
+`--pretrained-checkpoint`. Its two stages run in order:
+
+    run.align()      # stage "align": the pre-pass, unless finished; fresh optimizer afterwards
+    run.pretrain()   # stage "pretrain": the Trainer over the code-switched data
+
+Every piece receives the run's process groups explicitly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from megatron_prealign.align import AlignReport, alignment_gap, evaluation_pairs, gap_words, run_align_prepass, \
+    split_entries, write_gap_plot
+from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, read_checkpoint_state, save_checkpoint
+from megatron_prealign.config import RunConfig
+from megatron_prealign.lexicon import build_tokenizer, load_lexicon
+from megatron_prealign.log import get_logger, log_rank0
+from megatron_prealign.model import ModelConfig, build_model
+from megatron_prealign.optim import build_optimizer, build_scheduler
+from megatron_prealign.training.data import build_datasets
+from megatron_prealign.training.ddp import wrap_ddp
+from megatron_prealign.training.loop import MetricsWriter, Trainer, TrainState, train_state_from_checkpoint
+
+logger = get_logger(__name__)
+
+# Model fields that may differ between a checkpoint and the run that loads it (precision,
+# implementation, regularization, initialization, context length): not the weights' meaning.
+NON_ARCHITECTURE_FIELDS = {"bf16", "fp16", "transformer_impl", "attention_backend", "recompute_granularity",
+                           "recompute_method", "recompute_num_layers", "make_vocab_size_divisible_by",
+                           "hidden_dropout", "attention_dropout", "seq_length", "max_position_embeddings",
+                           "init_method_std"}
+
+
+class Run:
+    """The run's pieces on this rank; see the module docstring for the stages.
+
+    Args:
+        cfg: the validated run config.
+        pg_collection: megatron-core ProcessGroupCollection from `init_distributed`.
+    """
+
+    def __init__(self, cfg: RunConfig, pg_collection):
+        self.cfg, self.pgs = cfg, pg_collection
+        data = cfg.data
+        self.tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
+        self.lexicon = load_lexicon(data.lexicon, self.tokenizer) if data.lexicon else None
+        start = self._start_checkpoint_meta()
+        self.model_cfg = resolve_model_config(cfg, self.tokenizer, start)
+        self.identity: dict[str, Any] = {
+            "lexicon_sha256": self.lexicon.sha256 if self.lexicon is not None else None,
+            "tokenizer_fingerprint": getattr(self.tokenizer, "fingerprint", None),
+        }
+        if start and start.get("source"):
+            # The provenance of a converted model, so an export keeps its Hugging Face config.
+            self.identity["source"] = start["source"]
+        self.model = wrap_ddp(build_model(self.model_cfg, cfg.parallel, pg_collection),
+                              use_distributed_optimizer=cfg.optim.use_distributed_optimizer,
+                              pg_collection=pg_collection)
+        self.optimizer, self.scheduler = self._new_optimizer()
+        self.state = self._restore()
+
+    @property
+    def global_batch_size(self) -> int:
+        training = self.cfg.training
+        return training.global_batch_size or training.micro_batch_size * self.pgs.dp.size()
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def align(self) -> AlignReport | None:
+        """Stage "align": the pre-pass on the built (and possibly loaded) model, after any
+        checkpoint load so it also aligns converted models. Skipped when `--align-steps` is 0 or
+        the checkpoint's pre-pass is finished. Pretraining then gets a fresh optimizer and
+        schedule from the aligned weights."""
+        cfg = self.cfg
+        if cfg.align.steps == 0:
+            return None
+        if self.state.align_finished:
+            log_rank0(logger, "alignment pre-pass: already finished in the loaded checkpoint; skipped")
+            return None
+        metrics = MetricsWriter(cfg.training.metrics_log, cfg.training.tensorboard_dir)
+
+        def log_step(record: dict[str, Any]) -> None:
+            # Pre-pass records carry `align_step` (pretraining records carry `iteration`).
+            metrics.write({"align_step": record.pop("step"), **{f"align_{k}": v for k, v in record.items()}})
+
+        try:
+            report = run_align_prepass(self.model, self.lexicon, cfg.align, self.pgs,
+                                       pad_id=getattr(self.tokenizer, "pad", 0), on_step=log_step)
+        finally:
+            metrics.close()
+        log_rank0(logger, "alignment pre-pass: %d steps in %.0f s", report.steps, report.seconds)
+        if cfg.training.save and dist.get_rank() == 0:
+            write_gap_plot({"before pre-pass": report.gap_before, "after pre-pass": report.gap_after},
+                           Path(cfg.training.save) / "alignment_gap_prepass.png",
+                           title=f"Alignment gap by layer ({report.gap_split} words)")
+        self.state.align_finished = True
+        self.optimizer, self.scheduler = self._new_optimizer()
+        if cfg.training.save:
+            self.save()
+        return report
+
+    def pretrain(self) -> TrainState:
+        """Stage "pretrain": the Trainer from the run's state to `--train-iters`."""
+        cfg = self.cfg
+        trainer = Trainer(cfg.training, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                          datasets=self._datasets(), state=self.state, pg_collection=self.pgs,
+                          seq_length=cfg.model.seq_length, num_workers=cfg.data.num_workers,
+                          save_fn=lambda state: self.save(), eval_hooks=self._eval_hooks())
+        try:
+            return trainer.train()
+        finally:
+            trainer.close()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """A full training checkpoint of the current state to `--save` (collective)."""
+        state = self.state
+        optimizer, scheduler = self.optimizer, self.scheduler
+        if state.iteration == 0:
+            # Before the first pretraining step (right after the pre-pass, or --train-iters 0) the
+            # optimizer holds no state to save; a resume starts it fresh, as the run would.
+            optimizer = scheduler = None
+        meta = {**dataclasses.asdict(state), **self.identity, "model": dataclasses.asdict(self.model_cfg),
+                "config": self.cfg.to_dict()}
+        save_checkpoint(self.cfg.training.save, model=self.model, state=meta, iteration=state.iteration,
+                        optimizer=optimizer, scheduler=scheduler, pg_collection=self.pgs)
+
+    def _start_checkpoint_meta(self) -> dict[str, Any] | None:
+        """prealign_state.json of the checkpoint this run starts from (None when there is none yet)."""
+        training = self.cfg.training
+        path = training.load or training.pretrained_checkpoint
+        if not path:
+            return None
+        try:
+            return read_checkpoint_state(path)[1]
+        except CheckpointError:
+            if training.pretrained_checkpoint:
+                raise
+            return None  # an empty --load root: first start of a requeueable job
+
+    def _restore(self) -> TrainState:
+        """Apply --load / --pretrained-checkpoint; returns where the run stands.
+
+        `--load` of a training checkpoint restores everything (exact resume); of a checkpoint
+        written before the first pretraining step (after --align-only) the weights and the
+        finished pre-pass; of a weights-only (`release`, e.g. converted) checkpoint, and
+        `--pretrained-checkpoint`, the weights only, starting at iteration 0 with the pre-pass
+        still to run. A `--load` root without a checkpoint yet starts fresh (first submission of
+        a requeueable job).
+        """
+        training = self.cfg.training
+        path = training.load or training.pretrained_checkpoint
+        if not path:
+            return TrainState()
+        try:
+            _, meta = read_checkpoint_state(path)
+        except CheckpointError:
+            if training.load and not training.pretrained_checkpoint:
+                log_rank0(logger, "--load %s holds no checkpoint yet: starting from scratch", path)
+                return TrainState()
+            raise
+        check_compatible(path, meta, self.model_cfg, self.identity, training.override_checkpoint_mismatch)
+        if training.load and meta.get("has_optimizer", False):
+            meta = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                   pg_collection=self.pgs)
+            return train_state_from_checkpoint(meta)
+        load_checkpoint(path, model=self.model, pg_collection=self.pgs)
+        if training.load and meta.get("iteration") == 0:
+            # Our own checkpoint from before the first pretraining step (e.g. --align-only):
+            # resume it, so a finished pre-pass is not run again.
+            return TrainState(align_finished=bool(meta.get("align_finished")))
+        return TrainState()
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _new_optimizer(self):
+        cfg = self.cfg
+        optimizer = build_optimizer(cfg.optim, [self.model], bf16=cfg.model.bf16, fp16=cfg.model.fp16,
+                                    pg_collection=self.pgs)
+        scheduler = build_scheduler(cfg.optim, optimizer, train_iters=cfg.training.train_iters,
+                                    global_batch_size=self.global_batch_size)
+        return optimizer, scheduler
+
+    def _datasets(self):
+        """[train, valid, test] sized for the whole run (built on every rank: TP ranks other than
+        0 hold them but do not read; megatron-core builds the index cache on rank 0 first)."""
+        cfg, gbs = self.cfg, self.global_batch_size
+        training = cfg.training
+        evals = (training.train_iters // training.eval_interval + 1) if training.eval_interval else 1
+        num_samples = [training.train_iters * gbs, evals * training.eval_iters * gbs, training.eval_iters * gbs]
+        return build_datasets(cfg.data, self.tokenizer, seq_length=cfg.model.seq_length, seed=training.seed,
+                              num_samples=num_samples, is_built_on_rank=lambda: True)
+
+    def _eval_hooks(self) -> list:
+        """At every evaluation, the alignment gap per layer when a lexicon is given (for every
+        arm, so runs with and without the pre-pass compare), on the words `gap_words` picks from
+        the held-out entries (the training entries when nothing is held out), with a plot of all
+        evaluations so far next to the checkpoints."""
+        cfg, lexicon = self.cfg, self.lexicon
+        if lexicon is None:
+            return []
+        if cfg.parallel.sequence_parallel:
+            log_rank0(logger, "alignment gap not logged: its word forward does not support --sequence-parallel")
+            return []
+        align = cfg.align
+        train_ids, heldout_ids = split_entries(lexicon, align.heldout_fraction, align.seed)
+        words = gap_words(lexicon, heldout_ids if len(heldout_ids) else train_ids, max_words=align.eval_max_words,
+                          seed=align.seed, max_word_tokens=align.max_word_tokens)
+        aligned, unrelated = evaluation_pairs(lexicon, words, 1, align.seed)
+        if not len(aligned) or not len(unrelated):
+            log_rank0(logger, "alignment gap not logged: the %d evaluation words hold %d translation pairs and "
+                      "%d unrelated pairs, it needs both (raise --align-heldout-fraction or use a larger lexicon)",
+                      len(words), len(aligned), len(unrelated))
+            return []
+        history: dict[str, dict[str, float]] = {}
+        pad_id = getattr(self.tokenizer, "pad", 0)
+
+        def hook(model) -> dict:
+            gaps = alignment_gap(model, lexicon, words, self.pgs, seed=align.seed, pad_id=pad_id)
+            history[f"eval {len(history) + 1}"] = gaps
+            if cfg.training.save and dist.get_rank() == 0:
+                write_gap_plot(history, Path(cfg.training.save) / "alignment_gap.png")
+            return {"alignment_gap": gaps}
+
+        return [hook]
+
+
+def resolve_model_config(cfg: RunConfig, tokenizer, start_meta: dict[str, Any] | None) -> ModelConfig:
+    """The architecture to build.
+
+    From the flags, or from the checkpoint with --use-checkpoint-args. The vocabulary comes from
+    the tokenizer (as in Megatron-LM), unless the checkpoint's embedding is larger (models often
+    ship embedding rows beyond the tokenizer's ids): then the checkpoint's size is kept.
+    """
+    model = cfg.model
+    saved = (start_meta or {}).get("model")
+    if cfg.training.use_checkpoint_args:
+        if not saved:
+            raise CheckpointError("--use-checkpoint-args needs --load or --pretrained-checkpoint with a model config")
+        model = ModelConfig(**{**dataclasses.asdict(model),
+                               **{k: v for k, v in saved.items() if k not in NON_ARCHITECTURE_FIELDS}})
+    vocab = tokenizer.vocab_size if tokenizer is not None else model.vocab_size
+    if saved and saved.get("vocab_size", 0) >= vocab:
+        vocab = saved["vocab_size"]
+    return dataclasses.replace(model, vocab_size=vocab)
+
+
+def check_compatible(path: str, meta: dict[str, Any], model_cfg: ModelConfig, identity: dict[str, Any],
+                     override: bool) -> None:
+    """Refuse a checkpoint of another architecture, lexicon or tokenizer (the latter two can be
+    overridden with --override-checkpoint-mismatch)."""
+    saved_model = meta.get("model")
+    if saved_model:
+        ours = dataclasses.asdict(model_cfg)
+        diffs = [f"{k}: checkpoint {saved_model.get(k)!r} vs run {ours[k]!r}" for k in ours
+                 if k not in NON_ARCHITECTURE_FIELDS and k in saved_model and saved_model[k] != ours[k]]
+        if diffs:
+            raise CheckpointError(f"{path} holds a different architecture: " + "; ".join(diffs))
+    for key, flag in (("lexicon_sha256", "--lexicon"), ("tokenizer_fingerprint", "--tokenizer-model")):
+        saved, current = meta.get(key), identity.get(key)
+        if saved and current and saved != current:
+            message = (f"{path} was trained with another {flag} ({key} {saved[:12]}... vs {current[:12]}...); "
+                       f"pass the original file, or --override-checkpoint-mismatch to continue anyway")
+            if not override:
+                raise CheckpointError(message)
+            log_rank0(logger, "WARNING: %s", message)

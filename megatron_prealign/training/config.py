@@ -1,0 +1,108 @@
+"""Configs of the pretraining stage (Megatron-LM flag names), read without torch: the loop and
+checkpoint cadence (`TrainingConfig`, consumed by loop.py) and the data (`DataConfig`, consumed
+by data.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Loop, batch, checkpoint and logging knobs (Megatron-LM flag names)."""
+
+    micro_batch_size: int = 1
+    """Samples per microbatch per data-parallel rank (--micro-batch-size)."""
+    global_batch_size: int | None = None
+    """Samples per optimizer step over all ranks; None = micro-batch-size x DP (--global-batch-size)."""
+    train_iters: int = 100
+    """Optimizer steps of pretraining (--train-iters)."""
+    seed: int = 1234
+    """Seed of initialization, data order and code-switching (--seed)."""
+    save: str | None = None
+    """Checkpoint root to write (--save)."""
+    load: str | None = None
+    """Checkpoint root to resume from (model, optimizer, iteration, data position) (--load)."""
+    pretrained_checkpoint: str | None = None
+    """Weights to start from with a fresh optimizer at iteration 0 (--pretrained-checkpoint)."""
+    save_interval: int | None = None
+    """Save every N iterations; a final checkpoint is always written with --save (--save-interval)."""
+    eval_interval: int | None = None
+    """Evaluate every N iterations; None = only at the end (--eval-interval)."""
+    eval_iters: int = 10
+    """Global batches per evaluation and dataset (--eval-iters)."""
+    log_interval: int = 10
+    """Log every N iterations (--log-interval)."""
+    metrics_log: str | None = None
+    """JSON-lines file with one record per logged iteration and per evaluation (--metrics-log)."""
+    tensorboard_dir: str | None = None
+    """TensorBoard event directory (--tensorboard-dir)."""
+    align_only: bool = False
+    """Run the alignment pre-pass, save, and stop (--align-only)."""
+    use_checkpoint_args: bool = False
+    """Take the architecture from the --load/--pretrained-checkpoint checkpoint instead of the
+    model flags, e.g. for a converted Hugging Face model (--use-checkpoint-args)."""
+    override_checkpoint_mismatch: bool = False
+    """Resume even if the checkpoint's lexicon or tokenizer differs (--override-checkpoint-mismatch)."""
+    exit_signal_handler: bool = True
+    """On SIGTERM/SIGUSR1 finish the step, save and exit 0 (--exit-signal-handler)."""
+
+    def __post_init__(self) -> None:
+        if self.micro_batch_size < 1:
+            raise ValueError("--micro-batch-size must be >= 1")
+        if self.global_batch_size is not None and self.global_batch_size % self.micro_batch_size:
+            raise ValueError("--global-batch-size must be a multiple of --micro-batch-size")
+        if self.train_iters < 0:
+            raise ValueError("--train-iters must be >= 0")
+        if self.load and self.pretrained_checkpoint:
+            raise ValueError("use either --load (resume) or --pretrained-checkpoint (fresh start), not both")
+        for name in ("save_interval", "eval_interval", "log_interval"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the model reads and how it is code-switched (Megatron-LM flag names)."""
+
+    data_path: tuple[str, ...] = ()
+    """Dataset prefixes, optionally weighted: `PREFIX` or `W1 PREFIX1 W2 PREFIX2 ...` (--data-path)."""
+    split: str = "969,30,1"
+    """Train/valid/test proportions of each prefix's documents (--split)."""
+    tokenizer_type: str = "SentencePieceTokenizer"
+    """`SentencePieceTokenizer` or `HuggingFaceTokenizer` (--tokenizer-type)."""
+    tokenizer_model: str | None = None
+    """Tokenizer file or directory (--tokenizer-model)."""
+    lexicon: str | None = None
+    """Compiled lexicon from tools/build_lexicon.py; enables code-switching and the pre-pass (--lexicon)."""
+    codeswitch_ratio: float = 0.0
+    """Probability of switching each dictionary-word occurrence, input-only (--codeswitch-ratio)."""
+    codeswitch_seed: int | None = None
+    """Seed of the switching decisions; None = --seed (--codeswitch-seed)."""
+    num_workers: int = 1
+    """DataLoader worker processes per data-reading rank (--num-workers)."""
+    data_cache_path: str | None = None
+    """Where megatron-core caches its sample indices; None = next to the data (--data-cache-path)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.codeswitch_ratio <= 1.0:
+            raise ValueError("--codeswitch-ratio must be in [0, 1]")
+        if self.codeswitch_ratio > 0 and not self.lexicon:
+            raise ValueError("--codeswitch-ratio > 0 needs --lexicon")
+        if self.num_workers < 0:
+            raise ValueError("--num-workers must be >= 0")
+
+    def blend(self) -> tuple[list[str], list[float] | None]:
+        """(prefixes, weights) from `--data-path`, as megatron-core's `blend` expects."""
+        items = list(self.data_path)
+        if not items:
+            raise ValueError("--data-path is required for pretraining")
+        if len(items) == 1:
+            return items, None
+        if len(items) % 2:
+            raise ValueError("--data-path with several prefixes needs weight/prefix pairs: W1 P1 W2 P2 ...")
+        try:
+            weights = [float(w) for w in items[0::2]]
+        except ValueError:
+            raise ValueError("--data-path: expected `W1 PREFIX1 W2 PREFIX2 ...` with numeric weights") from None
+        return items[1::2], weights

@@ -110,9 +110,6 @@ def _check_lexicon_for_align(cfg: RunConfig) -> None:
         raise ValueError("--align-steps > 0 needs --lexicon (the dictionary to align)")
     if cfg.training.align_only and cfg.align.steps == 0:
         raise ValueError("--align-only needs --align-steps > 0")
-    if cfg.align.steps > 0 and cfg.parallel.sequence_parallel:
-        raise ValueError("the alignment pre-pass does not support --sequence-parallel yet: run the "
-                         "pre-pass (--align-only) without it, then pretrain with it")
 
 
 def check_runtime_support(cfg: RunConfig) -> None:

@@ -208,9 +208,6 @@ class Run:
         cfg, lexicon = self.cfg, self.lexicon
         if lexicon is None:
             return []
-        if cfg.parallel.sequence_parallel:
-            log_rank0(logger, "alignment gap not logged: its word forward does not support --sequence-parallel")
-            return []
         align = cfg.align
         train_ids, heldout_ids = split_entries(lexicon, align.heldout_fraction, align.seed)
         words = gap_words(lexicon, heldout_ids if len(heldout_ids) else train_ids, max_words=align.eval_max_words,

@@ -8,19 +8,35 @@ pipeline layout):
                                       before the final norm), on the stage that holds the layer
     slot L+1      `output_embedding`  the output-layer (LM head) rows of the word's tokens (last stage)
 
-Hooks sit on `model.embedding` and on each `model.decoder.layers[i]`; nothing of GPTModel or
-TransformerLayer is forked. A hook on the stage's last layer may replace the layer's output with
-`InjectAuxLoss(output, aux)` (see `LayerTap.stage_end`), which is how a non-last pipeline stage
-puts its own loss terms into its backward pass.
+Hooks sit on `model.embedding`, on each `model.decoder.layers[i]` and on `model.decoder`; nothing
+of GPTModel or TransformerLayer is forked. The hook on the decoder may replace the stage's output
+with `InjectAuxLoss(output, aux)` (see `LayerTap.stage_end`), which is how a non-last pipeline
+stage puts its own loss terms into its backward pass.
+
+Sequence parallelism: hidden states arrive as this rank's slice of the positions; pooling sums
+each rank's slice and adds the partial sums over the tensor-parallel group (`pool_hidden`).
+
+Full activation recomputation: megatron-core runs a checkpointed chunk of layers without
+autograd in the forward and again, with autograd, inside the backward. A layer hook therefore
+fires twice per microbatch. The first firing captures the pooled values (no graph); the loss
+terms are computed from them and their gradient with respect to each such representation is
+kept (`WordForward.rep_grads`, see prepass.py); the second firing, during the recomputation,
+injects exactly that gradient into the recomputed layer output and captures nothing. Pending
+first firings are matched to recomputations in order (the schedules run backward passes of a
+stage in the order of its forward passes), and any mismatch is an error, never a silent double
+count.
 """
 from __future__ import annotations
 
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
+from megatron.core.tensor_parallel.random import is_checkpointing
+from megatron.core.utils import make_viewless_tensor
 
 from megatron_prealign.align.data import WordMicrobatch
 from megatron_prealign.align.loss import InjectAuxLoss, pool_hidden, pool_vocab_rows
@@ -48,7 +64,11 @@ class WordForward:
     slots: frozenset[int]
     """Slots whose pooled representation this forward wants."""
     reps: dict[int, torch.Tensor] = field(default_factory=dict)
-    """slot -> fp32 [b, h] pooled representations (in the autograd graph unless under no_grad)."""
+    """slot -> fp32 [b, h] pooled representations (in the autograd graph unless captured without
+    autograd: under no_grad, or inside a chunk that full recomputation checkpoints)."""
+    rep_grads: dict[int, torch.Tensor] = field(default_factory=dict)
+    """slot -> gradient of this rank's loss terms with respect to `reps[slot]`, for the slots
+    captured inside a checkpointed chunk; injected when the chunk is recomputed."""
 
 
 class LayerTap:
@@ -56,19 +76,16 @@ class LayerTap:
 
     Args:
         model: this rank's model chunk (GPTModel, possibly DDP-wrapped).
-        tp_group: tensor-parallel group (the output layer's vocabulary is split across it).
+        tp_group: tensor-parallel group (the output layer's vocabulary is split across it, and
+            under sequence parallelism the positions too).
     """
 
     def __init__(self, model, tp_group=None):
         self.module = unwrap_model(model)
         config = self.module.config
-        if getattr(config, "sequence_parallel", False):
-            raise ValueError(
-                "the alignment pre-pass does not support --sequence-parallel: hidden states would be "
-                "split along the word positions it pools over; run the pre-pass without it"
-            )
         if getattr(config, "context_parallel_size", 1) > 1:
             raise ValueError("the alignment pre-pass does not support --context-parallel-size > 1")
+        self.config = config
         self.num_layers = config.num_layers
         self.pre_process = bool(self.module.pre_process)
         self.post_process = bool(self.module.post_process)
@@ -79,11 +96,15 @@ class LayerTap:
         self.stage_slots = ([0] if self.pre_process else []) + self.layer_slots + (
             [self.num_layers + 1] if self.post_process else [])
         self.tp_group = tp_group
+        self.sequence_group = tp_group if getattr(config, "sequence_parallel", False) else None
         self.current: WordForward | None = None
         self.stage_end: Callable[[WordForward], torch.Tensor | None] | None = None
-        """Called after the stage's last layer on stages that are not the last one; may return an
-        auxiliary loss to inject into the layer's output."""
+        """Called with the stage's output on stages that are not the last one; may return an
+        auxiliary loss to inject into that output."""
         self.grad_scale: Callable[[], float | torch.Tensor] = lambda: 1.0
+        self._pending: dict[int, deque[WordForward]] = {slot: deque() for slot in self.layer_slots}
+        self.recomputed_injections = 0
+        """Recomputed layer outputs that received their slot's gradient (tests read it)."""
 
     @property
     def output_slot(self) -> int:
@@ -101,34 +122,70 @@ class LayerTap:
         return pool_vocab_rows(weight, batch.tokens, batch.word_mask, vocab_start=vocab_start,
                                tp_group=self.tp_group)
 
+    def _pool(self, hidden: torch.Tensor, batch: WordMicrobatch) -> torch.Tensor:
+        return pool_hidden(hidden, batch.word_mask, self.sequence_group)
+
+    def _inject(self, output, hidden: torch.Tensor, aux: torch.Tensor):
+        injected = InjectAuxLoss.apply(hidden, aux, self.grad_scale())
+        # The pipeline schedule frees a stage's output storage after sending it and requires
+        # a tensor that is not a view; Function outputs that return an input are views.
+        injected = make_viewless_tensor(inp=injected, requires_grad=True, keep_graph=True)
+        return (injected, *output[1:]) if isinstance(output, tuple) else injected
+
     def _embedding_hook(self, module, args, output):
         forward = self.current
         if forward is not None and 0 in forward.slots:
-            forward.reps[0] = pool_hidden(output, forward.batch.word_mask)
+            forward.reps[0] = self._pool(output, forward.batch)
         return None
 
-    def _make_layer_hook(self, slot: int, stage_last: bool):
+    def _make_layer_hook(self, slot: int):
         def hook(module, args, output):
-            forward = self.current
-            if forward is None:
-                return None
             hidden = output[0] if isinstance(output, tuple) else output  # [s, b, h]
-            if slot in forward.slots:
-                forward.reps[slot] = pool_hidden(hidden, forward.batch.word_mask)
-            if not (stage_last and not self.post_process and self.stage_end is not None):
+            if is_checkpointing() and torch.is_grad_enabled():
+                return self._recomputed(slot, output, hidden)
+            forward = self.current
+            if forward is None or slot not in forward.slots:
                 return None
-            aux = self.stage_end(forward)
-            if aux is None:
-                return None
-            from megatron.core.utils import make_viewless_tensor
-
-            injected = InjectAuxLoss.apply(hidden, aux, self.grad_scale())
-            # The pipeline schedule frees a stage's output storage after sending it and requires
-            # a tensor that is not a view; Function outputs that return an input are views.
-            injected = make_viewless_tensor(inp=injected, requires_grad=True, keep_graph=True)
-            return (injected, *output[1:]) if isinstance(output, tuple) else injected
+            forward.reps[slot] = self._pool(hidden, forward.batch)
+            if self.module.training and not torch.is_grad_enabled():
+                # Inside a chunk that full recomputation checkpoints: its gradient comes later.
+                self._pending[slot].append(forward)
+            return None
 
         return hook
+
+    def _recomputed(self, slot: int, output, hidden: torch.Tensor):
+        """A layer output recomputed in backward: inject the gradient its first firing earned."""
+        pending = self._pending[slot]
+        if not pending:
+            raise RuntimeError(
+                f"alignment pre-pass: layer slot {slot} was recomputed with no pending capture; the "
+                "recomputation does not follow the order of the forward passes")
+        forward = pending.popleft()
+        grad = forward.rep_grads.pop(slot, None)
+        if grad is None:
+            raise RuntimeError(f"alignment pre-pass: layer slot {slot} was recomputed before its loss terms "
+                               "were computed")
+        self.recomputed_injections += 1
+        aux = (self._pool(hidden, forward.batch) * grad).sum()
+        return self._inject(output, hidden, aux)
+
+    def _decoder_hook(self, module, args, output):
+        forward = self.current
+        if forward is None or self.post_process or self.stage_end is None:
+            return None
+        aux = self.stage_end(forward)
+        if aux is None or not aux.requires_grad:
+            return None
+        hidden = output[0] if isinstance(output, tuple) else output
+        return self._inject(output, hidden, aux)
+
+    def check_drained(self) -> None:
+        """After a step's backward: every capture inside a checkpointed chunk got its
+        recomputation."""
+        left = {slot: len(queue) for slot, queue in self._pending.items() if queue}
+        if left:
+            raise RuntimeError(f"alignment pre-pass: layer captures without a recomputation: {left}")
 
     @contextmanager
     def attached(self) -> Iterator["LayerTap"]:
@@ -137,14 +194,16 @@ class LayerTap:
         try:
             if self.pre_process:
                 handles.append(self.module.embedding.register_forward_hook(self._embedding_hook))
-            for index, (layer, slot) in enumerate(zip(self.layers, self.layer_slots)):
-                hook = self._make_layer_hook(slot, stage_last=index == len(self.layers) - 1)
-                handles.append(layer.register_forward_hook(hook))
+            for layer, slot in zip(self.layers, self.layer_slots):
+                handles.append(layer.register_forward_hook(self._make_layer_hook(slot)))
+            handles.append(self.module.decoder.register_forward_hook(self._decoder_hook))
             yield self
         finally:
             for handle in handles:
                 handle.remove()
             self.current = None
+            for queue in self._pending.values():
+                queue.clear()
 
     @contextmanager
     def forward(self, batch: WordMicrobatch, slots) -> Iterator[WordForward]:

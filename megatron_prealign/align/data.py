@@ -245,12 +245,13 @@ def pool_masks(lexicon: Lexicon, rows: np.ndarray, pool: np.ndarray,
 
 
 def build_microbatches(lexicon: Lexicon, pairs: np.ndarray, *, dp_rank: int, dp_size: int,
-                       num_microbatches: int, pad_id: int,
-                       translation_keys: np.ndarray | None = None) -> list[WordMicrobatch]:
+                       num_microbatches: int, pad_id: int, translation_keys: np.ndarray | None = None,
+                       seq_multiple: int = 1) -> list[WordMicrobatch]:
     """This data-parallel rank's microbatches of global batch `pairs` (see the module docstring).
 
     All microbatches of the step share one sequence length, the longest word of the global
-    batch, so pipeline stages exchange tensors of one shape.
+    batch rounded up to `seq_multiple` (the tensor-parallel size under sequence parallelism), so
+    pipeline stages exchange tensors of one shape.
     """
     num_pairs = len(pairs)
     if num_pairs % (num_microbatches * dp_size):
@@ -261,7 +262,7 @@ def build_microbatches(lexicon: Lexicon, pairs: np.ndarray, *, dp_rank: int, dp_
     keys = _translation_keys(lexicon) if translation_keys is None else translation_keys
     words_global = pairs.reshape(-1)  # a0 b0 a1 b1 ...
     lengths = np.diff(lexicon.entry_offsets)
-    seq_length = int(lengths[words_global].max())
+    seq_length = -(-int(lengths[words_global].max()) // seq_multiple) * seq_multiple
     num_lm_tokens = int((lengths[words_global] - 1).sum())
     pairs_per_micro = num_pairs // num_microbatches
     pairs_per_rank = pairs_per_micro // dp_size

@@ -74,18 +74,33 @@ def all_gather_with_grad(shard: torch.Tensor, group) -> torch.Tensor:
     return _AllGatherWithGrad.apply(shard, group)
 
 
-def pool_hidden(hidden: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+def pool_hidden(hidden: torch.Tensor, word_mask: torch.Tensor, sequence_parallel_group=None) -> torch.Tensor:
     """Mean of hidden states over each word's token positions.
 
     Args:
-        hidden: [s, b, h] (megatron-core layout).
-        word_mask: [b, s], 1 on the word's tokens, 0 on padding.
+        hidden: [s, b, h] (megatron-core layout); under sequence parallelism this rank's
+            [s / tp, b, h] slice of the positions.
+        word_mask: [b, s], 1 on the word's tokens, 0 on padding (all positions).
+        sequence_parallel_group: the tensor-parallel group when `hidden` is sequence-sharded.
+            Each rank sums its own positions and megatron-core's
+            `reduce_from_tensor_model_parallel_region` adds the partial sums (backward: identity,
+            so each rank's positions get their own gradient).
 
     Returns:
-        fp32 [b, h].
+        fp32 [b, h], identical on every rank of the group.
     """
-    weights = word_mask.t().unsqueeze(-1).to(torch.float32)  # [s, b, 1]
+    mask = word_mask
+    sharded = _group_size(sequence_parallel_group) > 1
+    if sharded:
+        local = hidden.shape[0]
+        start = dist.get_rank(sequence_parallel_group) * local
+        mask = word_mask[:, start:start + local]
+    weights = mask.t().unsqueeze(-1).to(torch.float32)  # [s_local, b, 1]
     summed = (hidden.float() * weights).sum(dim=0)  # [b, h]
+    if sharded:
+        from megatron.core.tensor_parallel import reduce_from_tensor_model_parallel_region
+
+        summed = reduce_from_tensor_model_parallel_region(summed, group=sequence_parallel_group)
     return summed / word_mask.sum(dim=1).clamp(min=1).unsqueeze(-1).to(torch.float32)
 
 

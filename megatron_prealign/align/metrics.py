@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from megatron_prealign.align.capture import LayerTap, slot_names
+from megatron_prealign.align.capture import LayerTap, slot_names, unwrap_model
 from megatron_prealign.align.data import WordMicrobatch, pad_words
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon import Lexicon
@@ -24,6 +24,12 @@ from megatron_prealign.platform import compute_device
 from megatron_prealign.schedule import run_schedule
 
 __all__ = ["alignment_gap", "evaluation_pairs", "write_gap_plot"]
+
+
+def sequence_multiple(config, pg_collection) -> int:
+    """Word sequences are padded to a multiple of this: the tensor-parallel size under sequence
+    parallelism (each rank holds an equal slice of the positions), else 1."""
+    return pg_collection.tp.size() if getattr(config, "sequence_parallel", False) else 1
 
 
 def gap_words(lexicon: Lexicon, candidates=None, *, max_words: int, seed: int,
@@ -107,7 +113,8 @@ def alignment_gap(model, lexicon: Lexicon, entry_ids, pg_collection, *, num_rand
     names = slot_names(tap.num_layers)
     all_slots = range(len(names))
     lengths = np.diff(lexicon.entry_offsets)[words]
-    seq_length = int(lengths.max())
+    multiple = sequence_multiple(unwrap_model(model).config, pg_collection)
+    seq_length = -(-int(lengths.max()) // multiple) * multiple
     num_batches = -(-len(words) // micro_batch_size)
     # Every microbatch has the same shape (pipeline stages exchange fixed-shape tensors): the
     # last one is filled up with repeats of the first word, which are dropped afterwards.

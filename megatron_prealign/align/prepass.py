@@ -14,10 +14,12 @@ How it maps onto megatron-core (calculate_per_token_loss=True): every microbatch
 word count as `num_tokens`, so `finalize_model_grads` divides gradients by B, the words in the
 global batch; each microbatch therefore back-propagates B times its share of `total`. The LM share
 and the loss terms of the slots on the last stage are part of the loss the last stage returns;
-the slots of other stages are injected into their stage's backward at the stage's last layer
+the slots of other stages are injected into their stage's backward at the stage's output
 (`InjectAuxLoss`), so no stage needs another stage's activations. Under tensor parallelism the
-pooled hidden states are replicated (full) on every TP rank and the vocab-sharded LM-head rows are
-pooled with a TP all-reduce, so every TP rank computes the same, unsharded loss.
+pooled hidden states are the same on every TP rank (summed over the ranks' position slices under
+sequence parallelism) and the vocab-sharded LM-head rows are pooled with a TP all-reduce, so
+every TP rank computes the same, unsharded loss. Under full recomputation the representations of
+checkpointed layers get their gradient when the layers are recomputed (capture.py).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from megatron_prealign.align.data import (
     split_entries,
 )
 from megatron_prealign.align.loss import all_gather_with_grad, collapse_penalty, info_nce
-from megatron_prealign.align.metrics import alignment_gap, evaluation_pairs, gap_words
+from megatron_prealign.align.metrics import alignment_gap, evaluation_pairs, gap_words, sequence_multiple
 from megatron_prealign.lexicon import Lexicon
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.optim import OptimConfig, build_optimizer, build_scheduler
@@ -91,10 +93,31 @@ class AlignmentObjective:
         return func(torch.ones(1, device=compute_device())).detach().reshape(())
 
     def _terms(self, forward, slots: list[int]) -> torch.Tensor:
-        """B x this rank's share of the step loss from `slots` of one microbatch (scalar)."""
-        batch: WordMicrobatch = forward.batch
+        """B x this rank's share of the step loss from `slots` of one microbatch (scalar), as a
+        tensor whose gradient is the terms' gradient.
+
+        Representations captured inside a chunk that full recomputation checkpoints carry no
+        graph: the terms are computed on detached copies, their gradient with respect to each
+        such representation is stored for the recomputation to inject (capture.py), and the
+        returned tensor is the first-order surrogate sum(rep * grad) over the others, whose
+        gradient equals the terms' gradient."""
+        reps = [forward.reps[s] for s in slots]
+        if all(rep.requires_grad for rep in reps) or not torch.is_grad_enabled():
+            return self._terms_value(forward.batch, slots, reps)
+        leaves = [rep.detach().requires_grad_(True) for rep in reps]
+        grads = torch.autograd.grad(self._terms_value(forward.batch, slots, leaves), leaves)
+        surrogate = None
+        for slot, rep, grad in zip(slots, reps, grads):
+            if rep.requires_grad:
+                part = (rep * grad).sum()
+                surrogate = part if surrogate is None else surrogate + part
+            else:
+                forward.rep_grads[slot] = grad
+        return surrogate if surrogate is not None else torch.zeros((), device=grads[0].device)
+
+    def _terms_value(self, batch: WordMicrobatch, slots: list[int], reps: list[torch.Tensor]) -> torch.Tensor:
         cfg = self.cfg
-        local = torch.stack([forward.reps[s] for s in slots])  # [Ks, b, h]
+        local = torch.stack(reps)  # [Ks, b, h]
         pool = all_gather_with_grad(local.transpose(0, 1).contiguous(), self.dp_group)  # [W, Ks, h]
         pool = pool.transpose(0, 1)  # [Ks, W, h]
         contrastive = info_nce(local, pool, batch.positive_mask, batch.negative_mask,
@@ -138,17 +161,9 @@ class AlignmentObjective:
 
     @contextmanager
     def attached(self):
-        """Hooks registered, full-layer recompute off (it would re-run the hooks in backward;
-        word sequences are a few tokens, so there is nothing to save), fp16 loss scaling wired."""
-        config = self.module.config
-        saved = config.recompute_granularity
-        if saved == "full":
-            config.recompute_granularity = None
-        try:
-            with self.tap.attached():
-                yield self
-        finally:
-            config.recompute_granularity = saved
+        """Hooks registered and fp16 loss scaling wired for the duration of the block."""
+        with self.tap.attached():
+            yield self
 
     def forward_backward(self, microbatches: list[WordMicrobatch]) -> dict[str, Any]:
         """Forward and backward of one step over this rank's microbatches (inside `attached()`);
@@ -165,6 +180,7 @@ class AlignmentObjective:
         seq_length, micro_batch_size = microbatches[0].tokens.shape[1], microbatches[0].tokens.shape[0]
         run_schedule(self.model, self._forward_step, iter(microbatches), num_microbatches=len(microbatches),
                      seq_length=seq_length, micro_batch_size=micro_batch_size, pg_collection=self.pgs)
+        self.tap.check_drained()
         stats = self._stats
         # Shares of the pool's words are summed over DP ranks; stages own disjoint slots (and only
         # the last stage has the LM term), so a sum over the pipeline group assembles them.
@@ -291,7 +307,8 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                     pairs = sampler.global_pairs(step)
                     microbatches = [mb.to(compute_device()) for mb in build_microbatches(
                         lexicon, pairs, dp_rank=dp_rank, dp_size=dp_size,
-                        num_microbatches=cfg.num_microbatches, pad_id=pad_id, translation_keys=keys)]
+                        num_microbatches=cfg.num_microbatches, pad_id=pad_id, translation_keys=keys,
+                        seq_multiple=sequence_multiple(module.config, pg_collection))]
                     model.zero_grad_buffer()
                     optimizer.zero_grad()
                     record = objective.forward_backward(microbatches)

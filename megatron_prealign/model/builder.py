@@ -11,7 +11,7 @@ from megatron.core.transformer import TransformerConfig
 
 from megatron_prealign.parallel import ParallelConfig
 from megatron_prealign.model.config import ModelConfig
-from megatron_prealign.model.specs import get_prealign_layer_spec, resolve_transformer_impl
+from megatron_prealign.model.specs import get_prealign_block_spec, resolve_transformer_impl
 from megatron_prealign.platform import compute_device, cpu_compat_active
 
 
@@ -72,9 +72,10 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, pg_collection=None) 
         pg_collection = ProcessGroupCollection.use_mpu_process_groups()
     tp = parallel.tensor_model_parallel_size
     stage, stages = pg_collection.pp.rank(), pg_collection.pp.size()
+    config = transformer_config(cfg, parallel)
     model = GPTModel(
-        config=transformer_config(cfg, parallel),
-        transformer_layer_spec=get_prealign_layer_spec(cfg),
+        config=config,
+        transformer_layer_spec=get_prealign_block_spec(cfg, config, pp_rank=stage),
         vocab_size=cfg.padded_vocab_size(tp),
         max_sequence_length=cfg.max_position_embeddings or cfg.seq_length,
         pre_process=stage == 0,

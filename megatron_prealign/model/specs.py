@@ -1,7 +1,7 @@
 """Layer spec selection: stock megatron-core specs only (never a forked TransformerLayer).
 
-The one module we inject is the core attention (`--attention-backend sdpa`, see attention.py),
-through the spec's `core_attention` slot.
+What we inject, through the spec's slots: the core attention (`--attention-backend sdpa`, see
+attention.py) and, under sequence parallelism without Apex/TE, the norms (norm.py).
 """
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import copy
 import importlib.util
 
 import torch
-from megatron.core.transformer.spec_utils import ModuleSpec
 
 from megatron_prealign.model.attention import SDPAttention
 from megatron_prealign.model.config import ModelConfig
+from megatron_prealign.model.norm import SequenceParallelTorchNorm
 
 
 def transformer_engine_usable() -> bool:
@@ -47,16 +47,31 @@ def resolve_attention_backend(cfg: ModelConfig) -> str:
     return cfg.attention_backend
 
 
-def get_prealign_layer_spec(cfg: ModelConfig) -> ModuleSpec:
-    """megatron-core's GPT layer spec: TransformerEngine when usable, else the local (torch) one,
-    with SDPA as core attention when `--attention-backend` resolves to `sdpa`."""
+def get_prealign_block_spec(cfg: ModelConfig, config, *, pp_rank: int, vp_stage: int | None = None):
+    """megatron-core's GPT decoder block spec for this pipeline stage (and virtual stage):
+    TransformerEngine's when usable, else the local (torch) one, with SDPA as core attention when
+    `--attention-backend` resolves to `sdpa` and sequence-parallel-capable torch norms under
+    `--sequence-parallel` without Apex/TE (model/norm.py)."""
+    from megatron.core.fusions.fused_layer_norm import HAVE_FUSED_LAYER_NORM
     from megatron.core.models.gpt import gpt_layer_specs
 
-    if resolve_transformer_impl(cfg) == "transformer_engine":
-        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
-    spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization=cfg.normalization)
-    if resolve_attention_backend(cfg) == "sdpa":
-
-        spec = copy.deepcopy(spec)
-        spec.submodules.self_attention.submodules.core_attention = SDPAttention
-    return spec
+    use_te = resolve_transformer_impl(cfg) == "transformer_engine"
+    block = gpt_layer_specs.get_gpt_decoder_block_spec(config, use_transformer_engine=use_te,
+                                                       normalization=cfg.normalization, vp_stage=vp_stage,
+                                                       pp_rank=pp_rank)
+    if use_te:
+        return block
+    sdpa = resolve_attention_backend(cfg) == "sdpa"
+    torch_norms = config.sequence_parallel and not HAVE_FUSED_LAYER_NORM
+    if not (sdpa or torch_norms):
+        return block
+    block = copy.deepcopy(block)
+    for layer in block.layer_specs:
+        if sdpa:
+            layer.submodules.self_attention.submodules.core_attention = SDPAttention
+        if torch_norms:
+            layer.submodules.input_layernorm = SequenceParallelTorchNorm
+            layer.submodules.pre_mlp_layernorm = SequenceParallelTorchNorm
+    if torch_norms:
+        block.layer_norm = SequenceParallelTorchNorm
+    return block

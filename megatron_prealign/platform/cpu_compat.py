@@ -149,10 +149,11 @@ def _patch_torch_cuda() -> None:
 def _under_function_mode(function):
     """Run `function` with the CUDA-as-CPU mode on this thread's stack.
 
-    Activation recomputation runs megatron-core forward code inside autograd's backward. The
-    engine is entered from our mode's own handler (`Tensor.backward`/`torch.autograd.backward`
-    dispatch to it), where PyTorch has popped the mode, so without this the recomputed forward
-    would place tensors on a CUDA device that does not exist."""
+    Autograd's engine is entered from our mode's own handler (`Tensor.backward` and
+    `torch.autograd.backward` dispatch to it), where PyTorch has popped the mode. megatron-core's
+    autograd Functions allocate on `torch.cuda.current_device()` in their backward (the
+    sequence-parallel all-gather buffers, for one), and activation recomputation runs whole
+    forward passes there; without this they would ask for a CUDA device that does not exist."""
 
     def wrapped(*args, **kwargs):
         with _CudaAsCpuMode():
@@ -171,12 +172,31 @@ def _patch_megatron() -> None:
              lambda device="cuda", clone=False, graph_safe=False: torch.get_rng_state())
     _replace(mcore_random, "_set_cuda_rng_state",
              lambda new_state, device=-1, graph_safe=False: torch.set_rng_state(new_state))
-    # The recomputing entry points of megatron-core's activation checkpointing.
-    _replace(mcore_random.CheckpointFunction, "backward",
-             staticmethod(_under_function_mode(mcore_random.CheckpointFunction.backward)))
+    # Code megatron-core runs inside autograd's backward: its Functions' backward methods (the
+    # tensor-parallel mappings and layers, cross entropy, activation checkpointing) and the
+    # recompute hook of CheckpointWithoutOutput.
+    for function in _megatron_autograd_functions():
+        if "backward" in vars(function):
+            _replace(function, "backward", staticmethod(_under_function_mode(function.backward)))
     _replace(mcore_random.CheckpointWithoutOutput, "_recompute",
              _under_function_mode(mcore_random.CheckpointWithoutOutput._recompute))
     mcore_random.initialize_rng_tracker(force_reset=True)
+
+
+def _megatron_autograd_functions() -> list[type]:
+    """Every `torch.autograd.Function` subclass defined by megatron-core's modules that a GPT
+    model uses (imported here so they exist before the model is built)."""
+    import megatron.core.fusions.fused_bias_dropout  # noqa: F401
+    import megatron.core.tensor_parallel  # noqa: F401
+    import megatron.core.transformer.transformer_block  # noqa: F401
+
+    found, stack = [], list(torch.autograd.Function.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.__module__.startswith("megatron.core."):
+            found.append(cls)
+    return found
 
 
 def cpu_compat_active() -> bool:

@@ -1,11 +1,16 @@
-"""Tier 3 (multi-process gloo): the alignment pre-pass at TP=2, PP=2 and DP=2 matches one process.
+"""Tier 3 (multi-process gloo): the alignment pre-pass at TP=2 (with and without sequence
+parallelism), PP=2 and DP=2, and with full and selective activation recomputation, matches one
+process without any of them.
 
-One module fixture runs four process groups, each once:
+One module fixture runs the process groups, each once:
   1. reference (1 rank): random init -> checkpoints `init_tied`, `init_untied`; one step's loss
      and gradients of each model; then, on the untied one, the alignment gap and a 3-step
      `run_align_prepass` (step losses, gradient norms, gaps before/after).
-  2. TP=2, 3. PP=2 (1F1B over 2 microbatches; stage 0's loss terms injected into its backward),
-     4. DP=2 (negatives all-gathered with gradient): the same, starting from the `init_*` weights.
+  2. TP=2, 3. TP=2 with sequence parallelism (words pooled from each rank's slice of the
+     positions), 4. PP=2 (1F1B over 2 microbatches; stage 0's loss terms injected into its
+     backward), 5. DP=2 (negatives all-gathered with gradient), 6./7. one process with full
+     (uniform, 1 layer per chunk: every layer tap fires twice) and selective recomputation: the
+     same, starting from the `init_*` weights.
 The lexicon has 3-way groups whose clones are not translations of each other, so the
 same-group exclusion is exercised; the collapse penalty is on. Gradients are compared as full
 tensors through layout-independent checkpoints. (Weights after the Adam steps are not compared
@@ -31,21 +36,21 @@ ATOL_OF_MAX = 1e-6
 BASE_VOCAB = 40
 
 
-def _setup(tp: int, pp: int):
+def _setup(tp: int, pp: int, sp: bool = False, recompute: str | None = None):
     from megatron_prealign.align import AlignConfig
     from megatron_prealign.align.data import clone_lexicon
     from megatron_prealign.distributed import init_distributed
     from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig
 
-    parallel = ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    parallel = ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, sequence_parallel=sp)
     pgs = init_distributed(parallel, seed=4321)
     # 12 groups of 3 (word, clone 1, clone 2; the clones are not each other's translations). With
     # 16 pairs per step from the 9 training groups, groups repeat within a pool.
     lexicon = clone_lexicon(12, BASE_VOCAB, num_clones=2, max_word_tokens=3, seed=3)
     model_cfg = ModelConfig(num_layers=4, hidden_size=32, num_attention_heads=4, num_query_groups=2,
                             ffn_hidden_size=64, seq_length=8, vocab_size=lexicon.vocab_size,
-                            make_vocab_size_divisible_by=8)
+                            make_vocab_size_divisible_by=8, **RECOMPUTE[recompute])
     cfg = AlignConfig(steps=3, pairs_per_batch=16, num_microbatches=2, collapse_weight=0.3, align_weight=0.5,
                       lr=2e-3, warmup_fraction=0.0, heldout_fraction=0.25, eval_max_words=60, seed=11)
     return parallel, pgs, lexicon, model_cfg, cfg
@@ -69,7 +74,14 @@ def _gather_check(group) -> bool:
     return values_ok and torch.equal(shard.grad, expected)
 
 
-def _run_layout(rank, world_size, tp, pp, workdir, role):
+RECOMPUTE = {
+    None: {},
+    "full": dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1),
+    "selective": dict(recompute_granularity="selective"),
+}
+
+
+def _run_layout(rank, world_size, tp, pp, workdir, role, sp=False, recompute=None):
     import torch.distributed as dist
 
     from megatron_prealign.align import AlignmentObjective, alignment_gap, run_align_prepass
@@ -80,14 +92,14 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
     from megatron_prealign.training.ddp import wrap_ddp
 
     work = Path(workdir)
-    parallel, pgs, lexicon, model_cfg, cfg = _setup(tp, pp)
+    parallel, pgs, lexicon, model_cfg, cfg = _setup(tp, pp, sp, recompute)
     out = {}
     train_ids, heldout_ids = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
     sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
                               max_word_tokens=cfg.max_word_tokens)
     dp_rank, dp_size = dist.get_rank(pgs.dp), dist.get_world_size(pgs.dp)
     microbatches = build_microbatches(lexicon, sampler.global_pairs(0), dp_rank=dp_rank, dp_size=dp_size,
-                                      num_microbatches=cfg.num_microbatches, pad_id=0)
+                                      num_microbatches=cfg.num_microbatches, pad_id=0, seq_multiple=tp if sp else 1)
     # Pool words that are neither positive nor negative, beyond each word itself.
     out["same_group_exclusions"] = sum(
         int((~(mb.positive_mask | mb.negative_mask)).sum()) - mb.tokens.shape[0] for mb in microbatches)
@@ -106,6 +118,8 @@ def _run_layout(rank, world_size, tp, pp, workdir, role):
         ddp.zero_grad_buffer()
         with objective.attached():
             out[f"stats_{variant}"] = objective.forward_backward(microbatches)
+        # Under full recomputation every layer's first capture is matched by one injection.
+        out[f"recomputed_{variant}"] = objective.tap.recomputed_injections
         with params_holding_grads(ddp):
             save_model_weights(ddp, work / f"grads_{variant}_{role}")
         ddp.zero_grad_buffer()
@@ -129,11 +143,14 @@ def runs(tmp_path_factory):
         "tp2": run_on_ranks(_run_layout, 2, 2, 1, str(work), "tp2"),
         "pp2": run_on_ranks(_run_layout, 2, 1, 2, str(work), "pp2"),
         "dp2": run_on_ranks(_run_layout, 2, 1, 1, str(work), "dp2"),
+        "tp2sp": run_on_ranks(_run_layout, 2, 2, 1, str(work), "tp2sp", True),
+        "full": run_on_ranks(_run_layout, 1, 1, 1, str(work), "full", False, "full"),
+        "selective": run_on_ranks(_run_layout, 1, 1, 1, str(work), "selective", False, "selective"),
         "work": work,
     }
 
 
-LAYOUTS = ["tp2", "pp2", "dp2"]
+LAYOUTS = ["tp2", "tp2sp", "pp2", "dp2", "full", "selective"]
 
 
 def test_reference_batch_exercises_every_term(runs):
@@ -192,3 +209,12 @@ def test_prepass_run_matches_single_process(runs, layout):
 
 def test_all_gather_with_grad_sums_shard_gradients_across_ranks(runs):
     assert all(result["gather_check"] for result in runs["dp2"])
+
+
+def test_full_recomputation_taps_each_layer_once_per_microbatch(runs):
+    """4 layers x 2 microbatches: each recomputed layer output gets exactly its first capture's
+    gradient (a second capture or a missing injection breaks the counts or the parity above)."""
+    for variant in VARIANTS:
+        assert runs["full"][0][f"recomputed_{variant}"] == 4 * 2
+        assert runs["selective"][0][f"recomputed_{variant}"] == 0
+        assert runs["reference"][0][f"recomputed_{variant}"] == 0

@@ -56,8 +56,6 @@ def test_booleans_can_be_turned_off_and_lists_parse():
     (["--num-layers", "3", "--pipeline-model-parallel-size", "2"], "--num-layers 3"),
     (["--align-steps", "10"], "--align-steps > 0 needs --lexicon"),
     (["--codeswitch-ratio", "0.1"], "needs --lexicon"),
-    (["--align-steps", "5", "--lexicon", "x.lex", "--tensor-model-parallel-size", "2", "--sequence-parallel"],
-     "does not support --sequence-parallel"),
     (["--load", "a", "--pretrained-checkpoint", "b"], "either --load"),
 ])
 def test_invalid_combinations_name_the_flags(argv, message, capsys):

@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m megatron_prealign.demo
+	$(PY) -m prealign_experiments.english_clone
 
 clean:
 	rm -rf build *.egg-info megatron_prealign/_C*.so

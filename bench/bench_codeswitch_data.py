@@ -1,6 +1,6 @@
 """Cost of code-switching in the data pipeline, measured side by side in one run:
 
-1. preprocessing wall time of ``tools/preprocess_data.py`` with vs without ``--lexicon`` on the
+1. preprocessing wall time (``megatron_prealign.data.preprocess``) without vs with a lexicon on the
    same corpus (target: at most 10% overhead);
 2. per-sample cost (CPU time) of ``CodeSwitchGPTDataset.__getitem__`` vs megatron-core's
    ``GPTDataset.__getitem__`` on the same files and config (target: at most 1.5x).
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import json
 import platform
 import re
@@ -36,14 +35,6 @@ from megatron_prealign.log import get_logger
 
 logger = get_logger("megatron_prealign.bench.codeswitch_data")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("preprocess_data", REPO / "tools" / "preprocess_data.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["preprocess_data"] = module  # worker processes look the encoder up by module name
-    spec.loader.exec_module(module)
-    return module
 
 
 def corpus_documents(paths: list[str], seed: int = 0) -> list[str]:
@@ -89,23 +80,27 @@ def timed(fn) -> float:
     return time.process_time() - t
 
 
-def bench_preprocess(tool, corpus: Path, tokenizer_model: str, lexicon: str, workdir: Path, workers: int, repeats: int):
-    """Alternating runs without / with --lexicon (the order flips every repeat to cancel drift).
+def bench_preprocess(corpus: Path, tokenizer_model: str, lexicon: str, workdir: Path, workers: int, repeats: int):
+    """Alternating runs without / with a lexicon (the order flips every repeat to cancel drift).
 
     Returns the best wall and CPU seconds per variant, the median of the per-repeat
     (with / without) ratios, and the last run's summary.
     """
-    common = ["--input", str(corpus), "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
-              tokenizer_model, "--append-eod", "--workers", str(workers)]
+    from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
+
+    def config(name: str, r: int) -> PreprocessConfig:
+        return PreprocessConfig(input=str(corpus), output_prefix=str(workdir / f"{name}{r}"),
+                                tokenizer_type="SentencePieceTokenizer", tokenizer_model=tokenizer_model,
+                                append_eod=True, workers=workers, lexicon=lexicon if name == "lexicon" else None)
+
     wall = {"plain": [], "lexicon": []}
     cpu = {"plain": [], "lexicon": []}
     summary = None
     for r in range(repeats):
         for name in ("plain", "lexicon") if r % 2 == 0 else ("lexicon", "plain"):
-            extra = ["--lexicon", lexicon] if name == "lexicon" else []
-            args = tool.get_args([*common, "--output-prefix", str(workdir / f"{name}{r}"), *extra])
+            cfg = config(name, r)
             t, c = time.perf_counter(), _cpu_seconds()
-            out = tool.run(args)
+            out = preprocess(cfg)
             wall[name].append(time.perf_counter() - t)
             cpu[name].append(_cpu_seconds() - c)
             if name == "lexicon":
@@ -227,9 +222,8 @@ def main(argv=None) -> int:
         tokenizer = build_tokenizer("SentencePieceTokenizer", tokenizer_model)
         compile_lexicon(read_dictionary(dictionary, skip_invalid=True), tokenizer).save(lexicon_path)
 
-        tool = load_tool()
         pre, pre_ratio, summary = bench_preprocess(
-            tool, corpus, tokenizer_model, lexicon_path, workdir, args.workers, args.preprocess_repeats
+            corpus, tokenizer_model, lexicon_path, workdir, args.workers, args.preprocess_repeats
         )
         prefix = summary.outputs["text"]
         rows = bench_dataset(prefix, tokenizer_model, lexicon_path, workdir, args.seq_length, args.repeats, args.max_samples)

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,31 +26,20 @@ ASSETS = REPO / "tests" / "assets"
 
 
 def build_default_data(work: Path) -> tuple[str, str, str]:
-    """Tiny assets (SentencePiece vocab 400, en-de dictionary) through the real tools."""
-    import runpy
+    """Tiny assets (SentencePiece vocab 400, en-de dictionary) through the library's lexicon
+    compilation and preprocessing."""
+    from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
+    from megatron_prealign.lexicon import BuildLexiconConfig, build_lexicon
 
     corpus = work / "corpus.txt"
     corpus.write_text((ASSETS / "tiny_corpus.txt").read_text() * 300)
     tok = str(ASSETS / "tiny_sp.model")
     lex = str(work / "en_de.lex")
-    argv = sys.argv
-    try:
-        sys.argv = ["build_lexicon.py", "--dictionary", str(ASSETS / "dict_en_de.muse"), "--tokenizer-type",
-                    "SentencePieceTokenizer", "--tokenizer-model", tok, "--output", lex]
-        runpy.run_path(str(REPO / "tools" / "build_lexicon.py"), run_name="__main__")
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    try:
-        sys.argv = ["preprocess_data.py", "--input", str(corpus), "--output-prefix", str(work / "corpus"),
-                    "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", tok, "--lexicon", lex,
-                    "--append-eod", "--workers", "1"]
-        runpy.run_path(str(REPO / "tools" / "preprocess_data.py"), run_name="__main__")
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    finally:
-        sys.argv = argv
+    build_lexicon(BuildLexiconConfig(dictionary=str(ASSETS / "dict_en_de.muse"), tokenizer_type="SentencePieceTokenizer",
+                                     tokenizer_model=tok, output=lex))
+    preprocess(PreprocessConfig(input=str(corpus), output_prefix=str(work / "corpus"),
+                                tokenizer_type="SentencePieceTokenizer", tokenizer_model=tok, lexicon=lex,
+                                append_eod=True, workers=1))
     return str(work / "corpus_text_document"), tok, lex
 
 

@@ -9,10 +9,11 @@ _FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
 
 
 def get_logger(name: str) -> logging.Logger:
-    """Return a package logger. The first call gives the package a stderr handler unless the
-    application already configured logging (root handlers); records always propagate, so an
-    application's or pytest's handlers see them too."""
-    package = logging.getLogger("megatron_prealign")
+    """Return a package logger. The first call for a top-level package (``megatron_prealign``, or
+    an application built on it) gives that package a stderr handler unless the application already
+    configured logging (root handlers); records always propagate, so an application's or pytest's
+    handlers see them too."""
+    package = logging.getLogger(name.partition(".")[0])
     if not getattr(package, "_prealign_configured", False):
         package._prealign_configured = True
         package.setLevel(os.environ.get("PREALIGN_LOG_LEVEL", "INFO"))

@@ -4,7 +4,8 @@
         --tokenizer-model tokenizer.model --output en-de.lex [--format auto] [--skip-invalid] \
         [--case-variants] [--mode word|longest-match]
 
-Prints a summary (entries, unique sources, multi-token share, dropped counts) to stdout.
+Prints a summary (entries, unique sources, multi-token share, dropped counts) to stdout. The
+command line of `megatron_prealign.lexicon.build_lexicon`.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from megatron_prealign.lexicon import (
     FORMATS,
     MODES,
     TOKENIZER_TYPES,
+    BuildLexiconConfig,
     LexiconError,
-    build_tokenizer,
-    compile_lexicon,
-    read_dictionary,
+    build_lexicon,
+    format_summary,
 )
 from megatron_prealign.log import get_logger
 
@@ -39,34 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def format_summary(summary: dict) -> str:
-    dropped = ", ".join(f"{k}={v}" for k, v in summary["dropped"].items())
-    return "\n".join(
-        [
-            f"entries:            {summary['entries']}",
-            f"unique sources:     {summary['unique_sources']}",
-            f"multi-token share:  {summary['multi_token_share']:.3f}",
-            f"scannable entries:  {summary['scannable_entries']} (mode {summary['mode']})",
-            f"groups:             {summary['groups']} (largest {summary['largest_group']})",
-            f"dropped:            {dropped}",
-            f"sha256:             {summary['sha256']}",
-        ]
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cfg = BuildLexiconConfig(dictionary=args.dictionary, format=args.format, tokenizer_type=args.tokenizer_type,
+                             tokenizer_model=args.tokenizer_model, output=args.output,
+                             skip_invalid=args.skip_invalid, case_variants=args.case_variants, mode=args.mode)
     try:
-        tokenizer = build_tokenizer(args.tokenizer_type, args.tokenizer_model)
-        result = read_dictionary(args.dictionary, format=args.format, skip_invalid=args.skip_invalid)
-        for report in result.invalid_reports[:10]:
-            logger.warning("skipped: %s", report)
-        lexicon = compile_lexicon(result, tokenizer, case_variants=args.case_variants, mode=args.mode)
+        lexicon = build_lexicon(cfg)
     except (LexiconError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2
-    lexicon.save(args.output)
-    logger.info("wrote %s", args.output)
     sys.stdout.write(format_summary(lexicon.summary()) + "\n")
     return 0
 

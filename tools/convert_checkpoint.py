@@ -15,8 +15,6 @@ import argparse
 import sys
 from typing import Sequence
 
-from megatron_prealign.checkpointing import CheckpointError
-from megatron_prealign.convert import ConversionError, convert_hf_to_mcore, convert_mcore_to_hf
 from megatron_prealign.log import get_logger
 
 logger = get_logger("megatron_prealign.tools.convert_checkpoint")
@@ -46,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--direction hf-to-mcore takes --hf-path (and not --load)")
     elif not args.load or args.hf_path:
         parser.error("--direction mcore-to-hf takes --load (and not --hf-path)")
+    # Imported after the arguments are checked: a usage error needs neither torch nor megatron-core.
+    from megatron_prealign.checkpointing import CheckpointError
+    from megatron_prealign.convert import ConversionError, convert_hf_to_mcore, convert_mcore_to_hf
+
     try:
         if args.direction == "hf-to-mcore":
             convert_hf_to_mcore(args.hf_path, args.output,

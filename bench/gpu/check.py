@@ -92,19 +92,21 @@ def prepare(bundle: Path, dictionary: str | None) -> None:
     if dictionary is None:
         dictionary = "/usr/share/trans/de-en" if Path("/usr/share/trans/de-en").exists() else \
             str(REPO / "tests" / "assets" / "dict_en_de.muse")
-    lexicon = bundle / "en_de.lex"
-    tok = ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(tokenizer)]
-    _run([sys.executable, str(REPO / "tools" / "build_lexicon.py"), "--dictionary", dictionary, *tok,
-          "--output", str(lexicon), "--skip-invalid"])
-    (bundle / "data").mkdir(exist_ok=True)
     import gzip
 
+    from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
+    from megatron_prealign.lexicon import BuildLexiconConfig, build_lexicon
+    from prealign_experiments.english_clone.setting import DEFAULT_CORPUS
+
+    lexicon = bundle / "en_de.lex"
+    tok = {"tokenizer_type": "SentencePieceTokenizer", "tokenizer_model": str(tokenizer)}
+    build_lexicon(BuildLexiconConfig(dictionary=dictionary, output=str(lexicon), skip_invalid=True, **tok))
+    (bundle / "data").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "sotu.jsonl"
-        corpus.write_bytes(gzip.decompress((REPO / "examples" / "data" / "sotu.jsonl.gz").read_bytes()))
-        _run([sys.executable, str(REPO / "tools" / "preprocess_data.py"), "--input", str(corpus),
-              "--output-prefix", str(bundle / "data" / "sotu"), *tok, "--lexicon", str(lexicon), "--append-eod",
-              "--workers", "2"])
+        corpus.write_bytes(gzip.decompress(Path(DEFAULT_CORPUS).read_bytes()))
+        preprocess(PreprocessConfig(input=str(corpus), output_prefix=str(bundle / "data" / "sotu"), lexicon=str(lexicon),
+                                    append_eod=True, workers=2, **tok))
     (bundle / "bundle.json").write_text(json.dumps({"dictionary": dictionary, "prepared": time.strftime("%Y-%m-%d")}))
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     print(f"bundle {bundle}: {size / 2**20:.1f} MiB (the GPU machine takes 64 MiB per call in all)")

@@ -1,7 +1,9 @@
 """Pretraining data with input-only code-switching (see README.md in this folder).
 
 Public names are loaded on first use so that importing the light pure-NumPy parts
-(``codeswitch``) does not import torch and megatron-core.
+(``codeswitch``) does not import torch and megatron-core. The preprocessing function is
+``megatron_prealign.data.preprocess.preprocess`` (the package attribute ``preprocess`` is its
+module).
 """
 
 from megatron_prealign._lazy import lazy_exports
@@ -22,4 +24,9 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "CodeSwitchGPTDataset": "dataset",
     "CodeSwitchGPTDatasetConfig": "dataset",
     "MegatronTokenizerView": "dataset",
+    "PreprocessConfig": "preprocess",
+    "PreprocessSummary": "preprocess",
+    "MergeError": "merge",
+    "MergeSummary": "merge",
+    "merge_datasets": "merge",
 })

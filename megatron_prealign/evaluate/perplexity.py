@@ -9,12 +9,12 @@ one token for token (shifted), so the two perplexities are measured on the same 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["heldout_perplexity", "read_stream"]
+__all__ = ["dataset_perplexities", "format_perplexity", "heldout_perplexity", "parse_named_prefix", "read_stream"]
 
 
 def read_stream(prefix: str, max_tokens: int) -> np.ndarray:
@@ -77,3 +77,28 @@ def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int =
         model.train(was_training)
     loss = total / count
     return {"loss": loss, "ppl": math.exp(loss), "tokens": count}
+
+
+def parse_named_prefix(item: str) -> tuple[str, str]:
+    """``NAME=PREFIX`` -> (name, prefix).
+
+    Raises:
+        ValueError: naming ``--data-path`` and the expected form.
+    """
+    name, sep, prefix = item.partition("=")
+    if not sep or not name or not prefix:
+        raise ValueError(f"--data-path expects NAME=PREFIX, got {item!r}")
+    return name, prefix
+
+
+def dataset_perplexities(model, named: Sequence[tuple[str, str]], *, seq_length: int, max_tokens: int = 32768,
+                         batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """`heldout_perplexity` of `model` on each ``(name, prefix)``, by name."""
+    return {name: heldout_perplexity(model, prefix, seq_length=seq_length, max_tokens=max_tokens,
+                                     batch_size=batch_size)
+            for name, prefix in named}
+
+
+def format_perplexity(name: str, value: dict[str, Any]) -> str:
+    """One summary line of a `heldout_perplexity` result."""
+    return f"perplexity  {name:<10} {value['ppl']:10.2f}  (loss {value['loss']:.4f}, {value['tokens']} tokens)"

@@ -1,5 +1,6 @@
 """Lexicon ingestion: dictionary files -> translation groups -> tokenized entries -> compiled
 `.lex` (token-id trie + translation table) -> scan spans. See README.md in this folder."""
+from megatron_prealign.lexicon.build import BuildLexiconConfig, build_lexicon, format_summary
 from megatron_prealign.lexicon.dictionary import (
     FORMATS,
     DictionaryReadResult,
@@ -22,6 +23,7 @@ from megatron_prealign.lexicon.tokenizer import (
 )
 
 __all__ = [
+    "BuildLexiconConfig",
     "CONTINUATION",
     "FORMATS",
     "MODES",
@@ -34,10 +36,12 @@ __all__ = [
     "LexiconError",
     "SentencePieceTokenizer",
     "Tokenizer",
+    "build_lexicon",
     "build_tokenizer",
     "classify_pieces",
     "compile_lexicon",
     "detect_format",
+    "format_summary",
     "load_lexicon",
     "read_dictionary",
     "reference_scan",

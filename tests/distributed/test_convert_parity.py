@@ -2,16 +2,16 @@
 
 One spawn of two ranks does all the distributed work:
   rank 0 first converts two tiny random Llamas (GQA 4 heads / 2 groups; one untied fp32 model in
-  sharded safetensors, one tied model saved in bf16) with `tools/convert_checkpoint.py`, for
+  sharded safetensors, one tied model saved in bf16) with `convert_hf_to_mcore`, for
   target layouts TP=1/PP=2 and TP=2/PP=1 (the vocabulary padding differs: 384 vs 512 rows);
   then both ranks load them at TP=1, TP=2 and PP=2 (and each at the other TP's padding), compute
   logits for the same tokens as the HF models, and re-save the untied model from the TP=2 and
   PP=2 layouts as iter checkpoints.
-The test process then exports every checkpoint back to HF and compares tensors bit for bit.
+The test process then exports every checkpoint back to HF (`convert_mcore_to_hf`) and compares
+tensors bit for bit.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,6 @@ import torch
 
 from tests._dist import run_on_ranks
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "tools" / "convert_checkpoint.py"
 VOCAB, SEQ, BATCH = 300, 16, 2
 TOLERANCE = 1e-4
 VARIANTS = ("untied", "tied")
@@ -30,13 +28,6 @@ TARGETS = {"tp1pp2": (1, 2), "tp2pp1": (2, 1)}
 LAYOUTS = (("tp1", 1, 1, "tp1pp2"), ("tp2", 2, 1, "tp2pp1"), ("pp2", 1, 2, "tp1pp2"),
            ("tp2_from_tp1_target", 2, 1, "tp1pp2"), ("tp1_from_tp2_target", 1, 1, "tp2pp1"))
 PADDED = {"tp1": 384, "tp2": 512, "pp2": 384, "tp2_from_tp1_target": 512, "tp1_from_tp2_target": 384}
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +77,7 @@ def _convert_and_compare(rank, world_size, workdir):
     from megatron.core import parallel_state
 
     from megatron_prealign.checkpointing import load_checkpoint, read_checkpoint_state, save_checkpoint
+    from megatron_prealign.convert import convert_hf_to_mcore
     from megatron_prealign.distributed import destroy_distributed, init_distributed
     from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig, build_model
@@ -93,14 +85,10 @@ def _convert_and_compare(rank, world_size, workdir):
     work = Path(workdir)
     if rank == 0:
         # Conversion is a world of one; rank 1 waits in init_distributed meanwhile.
-        tool = _load_tool()
         for variant in VARIANTS:
             for target, (tp, pp) in TARGETS.items():
-                code = tool.main([
-                    "--direction", "hf-to-mcore", "--hf-path", str(work / f"hf_{variant}"),
-                    "--output", str(work / f"mc_{variant}_{target}"),
-                    "--target-tensor-parallel-size", str(tp), "--target-pipeline-parallel-size", str(pp)])
-                assert code == 0, (variant, target)
+                convert_hf_to_mcore(work / f"hf_{variant}", work / f"mc_{variant}_{target}",
+                                    tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
     reference = torch.load(work / "reference.pt")
     out = {}
     for layout, tp, pp, target in LAYOUTS:
@@ -181,8 +169,10 @@ def test_pp2_logits_come_from_the_last_stage_only(runs):
     assert [r[("pp2", "pp_last_stage")] for r in runs["per_rank"]] == [False, True]
 
 
-def _export(tool, load, out):
-    assert tool.main(["--direction", "mcore-to-hf", "--load", str(load), "--output", str(out)]) == 0
+def _export(load, out):
+    from megatron_prealign.convert import convert_mcore_to_hf
+
+    convert_mcore_to_hf(load, out)
     return out
 
 
@@ -193,7 +183,7 @@ def _export(tool, load, out):
 ])
 def test_round_trip_is_bit_identical(runs, transformers, variant, checkpoint):
     work = runs["work"]
-    exported = _export(_load_tool(), work / checkpoint, work / f"back_{checkpoint}")
+    exported = _export(work / checkpoint, work / f"back_{checkpoint}")
     source, back = _hf_tensors(work / f"hf_{variant}"), _hf_tensors(exported)
     assert back.keys() == source.keys()
     for key, tensor in source.items():
@@ -206,7 +196,7 @@ def test_exported_model_loads_in_transformers_with_the_same_logits(runs, transfo
     work = runs["work"]
     exported = work / "back_resaved_pp2"
     if not exported.is_dir():
-        _export(_load_tool(), work / "resaved_pp2", exported)
+        _export(work / "resaved_pp2", exported)
     model = transformers.LlamaForCausalLM.from_pretrained(exported).eval()
     with torch.no_grad():
         logits = model(runs["reference"]["tokens"]).logits

@@ -1,5 +1,6 @@
 """Tier 2 (packaging): the compiled extension builds and imports from a regular, non-editable
-install, the way `pip install .` on a cluster node lays it out."""
+install, the way `pip install .` on a cluster node lays it out; the English-Clone benchmark is
+installed with its corpus."""
 from __future__ import annotations
 
 import subprocess
@@ -29,3 +30,12 @@ def test_extension_imports_from_non_editable_install(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe, str(target)], check=True, cwd=tmp_path,
                          capture_output=True, text=True).stdout
     assert out.strip().startswith(str(target))
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from prealign_experiments.english_clone.setting import DEFAULT_CORPUS, read_corpus;"
+        "assert DEFAULT_CORPUS.startswith(sys.argv[1]), DEFAULT_CORPUS;"
+        "print(len(read_corpus(DEFAULT_CORPUS)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(target)], check=True, cwd=tmp_path,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "233"

@@ -12,11 +12,10 @@ CPU/gloo:
     metrics log continues with the next iteration) and finishes;
   * pretrain.sbatch on 2 emulated nodes, one torchrun with one trainer per node, to the end;
   * preprocess_array.sbatch (3 shards) + merge.sbatch (afterok) write the same bytes as one
-    tools/preprocess_data.py run over the concatenated shards.
+    preprocessing run over the concatenated shards (`megatron_prealign.data.preprocess`).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -305,16 +304,11 @@ def test_preprocess_array_and_merge_equal_a_single_run(slurm_cluster_1node, data
     # Meanwhile, the reference: one process over the shards concatenated.
     whole = tmp_path / "whole.jsonl"
     whole.write_text("".join(lines), encoding="utf-8")
-    spec = importlib.util.spec_from_file_location("preprocess_data", REPO / "tools" / "preprocess_data.py")
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules["preprocess_data"] = tool
-    try:
-        spec.loader.exec_module(tool)
-        assert tool.main(["--input", str(whole), "--output-prefix", str(tmp_path / "single"), "--tokenizer-type",
-                          "SentencePieceTokenizer", "--tokenizer-model", TOKENIZER, "--append-eod",
-                          "--lexicon", data_lexicon_path]) == 0
-    finally:
-        del sys.modules["preprocess_data"]
+    from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
+
+    preprocess(PreprocessConfig(input=str(whole), output_prefix=str(tmp_path / "single"),
+                                tokenizer_type="SentencePieceTokenizer", tokenizer_model=TOKENIZER, append_eod=True,
+                                lexicon=data_lexicon_path))
 
     info = cluster.wait(merge, timeout=300)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), cluster.read_output(info)

@@ -1,17 +1,15 @@
-"""Tier 2 (files on disk, megatron-core readers, a few seconds): tools/merge_datasets.py.
+"""Tier 2 (files on disk, megatron-core readers, a few seconds): merging,
+`megatron_prealign.data.merge.merge_datasets`, and its command line tools/merge_datasets.py.
 
-Shards are written by tools/preprocess_data.py (loaded from its file, run in-process); the merge
-of the shards must be byte-identical to one preprocessing run over the concatenated shards,
-code-switch sidecar included, and the tool must refuse inputs that do not belong together
-without leaving any output behind.
+Shards are written by `preprocess`; the merge of the shards must be byte-identical to one
+preprocessing run over the concatenated shards, code-switch sidecar included, and inputs that do
+not belong together must be refused without leaving any output behind.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,33 +17,20 @@ import pytest
 from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
 
 from megatron_prealign.data.codeswitch import LexiconArrays
-from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarWriter, validate_sidecar
+from megatron_prealign.data.merge import MergeError, merge_datasets
+from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
+from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError, SidecarWriter, validate_sidecar
+from tests._tools import run_tool
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = str(REPO / "tests" / "assets" / "tiny_sp.model")
 SUFFIXES = (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tools():
-    loaded = {name: _load_tool(name) for name in ("preprocess_data", "merge_datasets")}
-    yield loaded
-    for name in loaded:
-        del sys.modules[name]
-
-
-def _preprocess(tools, input_path, prefix, lexicon=None) -> str:
-    argv = ["--input", str(input_path), "--output-prefix", str(prefix), "--tokenizer-type",
-            "SentencePieceTokenizer", "--tokenizer-model", MODEL, "--append-eod"]
-    assert tools["preprocess_data"].main(argv + (["--lexicon", lexicon] if lexicon else [])) == 0
+def _preprocess(input_path, prefix, lexicon=None) -> str:
+    preprocess(PreprocessConfig(input=str(input_path), output_prefix=str(prefix),
+                                tokenizer_type="SentencePieceTokenizer", tokenizer_model=MODEL, append_eod=True,
+                                lexicon=lexicon))
     return f"{prefix}_text_document"
 
 
@@ -72,31 +57,31 @@ def shard_inputs(tmp_path_factory, data_corpus_lines):
 
 
 @pytest.fixture(scope="module")
-def shards(tools, shard_inputs, tmp_path_factory, data_lexicon_path):
+def shards(shard_inputs, tmp_path_factory, data_lexicon_path):
     """Per-shard outputs with sidecars (in their own directory) and the single-run reference."""
     paths, whole = shard_inputs
     root = tmp_path_factory.mktemp("merge_shards")
     (root / "shards").mkdir()
-    prefixes = [_preprocess(tools, p, root / "shards" / f"shard_{i:05d}", data_lexicon_path)
+    prefixes = [_preprocess(p, root / "shards" / f"shard_{i:05d}", data_lexicon_path)
                 for i, p in enumerate(paths)]
-    reference = _preprocess(tools, whole, root / "single", data_lexicon_path)
+    reference = _preprocess(whole, root / "single", data_lexicon_path)
     return prefixes, reference
 
 
-def test_merge_equals_single_run_with_sidecar(tools, shards, tmp_path, data_tokenizer, data_lexicon_path):
+def test_merge_equals_single_run_with_sidecar(shards, tmp_path, data_tokenizer, data_lexicon_path):
     from megatron_prealign.lexicon.lexicon import load_lexicon
 
     prefixes, reference = shards
     assert len(IndexedDataset(prefixes[2], mmap=False)) == 0  # the empty shard takes part
     out = str(tmp_path / "merged_text_document")
-    assert tools["merge_datasets"].main(["--input", *prefixes, "--output-prefix", out]) == 0
+    merge_datasets(prefixes, out)
     expected = _bytes(reference)
     assert set(expected) == set(SUFFIXES)
     assert _bytes(out) == expected
 
     # A directory stands for its datasets by name; the sidecars in it are not inputs.
     out_dir = str(tmp_path / "from_dir_text_document")
-    assert tools["merge_datasets"].main(["--input", os.path.dirname(prefixes[0]), "--output-prefix", out_dir]) == 0
+    merge_datasets([os.path.dirname(prefixes[0])], out_dir)
     assert _bytes(out_dir) == expected
 
     lexicon = load_lexicon(data_lexicon_path, data_tokenizer)
@@ -105,12 +90,12 @@ def test_merge_equals_single_run_with_sidecar(tools, shards, tmp_path, data_toke
     assert sorted(os.listdir(tmp_path)) == sorted(Path(p + s).name for p in (out, out_dir) for s in SUFFIXES)
 
 
-def test_merge_without_sidecars(tools, shard_inputs, tmp_path):
+def test_merge_without_sidecars(shard_inputs, tmp_path):
     paths, whole = shard_inputs
-    prefixes = [_preprocess(tools, p, tmp_path / f"s{i}") for i, p in enumerate(paths)]
-    reference = _preprocess(tools, whole, tmp_path / "single")
+    prefixes = [_preprocess(p, tmp_path / f"s{i}") for i, p in enumerate(paths)]
+    reference = _preprocess(whole, tmp_path / "single")
     out = str(tmp_path / "merged")
-    summary = tools["merge_datasets"].merge(prefixes, out)
+    summary = merge_datasets(prefixes, out)
     assert (summary.inputs, summary.documents, summary.spans) == (4, 150, None)
     assert _bytes(out) == _bytes(reference) and set(_bytes(out)) == {".bin", ".idx"}
 
@@ -128,7 +113,7 @@ def _edit_meta(prefix: str, **changes) -> None:
     path.write_text(json.dumps(meta))
 
 
-def _other_lexicon_shard(tools, shard_inputs, root, data_tokenizer) -> str:
+def _other_lexicon_shard(shard_inputs, root, data_tokenizer) -> str:
     from megatron_prealign.lexicon.dictionary import read_dictionary
     from megatron_prealign.lexicon.lexicon import compile_lexicon
     from tests.conftest import DATA_DICTIONARY
@@ -137,7 +122,7 @@ def _other_lexicon_shard(tools, shard_inputs, root, data_tokenizer) -> str:
     dictionary.write_text("\n".join(DATA_DICTIONARY.splitlines()[:5]) + "\n", encoding="utf-8")
     lexicon = root / "small.lex"
     compile_lexicon(read_dictionary(dictionary), data_tokenizer).save(lexicon)
-    return _preprocess(tools, shard_inputs[0][1], root / "other_lexicon", str(lexicon))
+    return _preprocess(shard_inputs[0][1], root / "other_lexicon", str(lexicon))
 
 
 def _int32_shard(root) -> str:
@@ -162,15 +147,15 @@ def _int32_shard(root) -> str:
         ("missing_bin", "missing"),
     ],
 )
-def test_refuses_inputs_that_do_not_belong_together(tools, shards, shard_inputs, tmp_path, data_tokenizer, case,
-                                                    message, caplog):
+def test_refuses_inputs_that_do_not_belong_together(shards, shard_inputs, tmp_path, data_tokenizer, case,
+                                                    message):
     prefixes, _ = shards
     a = _copy_dataset(prefixes[0], str(tmp_path / "a"))
     b = _copy_dataset(prefixes[1], str(tmp_path / "b"))
     inputs = [a, b]
     out = str(tmp_path / "out" / "merged")
     if case == "other_lexicon":
-        inputs[1] = _other_lexicon_shard(tools, shard_inputs, tmp_path, data_tokenizer)
+        inputs[1] = _other_lexicon_shard(shard_inputs, tmp_path, data_tokenizer)
     elif case == "other_tokenizer":
         _edit_meta(b, tokenizer_fingerprint="0" * 64)
     elif case == "sidecar_missing":
@@ -192,16 +177,16 @@ def test_refuses_inputs_that_do_not_belong_together(tools, shards, shard_inputs,
     elif case == "missing_bin":
         os.remove(b + ".bin")
     before = sorted(os.listdir(tmp_path))
-    with caplog.at_level("ERROR"):
-        assert tools["merge_datasets"].main(["--input", *inputs, "--output-prefix", out]) == 2
-    assert message in caplog.text
+    with pytest.raises((MergeError, SidecarError)) as error:
+        merge_datasets(inputs, out)
+    assert message in str(error.value)
     assert sorted(os.listdir(tmp_path)) == before  # nothing written (no output directory either)
 
 
-def test_failure_while_writing_leaves_previous_outputs_untouched(tools, shards, tmp_path, monkeypatch):
+def test_failure_while_writing_leaves_previous_outputs_untouched(shards, tmp_path, monkeypatch):
     prefixes, _ = shards
     out = str(tmp_path / "merged")
-    tools["merge_datasets"].merge(prefixes[:1], out)
+    merge_datasets(prefixes[:1], out)
     previous = _bytes(out)
     assert len(previous) == 5
 
@@ -210,15 +195,15 @@ def test_failure_while_writing_leaves_previous_outputs_untouched(tools, shards, 
 
     monkeypatch.setattr(SidecarWriter, "add_index", fail)
     with pytest.raises(OSError, match="disk full"):
-        tools["merge_datasets"].merge(prefixes, out)
+        merge_datasets(prefixes, out)
     assert _bytes(out) == previous
     assert sorted(os.listdir(tmp_path)) == sorted(Path(out + s).name for s in SUFFIXES)  # no temporaries
 
 
-def test_merged_dataset_reads_like_the_shards(tools, shards, tmp_path):
+def test_merged_dataset_reads_like_the_shards(shards, tmp_path):
     prefixes, _ = shards
     out = str(tmp_path / "merged")
-    tools["merge_datasets"].merge(prefixes, out)
+    merge_datasets(prefixes, out)
     merged, side = IndexedDataset(out), CodeSwitchSidecar(out)
     assert merged.index.dtype == DType.optimal_dtype(400)
     doc = 0
@@ -230,3 +215,18 @@ def test_merged_dataset_reads_like_the_shards(tools, shards, tmp_path):
             assert [c.tolist() for c in side.spans(doc)] == [c.tolist() for c in part_side.spans(i)]
             doc += 1
     assert doc == len(merged) == 150
+
+
+def test_runs_as_a_script(shards, tmp_path):
+    """tools/merge_datasets.py: a directory of shards merges into the single-run bytes; inputs
+    that do not belong together exit with 2 and one error line naming the problem."""
+    prefixes, reference = shards
+    out = str(tmp_path / "merged_text_document")
+    proc = run_tool("merge_datasets", ["--input", os.path.dirname(prefixes[0]), "--output-prefix", out], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "merged 4 datasets: 150 documents" in proc.stderr
+    assert _bytes(out) == _bytes(reference)
+    proc = run_tool("merge_datasets", ["--input", prefixes[0], prefixes[0], "--output-prefix", str(tmp_path / "twice")],
+                    cwd=tmp_path)
+    assert proc.returncode == 2 and "is given twice" in proc.stderr
+    assert not list(tmp_path.glob("twice*"))

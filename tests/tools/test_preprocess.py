@@ -1,41 +1,26 @@
-"""Tier 2 (files on disk, megatron-core readers, a few seconds): tools/preprocess_data.py.
-
-The tool is loaded from its file (tools/ is not a package) and driven through ``main(argv)``;
-one test runs it as a script in a subprocess with several workers.
+"""Tier 2 (files on disk, megatron-core readers, a few seconds): preprocessing,
+`megatron_prealign.data.preprocess.preprocess`, called as a function; one test runs its command
+line, tools/preprocess_data.py, as a script in a subprocess with several workers.
 """
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+import megatron_prealign.data.preprocess as preprocess_module
 from megatron_prealign.data.codeswitch import LexiconArrays
+from megatron_prealign.data.preprocess import PreprocessConfig, check_inputs, preprocess
 from megatron_prealign.data.sidecar import CodeSwitchSidecar, sidecar_prefix, validate_sidecar
+from tests._tools import run_tool
 
 REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "tools" / "preprocess_data.py"
 MODEL = str(REPO / "tests" / "assets" / "tiny_sp.model")
-
-
-@pytest.fixture(scope="module")
-def tool():
-    """tools/preprocess_data.py as a module, registered under its name so that worker
-    processes can find its functions."""
-    spec = importlib.util.spec_from_file_location("preprocess_data", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["preprocess_data"] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules["preprocess_data"]
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +58,23 @@ def argv(corpus_path, prefix, *extra):
     ]
 
 
+def config(corpus_path, prefix, **overrides) -> PreprocessConfig:
+    """The config of `argv(corpus_path, prefix)` with `overrides`."""
+    values = dict(input=str(corpus_path), output_prefix=str(prefix), tokenizer_type="SentencePieceTokenizer",
+                  tokenizer_model=MODEL, append_eod=True)
+    return PreprocessConfig(**{**values, **overrides})
+
+
 def files_of(prefix):
     base = f"{prefix}_text_document"
     return [base + s for s in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")]
 
 
-def test_stock_reader_opens_output_and_sidecar_is_aligned(tool, corpus, tmp_path, data_tokenizer, data_lexicon_path):
+def test_stock_reader_opens_output_and_sidecar_is_aligned(corpus, tmp_path, data_tokenizer, data_lexicon_path):
     from megatron_prealign.lexicon.lexicon import load_lexicon
 
     path, good = corpus
-    assert tool.main(argv(path, tmp_path / "out", "--lexicon", data_lexicon_path)) == 0
+    preprocess(config(path, tmp_path / "out", lexicon=data_lexicon_path))
     prefix = f"{tmp_path / 'out'}_text_document"
     tokens = IndexedDataset(prefix)  # a stock megatron-core reader
     assert tokens.index.dtype == np.uint16  # vocab 400: megatron's optimal dtype
@@ -101,17 +93,17 @@ def test_stock_reader_opens_output_and_sidecar_is_aligned(tool, corpus, tmp_path
     assert 0.02 < meta.num_span_tokens / meta.num_tokens < 0.5
 
 
-def test_output_is_independent_of_workers_and_partitions(tool, corpus, tmp_path, data_lexicon_path):
+def test_output_is_independent_of_workers_and_partitions(corpus, tmp_path, data_lexicon_path):
     path, _ = corpus
     runs = {
-        "w1": [],
-        "w2": ["--workers", "2"],
-        "w2p3": ["--workers", "2", "--partitions", "3"],
-        "w1p5": ["--partitions", "5"],
+        "w1": {},
+        "w2": {"workers": 2},
+        "w2p3": {"workers": 2, "partitions": 3},
+        "w1p5": {"partitions": 5},
     }
     contents = {}
     for name, extra in runs.items():
-        tool.main(argv(path, tmp_path / name, "--lexicon", data_lexicon_path, *extra))
+        preprocess(config(path, tmp_path / name, lexicon=data_lexicon_path, **extra))
         contents[name] = [Path(f).read_bytes() for f in files_of(tmp_path / name)]
     for name in runs:
         assert contents[name] == contents["w1"], name
@@ -119,9 +111,9 @@ def test_output_is_independent_of_workers_and_partitions(tool, corpus, tmp_path,
     assert sorted(os.listdir(tmp_path)) == sorted(Path(f).name for name in runs for f in files_of(tmp_path / name))
 
 
-def test_bad_lines_are_counted_and_reported(tool, corpus, tmp_path):
+def test_bad_lines_are_counted_and_reported(corpus, tmp_path):
     path, good = corpus
-    summary = tool.run(tool.get_args(argv(path, tmp_path / "out")))
+    summary = preprocess(config(path, tmp_path / "out"))
     c = summary.counts
     assert c["lines"] == 400
     assert (c["invalid_utf8"], c["invalid_json"]) == (8, 16)
@@ -132,28 +124,26 @@ def test_bad_lines_are_counted_and_reported(tool, corpus, tmp_path):
     assert not os.path.exists(sidecar_prefix(summary.outputs["text"]) + ".bin")  # no --lexicon
 
 
-def test_plain_text_input_and_several_keys(tool, tmp_path, data_tokenizer):
+def test_plain_text_input_and_several_keys(tmp_path, data_tokenizer):
     text_file = tmp_path / "corpus.txt"
     text_file.write_text("the house by the river\n\nthe water\n", encoding="utf-8")
-    tool.main(["--input", str(text_file), "--output-prefix", str(tmp_path / "t"), "--tokenizer-type",
-               "SentencePieceTokenizer", "--tokenizer-model", MODEL])
+    preprocess(config(text_file, tmp_path / "t", append_eod=False))
     docs = IndexedDataset(str(tmp_path / "t_text_document"))
     assert [docs[i].tolist() for i in range(len(docs))] == [data_tokenizer.encode("the house by the river"), data_tokenizer.encode("the water")]
 
     jsonl = tmp_path / "two_keys.jsonl"
     jsonl.write_text(json.dumps({"src": "the house", "tgt": "das Haus"}) + "\n" + json.dumps({"src": "water"}) + "\n")
-    summary = tool.run(tool.get_args(["--input", str(jsonl), "--output-prefix", str(tmp_path / "k"), "--json-keys",
-                                      "src", "tgt", "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", MODEL]))
+    summary = preprocess(config(jsonl, tmp_path / "k", json_keys=("src", "tgt"), append_eod=False))
     assert summary.documents == {"src": 2, "tgt": 1} and summary.counts["tgt:missing_key"] == 1
     tgt = IndexedDataset(str(tmp_path / "k_tgt_document"))
     assert len(tgt) == 1 and tgt[0].tolist() == data_tokenizer.encode("das Haus")
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_failed_run_leaves_no_final_named_file(tool, corpus, tmp_path, monkeypatch, data_lexicon_path, workers):
+def test_failed_run_leaves_no_final_named_file(corpus, tmp_path, monkeypatch, data_lexicon_path, workers):
     path, _ = corpus
     calls = {"n": 0}
-    real = tool._Encoder.encode_batch
+    real = preprocess_module._Encoder.encode_batch
 
     def fail_on_second_batch(self, lines, nbytes):
         # Each worker process counts its own calls: every worker fails on its second batch.
@@ -162,48 +152,61 @@ def test_failed_run_leaves_no_final_named_file(tool, corpus, tmp_path, monkeypat
             raise RuntimeError("simulated failure in the middle of the corpus")
         return real(self, lines, nbytes)
 
-    monkeypatch.setattr(tool, "_BATCH_LINES", 20)
-    monkeypatch.setattr(tool._Encoder, "encode_batch", fail_on_second_batch)
+    monkeypatch.setattr(preprocess_module, "_BATCH_LINES", 20)
+    monkeypatch.setattr(preprocess_module._Encoder, "encode_batch", fail_on_second_batch)
     with pytest.raises(RuntimeError, match="simulated failure"):
-        tool.main(argv(path, tmp_path / "out", "--lexicon", data_lexicon_path, "--workers", str(workers), "--partitions", "2"))
+        preprocess(config(path, tmp_path / "out", lexicon=data_lexicon_path, workers=workers, partitions=2))
     assert os.listdir(tmp_path) == []  # neither final names nor temporaries nor partition scratch
 
 
-def test_broken_lexicon_fails_before_writing(tool, corpus, tmp_path):
+def test_broken_lexicon_fails_before_writing(corpus, tmp_path):
     path, _ = corpus
     bad = tmp_path / "bad.lex"
     bad.write_bytes(b"not a lexicon at all")
     from megatron_prealign.lexicon.dictionary import LexiconError
 
     with pytest.raises(LexiconError, match="not a lexicon file"):
-        tool.main(argv(path, tmp_path / "out", "--lexicon", str(bad)))
+        preprocess(config(path, tmp_path / "out", lexicon=str(bad)))
     assert os.listdir(tmp_path) == ["bad.lex"]
 
 
-def test_arguments_are_checked(tool, corpus, tmp_path):
+def test_arguments_are_checked(corpus, tmp_path):
     path, _ = corpus
-    for extra in (["--workers", "0"], ["--partitions", "0"], ["--lexicon", str(tmp_path / "missing.lex")]):
-        with pytest.raises(SystemExit):
-            tool.get_args(argv(path, tmp_path / "out", *extra))
+    for extra, flag in (({"workers": 0}, "--workers"), ({"partitions": 0}, "--partitions"),
+                        ({"json_keys": ("text", "text")}, "--json-keys")):
+        with pytest.raises(ValueError, match=flag):
+            config(path, tmp_path / "out", **extra)
+    for extra, message in (({"lexicon": str(tmp_path / "missing.lex")}, "--lexicon .*missing.lex: no such file"),
+                           ({"input": str(tmp_path / "missing.jsonl")}, "--input .*: no such file"),
+                           ({"input_format": "text", "json_keys": ("a", "b")}, "a single --json-keys")):
+        with pytest.raises(ValueError, match=message):
+            check_inputs(dataclasses.replace(config(path, tmp_path / "out"), **extra))
+    gz = tmp_path / "corpus.jsonl.gz"
+    gz.write_bytes(b"\x1f\x8b\x08\x00rest")
+    with pytest.raises(ValueError, match="gzip-compressed: decompress it first"):
+        preprocess(config(gz, tmp_path / "out"))
+    assert check_inputs(config(path, tmp_path / "out")).input_format == "jsonl"
 
 
 def test_runs_as_a_script_with_workers(corpus, tmp_path, data_lexicon_path):
     path, good = corpus
-    proc = subprocess.run(
-        [sys.executable, str(TOOL), *argv(path, tmp_path / "script", "--lexicon", data_lexicon_path, "--workers", "2")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_tool("preprocess_data", argv(path, tmp_path / "script", "--lexicon", data_lexicon_path,
+                                            "--workers", "2"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "lexicon coverage" in proc.stderr and "8 invalid UTF-8" in proc.stderr
     written = IndexedDataset(f"{tmp_path / 'script'}_text_document")
     assert len(written) == len(good)
+    # Bad flags: argparse's usage line and the config's one-line message, exit code 2.
+    proc = run_tool("preprocess_data", argv(path, tmp_path / "bad", "--partitions", "0"), cwd=tmp_path)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert "error: --partitions must be >= 1, got 0" in proc.stderr
 
 
-def test_more_partitions_than_lines(tool, tmp_path, data_lexicon_path):
+def test_more_partitions_than_lines(tmp_path, data_lexicon_path):
     """Empty partitions are skipped, not merged (megatron-core cannot open an empty .bin)."""
     single = tmp_path / "one.jsonl"
     single.write_text(json.dumps({"text": "The house by the river."}) + "\n")
-    tool.main(argv(str(single), tmp_path / "p1", "--lexicon", data_lexicon_path))
-    tool.main(argv(str(single), tmp_path / "p3", "--lexicon", data_lexicon_path, "--partitions", "3"))
+    preprocess(config(single, tmp_path / "p1", lexicon=data_lexicon_path))
+    preprocess(config(single, tmp_path / "p3", lexicon=data_lexicon_path, partitions=3))
     for a, b in zip(files_of(tmp_path / "p1"), files_of(tmp_path / "p3")):
         assert Path(a).read_bytes() == Path(b).read_bytes()

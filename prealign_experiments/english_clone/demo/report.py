@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from megatron_prealign.demo.config import ARMS
 from megatron_prealign.fileio import atomic_path
+from prealign_experiments.english_clone.demo.config import ARMS
 
 __all__ = ["METRICS", "aggregate", "compare", "metric_values", "write_plots", "write_report"]
 
@@ -254,7 +254,7 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
     ]
     if seeds == 1:
         lines += ["One seed per arm: the noise level is unknown, so small differences are not evidence. "
-                  "`python -m megatron_prealign.demo --full` runs four arms × 3 seeds.", ""]
+                  "`python -m prealign_experiments.english_clone --full` runs four arms × 3 seeds.", ""]
     lines += [
         f"![held-out perplexity per language]({plots['loss_curves']})",
         "",
@@ -278,7 +278,7 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         "## Setting and budget",
         "",
         f"- Corpus: {setting_stats['corpus_documents']} State of the Union addresses "
-        f"(`examples/data/sotu.jsonl.gz`); training text {setting_stats['tokens']['en_train']:,} English + "
+        f"(shipped in `prealign_experiments/english_clone/data/`); training text {setting_stats['tokens']['en_train']:,} English + "
         f"{setting_stats['tokens']['clone_train']:,} clone tokens (different documents), held-out evaluation "
         f"{setting_stats['tokens']['en_eval']:,} tokens per language.",
         f"- Tokenizer: SentencePiece unigram, V = {config['setting_vocab_size']}; model vocabulary 2V (clone id = "
@@ -311,13 +311,16 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         "",
         "```",
         command,
-        f"python -m megatron_prealign.evaluate --load {config['out']}/runs/<arm>-s<seed>/ckpt --setting {config['out']}/setting"
+        f"python -m prealign_experiments.english_clone.evaluate --load {config['out']}/runs/<arm>-s<seed>/ckpt "
+        f"--setting {config['out']}/setting"
         "   # after pretraining",
-        f"python -m megatron_prealign.evaluate --load {config['out']}/runs/<arm>-s<seed>/ckpt_phase2 --setting "
+        f"python -m prealign_experiments.english_clone.evaluate --load {config['out']}/runs/<arm>-s<seed>/ckpt_phase2 "
+        f"--setting "
         f"{config['out']}/setting   # after the English-only phase",
         "```",
         "",
-        "Full numbers: `results.json`; per-run logs: `logs/`; each run's metrics: `runs/<arm>-s<seed>/metrics.jsonl`.",
+        "Full numbers: `results.json`; per-run logs: `logs/`; each run's metrics: "
+        "`runs/<arm>-s<seed>/metrics_phase{1,2}.jsonl`.",
     ]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,11 +1,11 @@
 """What the demo runs: the arms, the model, the token budget, and the data mix.
 
-Every run has two phases, both through ``python -m megatron_prealign.pretrain``:
+Every run has two phases, both through the trainer (`megatron_prealign.pretrain.run`):
 
 1. **Pretraining** on English and clone text (the setting's clone share): the arm's method
    (pre-pass and/or input-only code-switching) applies here.
 2. **English-only new material** (`phase2_iters`, identical for every arm), started from the
-   phase-1 weights with a fresh optimizer (``--pretrained-checkpoint``): the knowledge facts and
+   phase-1 weights with a fresh optimizer (``pretrained_checkpoint``): the knowledge facts and
    the transfer skill at high weight, mixed with the same English and clone text; code-switching
    arms keep switching. Facts spread thinly over pretraining were not learned even in English by
    the 4-layer model (250 exposures each at 7% of the tokens: chance accuracy), while a short
@@ -48,7 +48,7 @@ ARMS = {
 
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
-    """Knobs of `python -m megatron_prealign.demo` (each is a flag of the same name)."""
+    """Knobs of `python -m prealign_experiments.english_clone` (each is a flag of the same name)."""
 
     out: str = "runs/demo"
     """Output directory: setting/, one folder per arm and seed, report.md, PNG plots (--out)."""
@@ -107,9 +107,10 @@ class DemoConfig:
     """Held-out tokens per language at each curve point (--curve-tokens)."""
     eval_tokens: int = 65536
     """Held-out tokens per language for the final perplexity (--eval-tokens)."""
-    # setting (passed to tools/make_english_clone.py)
+    # setting (flags of python -m prealign_experiments.english_clone.setting)
     setting_args: tuple[str, ...] = ()
-    """Extra flags for tools/make_english_clone.py, e.g. ("--knowledge-entities", "20")."""
+    """Extra flags for the setting builder (python -m prealign_experiments.english_clone.setting),
+    e.g. ("--knowledge-entities", "20")."""
     threads: int = 0
     """CPU threads per process (OMP_NUM_THREADS of the trainers, torch threads of the evaluation);
     0 keeps torch's default (one per core). On a machine busy with other work, 1 can be several

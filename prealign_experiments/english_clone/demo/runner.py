@@ -1,36 +1,48 @@
-"""Running the demo's pieces: the setting (tools/make_english_clone.py), one trainer process per
-arm and seed (``python -m megatron_prealign.pretrain``), and the evaluation of its checkpoints.
+"""Running the demo's pieces: the setting (`build_setting`), one trainer process per arm, seed
+and phase (`megatron_prealign.pretrain.run` with a `RunConfig`), and the evaluation of its
+checkpoints.
 
-Subprocesses write everything to ``<out>/logs/*.log``; the console shows one progress bar per
-stage, fed by the trainer's own log lines (``align step k/N``, ``iter k/N``).
+Every setting build and training phase runs in a fresh process (a ``spawn`` child: its own
+torch threads, process group and memory) that writes its console output to
+``<out>/logs/*.log``. The console shows one progress bar per stage, fed by the metrics log each
+trainer writes (``align_step`` records of the pre-pass, ``iteration`` records of pretraining).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from megatron_prealign.demo.config import ARMS, DemoConfig, RunSpec, blend_weights, exposures, prepass_tokens
-from megatron_prealign.evaluate.english_clone import TOKENIZER_TYPE, CloneSetting, load_setting
 from megatron_prealign.log import get_logger
+from prealign_experiments.english_clone.demo.config import (
+    ARMS,
+    DemoConfig,
+    RunSpec,
+    blend_weights,
+    exposures,
+    prepass_tokens,
+)
+from prealign_experiments.english_clone.setting import TOKENIZER_TYPE, CloneSetting, CloneSettingConfig, load_setting
 
-__all__ = ["Progress", "build_setting", "evaluate_run", "mean_word_tokens", "plan_runs", "run_training",
-           "trainer_command"]
+__all__ = ["Progress", "evaluate_run", "mean_word_tokens", "plan_runs", "prepare_setting", "run_training",
+           "trainer_config"]
 
 logger = get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-_ALIGN_STEP = re.compile(r"align step (\d+)/(\d+)")
-_ITER = re.compile(r"iter (\d+)/(\d+) \| lm loss ([0-9.naninf]+) .*?\| ([0-9.]+) tok/s")
 _CHECKPOINT = re.compile(r"iter_(\d{7})$")
+# Seconds between looks at a running child's metrics log.
+_POLL_SECONDS = 1.0
+# Lines of a failed child's log quoted in the error.
+_TAIL_LINES = 25
 
 
 class Progress:
@@ -98,43 +110,111 @@ class Progress:
         self.stream.flush()
 
 
-def _stream_process(cmd: Sequence[str], log_path: Path, on_line: Callable[[str], None], env=None) -> None:
-    """Run `cmd`, copying its output to `log_path` and each line to `on_line`.
+def _child_main(log_path: str, target: Callable[..., None], args: tuple) -> None:
+    """Entry of a spawned child: its stdout and stderr (file descriptors, so native code and
+    warnings too) go to `log_path`, then it runs ``target(*args)``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout.reconfigure(line_buffering=True)
+    target(*args)
+
+
+@contextlib.contextmanager
+def _environment(overrides: dict[str, str]) -> Iterator[None]:
+    """`os.environ` with `overrides` while a child is started (a spawned child inherits the
+    environment at start; OpenMP reads OMP_NUM_THREADS before any code of ours runs)."""
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_child(what: str, target: Callable[..., None], args: tuple, log_path: Path, *,
+               env: dict[str, str] | None = None, poll: Callable[[], None] = lambda: None) -> None:
+    """Run ``target(*args)`` in a spawned child that writes its output to `log_path`, calling
+    `poll` about every second while it runs.
 
     Raises:
         RuntimeError: non-zero exit, with the last lines of the log.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env=env, cwd=os.getcwd())
-        tail: list[str] = []
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                tail = (tail + [line.rstrip()])[-25:]
-                on_line(line)
-            code = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    if code != 0:
-        raise RuntimeError(f"command failed with exit code {code} (log: {log_path}):\n  {' '.join(cmd)}\n"
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"# {what}\n")
+    process = multiprocessing.get_context("spawn").Process(target=_child_main, args=(str(log_path), target, args),
+                                                            name=what)
+    with _environment(env or {}):
+        process.start()
+    try:
+        while process.is_alive():
+            process.join(_POLL_SECONDS)
+            poll()
+    except BaseException:
+        process.kill()
+        process.join()
+        raise
+    if process.exitcode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-_TAIL_LINES:]
+        raise RuntimeError(f"{what} failed with exit code {process.exitcode} (log: {log_path}):\n"
                            + "\n".join(tail))
 
 
-def build_setting(cfg: DemoConfig, progress: Progress) -> CloneSetting:
-    """Build (or reuse) the English-Clone setting in ``<out>/setting``."""
-    tool = REPO / "tools" / "make_english_clone.py"
-    if not tool.is_file():
-        raise FileNotFoundError(f"{tool} not found: run the demo from a clone of the repository")
+class _MetricsTail:
+    """The records a trainer has appended to its JSON-lines metrics log since the last call."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def new_records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _build_setting_in_child(setting_cfg: CloneSettingConfig, workers: int) -> None:
+    from prealign_experiments.english_clone.setting import build_setting, existing_setting
+
+    if existing_setting(setting_cfg) is not None:
+        logger.info("reusing the setting in %s (same options)", setting_cfg.output_dir)
+        return
+    build_setting(setting_cfg, workers=workers)
+
+
+def _train_in_child(values: dict[str, Any]) -> None:
+    """One training phase: `megatron_prealign.pretrain.run` on the flat config `values`."""
+    # The entry point first: it quiets megatron-core's import-time notices before importing it.
+    from megatron_prealign.pretrain import run
+    from megatron_prealign.config import RunConfig  # noqa: I001
+
+    run(RunConfig.from_flat(values))
+
+
+def prepare_setting(cfg: DemoConfig, progress: Progress) -> CloneSetting:
+    """Build (or reuse) the English-Clone setting in ``<out>/setting``; ``cfg.setting_args`` are
+    flags of `python -m prealign_experiments.english_clone.setting`."""
+    from prealign_experiments.english_clone.setting import parse_args
+
     out = Path(cfg.out) / "setting"
-    cmd = [sys.executable, str(tool), "--output-dir", str(out), *cfg.setting_args]
+    setting_cfg, args = parse_args(["--output-dir", str(out), *cfg.setting_args])
     progress.stage("English-Clone setting (tokenizer, texts, lexicons, preprocessing)", 1)
-    _stream_process(cmd, Path(cfg.out) / "logs" / "setting.log", lambda line: None)
+    _run_child("English-Clone setting", _build_setting_in_child, (setting_cfg, args.workers),
+               Path(cfg.out) / "logs" / "setting.log")
     progress.update(1)
     progress.close_stage()
     return load_setting(out)
@@ -176,57 +256,60 @@ def plan_runs(cfg: DemoConfig, setting: CloneSetting) -> tuple[list[RunSpec], di
     return runs, budget
 
 
-def trainer_command(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, weights: dict[str, dict[str, float]],
-                    phase: int) -> list[str]:
-    """``python -m megatron_prealign.pretrain`` arguments of one phase (1 or 2) of one run."""
+def trainer_config(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, weights: dict[str, dict[str, float]],
+                   phase: int) -> dict[str, Any]:
+    """The flat `RunConfig` keys (``RunConfig.from_flat``; the trainer's flag names with
+    underscores) of one phase (1 or 2) of one run."""
     data_path: list[str] = []
     for name, weight in weights[f"phase{phase}"].items():
         data_path += [f"{weight:.6f}", setting.prefix(name)]
     iters = run.train_iters if phase == 1 else cfg.phase2_iters
     save = os.path.join(run.directory, "ckpt" if phase == 1 else "ckpt_phase2")
-    cmd = [
-        sys.executable, "-m", "megatron_prealign.pretrain",
-        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
-        "--ffn-hidden-size", str(cfg.ffn_hidden_size), "--num-attention-heads", str(cfg.num_attention_heads),
-        "--seq-length", str(cfg.seq_length),
-        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
-        "--train-iters", str(iters), "--lr", str(cfg.lr), "--min-lr", str(cfg.min_lr),
-        "--lr-warmup-iters", str(min(cfg.lr_warmup_iters, max(1, iters // 10))), "--lr-decay-style", "cosine",
-        "--weight-decay", str(cfg.weight_decay), "--clip-grad", str(cfg.clip_grad),
-        "--seed", str(run.seed + (phase - 1) * 1000),
-        "--data-path", *data_path, "--split", "100,0,0",
-        "--tokenizer-type", TOKENIZER_TYPE, "--tokenizer-model", setting.path(setting.tokenizer_model),
-        "--save", save, "--log-interval", "10",
-        "--metrics-log", os.path.join(run.directory, f"metrics_phase{phase}.jsonl"),
-    ]
+    values: dict[str, Any] = {
+        "num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "ffn_hidden_size": cfg.ffn_hidden_size,
+        "num_attention_heads": cfg.num_attention_heads, "seq_length": cfg.seq_length,
+        "micro_batch_size": cfg.micro_batch_size, "global_batch_size": cfg.global_batch_size,
+        "train_iters": iters, "lr": cfg.lr, "min_lr": cfg.min_lr,
+        "lr_warmup_iters": min(cfg.lr_warmup_iters, max(1, iters // 10)), "lr_decay_style": "cosine",
+        "weight_decay": cfg.weight_decay, "clip_grad": cfg.clip_grad,
+        "seed": run.seed + (phase - 1) * 1000,
+        "data_path": data_path, "split": "100,0,0",
+        "tokenizer_type": TOKENIZER_TYPE, "tokenizer_model": setting.path(setting.tokenizer_model),
+        "save": save, "log_interval": 10,
+        "metrics_log": os.path.join(run.directory, f"metrics_phase{phase}.jsonl"),
+    }
     if phase == 1 and cfg.curve_points:
-        cmd += ["--save-interval", str(max(1, iters // cfg.curve_points))]
+        values["save_interval"] = max(1, iters // cfg.curve_points)
     if phase == 2:
         # Phase 2 starts from the phase-1 weights with a fresh optimizer and schedule.
-        cmd += ["--pretrained-checkpoint", os.path.join(run.directory, "ckpt")]
+        values["pretrained_checkpoint"] = os.path.join(run.directory, "ckpt")
     if run.arm.prepass or run.arm.codeswitch:
-        cmd += ["--lexicon", setting.path(setting.lexicon)]
+        values["lexicon"] = setting.path(setting.lexicon)
     if run.arm.codeswitch:
-        cmd += ["--codeswitch-ratio", str(cfg.codeswitch_ratio)]
+        values["codeswitch_ratio"] = cfg.codeswitch_ratio
     if run.arm.prepass and phase == 1:
         # The held-out words of the setting are already outside the dictionary: the pre-pass
         # trains on every dictionary pair.
-        cmd += ["--align-steps", str(cfg.align_steps), "--align-lr", str(cfg.align_lr),
-                "--align-pairs-per-batch", str(cfg.align_pairs), "--align-heldout-fraction", "0"]
-    return cmd
+        values.update(align_steps=cfg.align_steps, align_lr=cfg.align_lr, align_pairs_per_batch=cfg.align_pairs,
+                      align_heldout_fraction=0.0)
+    return values
 
 
-def run_training(cfg: DemoConfig, run: RunSpec, commands: list[list[str]], progress: Progress) -> None:
-    """Train both phases of one run unless a finished run with the same commands exists (then
-    reuse it)."""
+def run_training(cfg: DemoConfig, run: RunSpec, configs: list[dict[str, Any]], progress: Progress) -> None:
+    """Train both phases of one run (`configs`: `trainer_config` of phase 1 and 2), each in its
+    own process, unless a finished run with the same configs exists (then reuse it)."""
+    from megatron_prealign.config import RunConfig
     from megatron_prealign.evaluate.loading import free_port
 
+    for values in configs:
+        RunConfig.from_flat(values)  # a bad config fails here, before anything is (re)moved
     directory = Path(run.directory)
     spec_path = directory / "run.json"
     align_units = cfg.align_steps if run.arm.prepass else 0
     units = align_units + run.train_iters + cfg.phase2_iters
+    recorded = json.loads(json.dumps(configs))  # as run.json holds them (lists, not tuples)
     # run.json is written only when both phases finished.
-    if spec_path.is_file() and json.loads(spec_path.read_text()).get("commands") == [c[1:] for c in commands]:
+    if spec_path.is_file() and json.loads(spec_path.read_text()).get("configs") == recorded:
         progress.note(f"{run.name}: reusing the finished run in {directory}")
         progress.total_units -= units  # not part of this invocation's pace
         return
@@ -236,29 +319,32 @@ def run_training(cfg: DemoConfig, run: RunSpec, commands: list[list[str]], progr
     progress.stage(f"train {run.name} ({run.arm.label})", units)
     offsets = [0, align_units + run.train_iters]
 
-    def on_line(phase: int, line: str) -> None:
-        match = _ALIGN_STEP.search(line)
-        if match and phase == 1:
-            progress.update(int(match.group(1)), "pre-pass")
-            return
-        match = _ITER.search(line)
-        if match:
+    def show(phase: int, record: dict[str, Any]) -> None:
+        if "align_step" in record and phase == 1:
+            progress.update(record["align_step"], "pre-pass")
+        elif "lm_loss" in record:
             base = align_units if phase == 1 else offsets[1]
             label = "pretraining" if phase == 1 else "English-only phase"
-            progress.update(base + int(match.group(1)),
-                            f"{label} | loss {float(match.group(3)):.3f} | {float(match.group(4)):.0f} tok/s")
+            progress.update(base + record["iteration"],
+                            f"{label} | loss {record['lm_loss']:.3f} | {record['tokens_per_sec']:.0f} tok/s")
 
     start = time.perf_counter()
-    for phase, cmd in enumerate(commands, start=1):
-        env = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(free_port()), PYTHONWARNINGS="ignore")
+    for phase, values in enumerate(configs, start=1):
+        env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(free_port()), "PYTHONWARNINGS": "ignore"}
         if cfg.threads:
             env["OMP_NUM_THREADS"] = str(cfg.threads)
-        _stream_process(cmd, Path(cfg.out) / "logs" / f"{run.name}.log", lambda line, p=phase: on_line(p, line),
-                        env=env)
+        metrics = _MetricsTail(Path(values["metrics_log"]))
+
+        def poll(phase: int = phase, metrics: _MetricsTail = metrics) -> None:
+            for record in metrics.new_records():
+                show(phase, record)
+
+        _run_child(f"{run.name} phase {phase}", _train_in_child, (values,), Path(cfg.out) / "logs" / f"{run.name}.log",
+                   env=env, poll=poll)
     progress.update(units)
     progress.close_stage()
-    spec_path.write_text(json.dumps({"commands": [c[1:] for c in commands], "seconds": time.perf_counter() - start,
+    spec_path.write_text(json.dumps({"configs": recorded, "seconds": time.perf_counter() - start,
                                      "train_iters": run.train_iters, "arm": run.arm.name, "seed": run.seed},
                                     indent=2))
 
@@ -274,12 +360,11 @@ def checkpoints(root: Path) -> list[tuple[int, Path]]:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The pretraining records (per log interval and per evaluation) of a metrics log; the
-    pre-pass's per-step records (`align_step`) are left out."""
+    """Every record of a metrics log: the pre-pass's per-step records (`align_step`), then the
+    pretraining records (`iteration`, per log interval and per evaluation)."""
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [record for record in records if "iteration" in record]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def evaluate_run(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, budget: dict[str, Any], pgs,
@@ -294,7 +379,7 @@ def evaluate_run(cfg: DemoConfig, run: RunSpec, setting: CloneSetting, budget: d
     """
     from megatron_prealign.evaluate.loading import load_model
     from megatron_prealign.evaluate.perplexity import heldout_perplexity
-    from megatron_prealign.evaluate.suite import EvalConfig, evaluate_checkpoint
+    from prealign_experiments.english_clone.suite import EvalConfig, evaluate_checkpoint
 
     cached = Path(run.directory) / "eval.json"
     if cached.is_file():

@@ -1,4 +1,4 @@
-"""Tier 1: pure functions. The English-Clone language (megatron_prealign/evaluate/clone.py): the
+"""Tier 1: pure functions. The English-Clone language (prealign_experiments/english_clone/clone.py): the
 clone script, the doubled SentencePiece model (twin id = id + V), and that the library's tokenizer
 wrapper, word-boundary classes and lexicon scan see the clone as an isomorphic copy of English."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from megatron_prealign.evaluate.clone import (
+from prealign_experiments.english_clone.clone import (
     CLONE_MARK,
     SP_SPACE,
     build_clone_model,
@@ -188,7 +188,9 @@ def test_shipped_corpus_matches_its_provenance():
     import hashlib
     import json
 
-    corpus = Path(__file__).resolve().parents[2] / "examples" / "data" / "sotu.jsonl.gz"
+    from prealign_experiments.english_clone.setting import DEFAULT_CORPUS
+
+    corpus = Path(DEFAULT_CORPUS)
     provenance = (corpus.parent / "PROVENANCE.md").read_text(encoding="utf-8")
     blob = corpus.read_bytes()
     assert len(blob) <= 5 * 2**20

@@ -1,9 +1,9 @@
-"""Tier 2 end to end (subprocesses, under a minute on 2 cores): `python -m megatron_prealign.demo`
-with a miniature budget on a small synthetic corpus. Every real stage runs: the setting through
-tools/make_english_clone.py (build_lexicon + preprocess_data), two trainer processes per arm
-(pretraining, then the English-only phase from its weights) for joint training and for PreAlign
-(pre-pass and input-only code-switching), evaluation of the checkpoints, the report with its
-plots; then a second invocation reuses everything.
+"""Tier 2 end to end (subprocesses, under a minute on 2 cores): `python -m prealign_experiments.english_clone`
+with a miniature budget on a small synthetic corpus. Every real stage runs: the setting
+(build_lexicon + preprocess, in a child process), two trainer processes per arm (pretraining, then
+the English-only phase from its weights) for joint training and for PreAlign (pre-pass and
+input-only code-switching), evaluation of the checkpoints, the report with its plots; then a
+second invocation reuses everything.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.test_english_clone_setting import SMALL_SETTING_ARGS, write_synthetic_corpus
+from tests.experiments.test_english_clone_setting import SMALL_SETTING_ARGS, write_synthetic_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 MINIATURE = ["--arms", "joint", "prealign", "--seeds", "7", "--num-layers", "2", "--hidden-size", "32",
@@ -27,7 +27,7 @@ MINIATURE = ["--arms", "joint", "prealign", "--seeds", "7", "--num-layers", "2",
 
 
 def _run_demo(out: Path, corpus: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "megatron_prealign.demo", "--out", str(out), *MINIATURE,
+    cmd = [sys.executable, "-m", "prealign_experiments.english_clone", "--out", str(out), *MINIATURE,
            "--setting-args", "--corpus", str(corpus), *SMALL_SETTING_ARGS]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -71,8 +71,11 @@ def test_demo_end_to_end(tmp_path):
     first = runs["prealign"]["curve"][0]
     assert (first["iteration"], first["tokens"]) == (0, budget["prepass_tokens"])
     for phase in ("phase1", "phase2"):
-        assert max(m["switch_rate"] for m in runs["prealign"]["metrics"][phase]) > 0
-        assert all(m["switch_rate"] == 0 for m in runs["joint"]["metrics"][phase])
+        # Pretraining records (the pre-pass writes `align_step` records to the same log).
+        training = {arm: [m for m in runs[arm]["metrics"][phase] if "iteration" in m] for arm in runs}
+        assert max(m["switch_rate"] for m in training["prealign"]) > 0
+        assert all(m["switch_rate"] == 0 for m in training["joint"])
+    assert runs["prealign"]["metrics"]["phase1"][0]["align_step"] == 1  # the pre-pass, every step
 
     start = time.perf_counter()
     again = _run_demo(out, corpus)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from megatron_prealign.evaluate.english_clone import TOKENIZER_TYPE, CloneSetting
 from megatron_prealign.log import get_logger
+from prealign_experiments.english_clone.setting import TOKENIZER_TYPE, CloneSetting
 
 __all__ = ["TASKS", "EvalConfig", "evaluate_checkpoint", "evaluate_model"]
 
@@ -26,7 +26,7 @@ LANGUAGES = ("english", "clone")
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    """What `python -m megatron_prealign.evaluate` measures (its flags)."""
+    """What `python -m prealign_experiments.english_clone.evaluate` measures (its flags)."""
 
     tasks: tuple[str, ...] = TASKS
     """Subset of perplexity, knowledge, transfer, alignment (--tasks)."""
@@ -48,15 +48,6 @@ class EvalConfig:
             raise ValueError("--max-tokens and --batch-size must be >= 1")
         if self.alignment_words < 4:
             raise ValueError("--alignment-words must be >= 4")
-
-
-def _sample_pairs(lexicon, max_words: int, seed: int) -> np.ndarray:
-    """Entry ids of a seeded sample of whole translation groups, about `max_words` words."""
-    groups = np.asarray(lexicon.group_ids, dtype=np.int64)
-    unique = np.random.default_rng([seed, 0xA11]).permutation(np.unique(groups))
-    sizes = np.bincount(groups)
-    keep = unique[np.cumsum(sizes[unique]) <= max_words]
-    return np.flatnonzero(np.isin(groups, keep))
 
 
 def evaluate_model(model, setting: CloneSetting, cfg: EvalConfig, pg_collection, *, seq_length: int,
@@ -84,7 +75,7 @@ def evaluate_model(model, setting: CloneSetting, cfg: EvalConfig, pg_collection,
                                                   batch_size=cfg.batch_size)
                          for lang in LANGUAGES}
         elif task == "knowledge":
-            from megatron_prealign.evaluate.knowledge import KnowledgeSet, evaluate_knowledge
+            from prealign_experiments.english_clone.knowledge import KnowledgeSet, evaluate_knowledge
 
             kset = KnowledgeSet.load(setting.path(setting.knowledge))
             out[task] = {lang: evaluate_knowledge(model, tokenizer, kset, clone_offset=offsets[lang],
@@ -93,7 +84,7 @@ def evaluate_model(model, setting: CloneSetting, cfg: EvalConfig, pg_collection,
             out[task]["clone_to_english"] = evaluate_knowledge(model, tokenizer, kset, clone_offset=offsets["clone"],
                                                                answer_offset=0, batch_size=4 * cfg.batch_size)
         elif task == "transfer":
-            from megatron_prealign.evaluate.transfer import TransferProbe, evaluate_transfer
+            from prealign_experiments.english_clone.transfer import TransferProbe, evaluate_transfer
 
             probe = TransferProbe.load(setting.path(setting.transfer))
             out[task] = {lang: evaluate_transfer(model, tokenizer, probe, clone_offset=offsets[lang],
@@ -101,15 +92,15 @@ def evaluate_model(model, setting: CloneSetting, cfg: EvalConfig, pg_collection,
             out[task]["clone_to_english"] = evaluate_transfer(model, tokenizer, probe, clone_offset=offsets["clone"],
                                                               answer_offset=0, batch_size=4 * cfg.batch_size)
         elif task == "alignment":
-            from megatron_prealign.align import alignment_gap
+            from megatron_prealign.align import alignment_gap, gap_words
 
             dictionary = load_lexicon(setting.path(setting.lexicon), tokenizer)
             heldout = load_lexicon(setting.path(setting.heldout_lexicon), tokenizer)
-            from megatron_prealign.evaluate.knowledge import KnowledgeSet, name_lexicon
+            from prealign_experiments.english_clone.knowledge import KnowledgeSet, name_lexicon
 
             names = name_lexicon(tokenizer, KnowledgeSet.load(setting.path(setting.knowledge)), setting.vocab_size)
             out[task] = {
-                "dictionary": alignment_gap(model, dictionary, _sample_pairs(dictionary, cfg.alignment_words, cfg.seed),
+                "dictionary": alignment_gap(model, dictionary, gap_words(dictionary, max_words=cfg.alignment_words, seed=cfg.seed),
                                             pg_collection, seed=cfg.seed),
                 "heldout": alignment_gap(model, heldout, np.arange(heldout.num_entries), pg_collection, seed=cfg.seed),
                 # The invented entity names: never in the dictionary, never in clone text.

@@ -94,7 +94,7 @@ def make_transfer_probe(tokenizer, frequent_words: Sequence[str], num_train: int
         ValueError: a month is not among `frequent_words` (so would not be a dictionary word), or
             does not keep its own tokens inside a sequence.
     """
-    from megatron_prealign.evaluate.knowledge import tokenizes_as_parts
+    from prealign_experiments.english_clone.knowledge import tokenizes_as_parts
 
     missing = [m for m in MONTHS if m not in set(frequent_words)]
     if missing:

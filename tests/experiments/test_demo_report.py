@@ -1,13 +1,20 @@
-"""Tier 1: pure functions. The demo's budget rule, data mix, trainer command, CLI parsing, and the
+"""Tier 1: pure functions. The demo's budget rule, data mix, trainer configs, CLI parsing, and the
 report (aggregation over seeds, comparisons, plots, report.md) from per-run result dicts."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from megatron_prealign.demo.__main__ import FULL_ARMS, FULL_SEEDS, parse_config
-from megatron_prealign.demo.config import ARMS, DemoConfig, RunSpec, blend_weights, exposures, prepass_tokens
-from megatron_prealign.demo.report import aggregate, compare, metric_values, write_plots, write_report
+from prealign_experiments.english_clone.__main__ import FULL_ARMS, FULL_SEEDS, parse_config
+from prealign_experiments.english_clone.demo.config import (
+    ARMS,
+    DemoConfig,
+    RunSpec,
+    blend_weights,
+    exposures,
+    prepass_tokens,
+)
+from prealign_experiments.english_clone.demo.report import aggregate, compare, metric_values, write_plots, write_report
 
 TOKENS = {"en_train": 900_000, "clone_train": 100_000, "knowledge_en": 1_000, "transfer_en": 50_000,
           "en_eval": 10_000, "clone_eval": 10_000}
@@ -62,25 +69,27 @@ class _Setting:
         return f"/s/data/{name}_text_document"
 
 
-def test_trainer_commands_per_arm_and_phase():
-    from megatron_prealign.demo.runner import trainer_command
+def test_trainer_configs_per_arm_and_phase():
+    from megatron_prealign.config import RunConfig
+    from prealign_experiments.english_clone.demo.runner import trainer_config
 
     cfg = DemoConfig(arms=tuple(ARMS))
     weights = blend_weights(cfg, TOKENS)
     for name, arm in ARMS.items():
         run = RunSpec(arm=arm, seed=5, train_iters=650, directory="/r")
-        one, two = (trainer_command(cfg, run, _Setting(), weights, phase) for phase in (1, 2))
-        assert one[one.index("--train-iters") + 1] == "650" and one[one.index("--seed") + 1] == "5"
-        assert two[two.index("--train-iters") + 1] == str(cfg.phase2_iters)
-        assert ("--align-steps" in one) == arm.prepass and "--align-steps" not in two
-        for cmd in (one, two):
-            assert ("--codeswitch-ratio" in cmd) == arm.codeswitch
-            assert ("--lexicon" in cmd) == (arm.prepass or arm.codeswitch)
-        assert one[one.index("--save") + 1] == "/r/ckpt" and "--pretrained-checkpoint" not in one
-        assert two[two.index("--pretrained-checkpoint") + 1] == "/r/ckpt"
-        assert two[two.index("--save") + 1] == "/r/ckpt_phase2"
-        for cmd, phase in ((one, "phase1"), (two, "phase2")):
-            data = cmd[cmd.index("--data-path") + 1 : cmd.index("--split")]
+        one, two = (trainer_config(cfg, run, _Setting(), weights, phase) for phase in (1, 2))
+        assert one["train_iters"] == 650 and one["seed"] == 5
+        assert two["train_iters"] == cfg.phase2_iters
+        assert ("align_steps" in one) == arm.prepass and "align_steps" not in two
+        for values in (one, two):
+            assert ("codeswitch_ratio" in values) == arm.codeswitch
+            assert ("lexicon" in values) == (arm.prepass or arm.codeswitch)
+            RunConfig.from_flat(values)  # flat keys the trainer accepts, valid together
+        assert one["save"] == "/r/ckpt" and "pretrained_checkpoint" not in one
+        assert two["pretrained_checkpoint"] == "/r/ckpt"
+        assert two["save"] == "/r/ckpt_phase2"
+        for values, phase in ((one, "phase1"), (two, "phase2")):
+            data = values["data_path"]
             assert data[1::2] == [f"/s/data/{n}_text_document" for n in weights[phase]]
             assert [float(w) for w in data[0::2]] == pytest.approx(list(weights[phase].values()), abs=1e-6)
 
@@ -135,9 +144,39 @@ def test_report_and_plots(tmp_path):
               "extra_iterations_without_prepass": 3, "tokens_per_iteration": 2048, "exposures": exposures(cfg, TOKENS)}
     summary = write_report(str(tmp_path / "report.md"), results=results, setting_stats=setting_stats, budget=budget,
                            config={**cfg.to_dict(), "setting_vocab_size": 4000}, plots=plots, seconds=90,
-                           command="python -m megatron_prealign.demo")
+                           command="python -m prealign_experiments.english_clone")
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| PreAlign | 250.0 | 100.0 | 30.0% | 50.0% | 25.0% |" in text
     assert "clone perplexity -16.7%" in text and "+10.0 points" in text
     assert "One seed per arm" in text
     assert summary["comparisons"]["prealign"]["clone_ppl"]["better"]
+
+
+def test_metrics_tail_returns_each_complete_record_once(tmp_path):
+    from prealign_experiments.english_clone.demo.runner import _MetricsTail
+
+    path = tmp_path / "metrics.jsonl"
+    tail = _MetricsTail(path)
+    assert tail.new_records() == []  # not written yet
+    path.write_text('{"align_step": 1}\n{"iteration": 10, "lm_')
+    assert tail.new_records() == [{"align_step": 1}]
+    with open(path, "a") as f:
+        f.write('loss": 5.0}\n')
+    assert tail.new_records() == [{"iteration": 10, "lm_loss": 5.0}]
+    assert tail.new_records() == []
+
+
+def test_child_process_writes_to_its_log_and_a_failure_quotes_it(tmp_path):
+    import os
+    import sys
+
+    from prealign_experiments.english_clone.demo.runner import _run_child
+
+    log = tmp_path / "logs" / "child.log"
+    # The child sees the environment it was given; the parent's environment is left as it was.
+    _run_child("probe", exec, ("import os; print('probe=' + os.environ['PREALIGN_CHILD_PROBE'])",), log,
+               env={"PREALIGN_CHILD_PROBE": "42"})
+    assert "PREALIGN_CHILD_PROBE" not in os.environ
+    assert log.read_text().splitlines() == ["# probe", "probe=42"]
+    with pytest.raises(RuntimeError, match=r"failing failed with exit code 3 \(log: .*child.log\):\n# probe\nprobe=42"):
+        _run_child("failing", sys.exit, (3,), log)

@@ -1,6 +1,11 @@
-"""The English-Clone setting (DESIGN.md §5): the source files of the controlled experiment.
+"""The English-Clone setting (DESIGN.md §5): the source files of the controlled experiment,
+and the whole build.
 
-`build_sources(cfg)` turns an English corpus into everything the normal pipeline consumes:
+    python -m prealign_experiments.english_clone.setting --output-dir runs/demo/setting \
+        [--corpus FILE.jsonl.gz] [--vocab-size 4000] [--clone-share 0.1] [--dictionary-size 1700] ...
+
+`build_sources(cfg)` turns an English corpus (by default the State of the Union addresses shipped
+in ``data/``, `DEFAULT_CORPUS`) into everything the normal pipeline consumes:
 
 ```
 corpus (.jsonl[.gz], one {"text": ...} per document)
@@ -17,25 +22,30 @@ text/transfer_en.jsonl           a skill shown only in English                (t
 knowledge/facts.json, transfer/probe.json   the evaluation sets
 ```
 
-`tools/make_english_clone.py` then compiles the dictionaries with ``tools/build_lexicon.py`` and
-tokenizes every text with ``tools/preprocess_data.py --lexicon`` (the code-switch sidecar), and
-calls `finalize` to check the result and write ``manifest.json`` (what the trainer, the evaluator
-and the demo read).
+`build_setting(cfg)` then compiles both dictionaries with the library's `build_lexicon`,
+tokenizes every text with its `preprocess` (with the code-switch sidecar of the training
+dictionary), and calls `finalize` to check the result and write ``manifest.json`` (what the
+trainer, the evaluator and the demo read). `existing_setting(cfg)` finds a finished setting built
+with the same options, which the command line and the demo reuse.
 """
 from __future__ import annotations
 
+import argparse
 import collections
+import dataclasses
 import gzip
 import json
 import os
 import re
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from megatron_prealign.evaluate.clone import (
+from prealign_experiments.english_clone.clone import (
     build_clone_model,
     split_sentences,
     to_clone_text,
@@ -45,20 +55,31 @@ from megatron_prealign.evaluate.clone import (
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.log import get_logger
 
+if TYPE_CHECKING:
+    from megatron_prealign.data.preprocess import PreprocessConfig
+    from megatron_prealign.lexicon import BuildLexiconConfig
+
 __all__ = [
+    "DEFAULT_CORPUS",
     "MANIFEST",
     "CloneSetting",
     "CloneSettingConfig",
+    "build_setting",
     "build_sources",
+    "existing_setting",
     "field_docs",
     "finalize",
     "load_setting",
+    "main",
+    "parse_args",
     "read_corpus",
     "word_counts",
 ]
 
 logger = get_logger(__name__)
 
+DEFAULT_CORPUS = os.fspath(Path(__file__).resolve().parent / "data" / "sotu.jsonl.gz")
+"""The State of the Union corpus shipped with the package (data/PROVENANCE.md)."""
 MANIFEST = "manifest.json"
 TOKENIZER_TYPE = "SentencePieceTokenizer"
 # Text sets, in the order they are preprocessed; the first two are the training mix.
@@ -68,7 +89,8 @@ _WORD = re.compile(r"(?<!\S)[A-Za-z]+(?![A-Za-z])")
 
 @dataclass(frozen=True, kw_only=True)
 class CloneSettingConfig:
-    """How the English-Clone setting is cut from the corpus (`tools/make_english_clone.py` flags)."""
+    """How the English-Clone setting is cut from the corpus (the flags of
+    `python -m prealign_experiments.english_clone.setting`)."""
 
     corpus: str
     """English corpus: .jsonl or .jsonl.gz with a "text" field per document (--corpus)."""
@@ -166,33 +188,38 @@ class CloneSetting:
         with atomic_path(self.path(MANIFEST)) as tmp:
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
 
-    def lexicon_jobs(self) -> list[list[str]]:
-        """`tools/build_lexicon.py` argument lists (dictionary TSV -> .lex)."""
+    def lexicon_jobs(self) -> list[BuildLexiconConfig]:
+        """The two lexicons to compile: training dictionary and held-out words (TSV -> .lex)."""
+        from megatron_prealign.lexicon import BuildLexiconConfig
+
         return [
-            ["--dictionary", self.path(tsv), "--format", "tsv", "--tokenizer-type", TOKENIZER_TYPE,
-             "--tokenizer-model", self.path(self.tokenizer_model), "--output", self.path(lex)]
+            BuildLexiconConfig(dictionary=self.path(tsv), format="tsv", tokenizer_type=TOKENIZER_TYPE,
+                               tokenizer_model=self.path(self.tokenizer_model), output=self.path(lex))
             for tsv, lex in ((self.dictionary_tsv, self.lexicon), (self.heldout_tsv, self.heldout_lexicon))
         ]
 
-    def preprocess_jobs(self, workers: int = 1) -> list[list[str]]:
-        """`tools/preprocess_data.py` argument lists, one per text set; every set gets the
-        code-switch sidecar of the training dictionary."""
+    def preprocess_jobs(self, workers: int = 1) -> list[PreprocessConfig]:
+        """One preprocessing run per text set; every set gets the code-switch sidecar of the
+        training dictionary."""
+        from megatron_prealign.data.preprocess import PreprocessConfig
+
         jobs = []
         for name in TEXT_SETS:
             prefix = self.path(self.prefixes[name])
             output_prefix = prefix[: -len("_text_document")]
-            jobs.append(["--input", self.path(self.texts[name]), "--output-prefix", output_prefix,
-                         "--tokenizer-type", TOKENIZER_TYPE, "--tokenizer-model", self.path(self.tokenizer_model),
-                         "--append-eod", "--lexicon", self.path(self.lexicon), "--workers", str(workers)])
+            jobs.append(PreprocessConfig(input=self.path(self.texts[name]), output_prefix=output_prefix,
+                                         tokenizer_type=TOKENIZER_TYPE, tokenizer_model=self.path(self.tokenizer_model),
+                                         append_eod=True, lexicon=self.path(self.lexicon), workers=workers))
         return jobs
 
 
 def load_setting(root: str | os.PathLike) -> CloneSetting:
-    """Read ``<root>/manifest.json`` written by `tools/make_english_clone.py`."""
+    """Read ``<root>/manifest.json`` written by `build_setting`."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: build the setting with `python tools/make_english_clone.py --output-dir {root}`"
+            f"{path} not found: build the setting with "
+            f"`python -m prealign_experiments.english_clone.setting --output-dir {root}`"
         )
     data = json.loads(path.read_text())
     return CloneSetting(root=os.fspath(root), **data)
@@ -218,6 +245,12 @@ def field_docs(cls) -> dict[str, str]:
 
 def read_corpus(path: str | os.PathLike) -> list[str]:
     """Document texts of a .jsonl or .jsonl.gz corpus ("text" field), in file order."""
+    if not os.path.isfile(path):
+        if os.fspath(path) == DEFAULT_CORPUS:
+            raise FileNotFoundError(f"the corpus shipped with prealign_experiments is missing ({path}): reinstall "
+                                    f"the package with its data files, or give --corpus FILE.jsonl[.gz]")
+        raise FileNotFoundError(f"--corpus {path}: no such file (expected .jsonl or .jsonl.gz, one "
+                                f'{{"text": ...}} per line)')
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f if line.strip()]
@@ -275,8 +308,8 @@ def _write_tsv(path: str, words: Iterable[str]) -> int:
 
 def build_sources(cfg: CloneSettingConfig) -> CloneSetting:
     """Write the tokenizers, texts, dictionaries and evaluation sets (see module docstring)."""
-    from megatron_prealign.evaluate.knowledge import make_knowledge_set
-    from megatron_prealign.evaluate.transfer import make_transfer_probe
+    from prealign_experiments.english_clone.knowledge import make_knowledge_set
+    from prealign_experiments.english_clone.transfer import make_transfer_probe
     from megatron_prealign.lexicon import build_tokenizer
 
     root = Path(cfg.output_dir)
@@ -426,3 +459,97 @@ def finalize(setting: CloneSetting) -> CloneSetting:
     logger.info("setting checked: tokens %s; %d dictionary matches identical in both eval languages",
                 tokens, matched)
     return setting
+
+
+# ------------------------------------------------------------------------------------------
+# the whole build and its command line
+
+
+def existing_setting(cfg: CloneSettingConfig) -> Optional[CloneSetting]:
+    """The finished setting in ``cfg.output_dir`` if it was built with exactly these options."""
+    if not (Path(cfg.output_dir) / MANIFEST).is_file():
+        return None
+    existing = load_setting(cfg.output_dir)
+    if existing.config == asdict(cfg) and "tokens" in existing.stats:
+        return existing
+    return None
+
+
+def build_setting(cfg: CloneSettingConfig, *, workers: int = 1) -> CloneSetting:
+    """Build the whole setting: `build_sources` -> both lexicons (`build_lexicon`) -> every text
+    set (`preprocess`, ``workers`` encoding processes) -> `finalize` (checks, ``manifest.json``).
+
+    Raises:
+        ValueError, LexiconError: naming the failed step or check.
+    """
+    from megatron_prealign.data.preprocess import preprocess
+    from megatron_prealign.lexicon import build_lexicon
+
+    start = time.perf_counter()
+    setting = build_sources(cfg)
+    for job in setting.lexicon_jobs():
+        build_lexicon(job)
+    for job in setting.preprocess_jobs(workers):
+        preprocess(job)
+    setting = finalize(setting)
+    logger.info("English-Clone setting ready in %s (%.0f s)", cfg.output_dir, time.perf_counter() - start)
+    return setting
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per `CloneSettingConfig` field (``--corpus`` defaults to `DEFAULT_CORPUS`), plus
+    ``--workers`` and ``--force``."""
+    parser = argparse.ArgumentParser(prog="python -m prealign_experiments.english_clone.setting",
+                                     description="Build the English-Clone setting through the normal pipeline.")
+    docs = field_docs(CloneSettingConfig)
+    parser.add_argument("--output-dir", required=True, help=docs["output_dir"])
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help=docs["corpus"] + " Default: the shipped corpus")
+    for f in dataclasses.fields(CloneSettingConfig):
+        if f.name in ("corpus", "output_dir"):
+            continue
+        if isinstance(f.default, bool):
+            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                                default=f.default, help=f"{docs.get(f.name, '')} Default: %(default)s")
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                                help=f"{docs.get(f.name, '')} Default: %(default)s")
+    parser.add_argument("--workers", type=int, default=1, help="preprocessing processes")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a matching setting exists")
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[CloneSettingConfig, argparse.Namespace]:
+    """The setting's config from command-line flags (usage errors exit with 2), and the raw
+    namespace (``workers``, ``force``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(CloneSettingConfig)}
+    try:
+        cfg = CloneSettingConfig(**options)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    return cfg, args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m prealign_experiments.english_clone.setting`: build (or reuse) the setting and
+    print its statistics as JSON."""
+    from megatron_prealign.lexicon import LexiconError
+
+    cfg, args = parse_args(argv)
+    if not args.force and existing_setting(cfg) is not None:
+        logger.info("reusing the setting in %s (same options; --force rebuilds it)", args.output_dir)
+        return 0
+    try:
+        setting = build_setting(cfg, workers=args.workers)
+    except (LexiconError, FileNotFoundError) as exc:
+        logger.error("%s", exc)
+        return 2
+    sys.stdout.write(json.dumps(setting.stats, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

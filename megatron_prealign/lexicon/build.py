@@ -1,0 +1,87 @@
+"""A dictionary file compiled against a tokenizer into a `.lex` file, in one call.
+
+    lexicon = build_lexicon(BuildLexiconConfig(dictionary="en-de.txt", output="en-de.lex",
+                                               tokenizer_type="SentencePieceTokenizer",
+                                               tokenizer_model="tok.model"))
+
+read_dictionary -> compile_lexicon -> Lexicon.save (atomic); ``tools/build_lexicon.py`` is its
+command line (one flag per `BuildLexiconConfig` field) and prints `format_summary`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from megatron_prealign.lexicon.dictionary import FORMATS, read_dictionary
+from megatron_prealign.lexicon.lexicon import MODES, Lexicon, compile_lexicon
+from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPES, build_tokenizer
+from megatron_prealign.log import get_logger
+
+__all__ = ["BuildLexiconConfig", "build_lexicon", "format_summary"]
+
+logger = get_logger(__name__)
+
+# Malformed lines skipped with `skip_invalid` that are logged one by one; the rest are counted.
+_REPORTED_INVALID = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildLexiconConfig:
+    """What `build_lexicon` compiles (each field is the tools/build_lexicon.py flag of the same name)."""
+
+    dictionary: str
+    """Dictionary file: MUSE pairs, TSV, JSONL or trans (--dictionary)."""
+    tokenizer_type: str
+    """One of TOKENIZER_TYPES (--tokenizer-type)."""
+    tokenizer_model: str
+    """.model file, tokenizer.json or Hugging Face directory (--tokenizer-model)."""
+    output: str
+    """The .lex file, written atomically (--output)."""
+    format: str = "auto"
+    """Dictionary format, one of FORMATS; auto detects it from the file (--format)."""
+    skip_invalid: bool = False
+    """Count malformed lines instead of failing (--skip-invalid)."""
+    case_variants: bool = False
+    """Also add Capitalized forms of every group (--case-variants)."""
+    mode: str = "word"
+    """word: scripts with spaces; longest-match: scripts without (--mode)."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.tokenizer_type not in TOKENIZER_TYPES:
+            raise ValueError(f"--tokenizer-type must be one of {', '.join(TOKENIZER_TYPES)}, got {self.tokenizer_type!r}")
+
+
+def build_lexicon(cfg: BuildLexiconConfig) -> Lexicon:
+    """Read, compile and save the lexicon; returns it.
+
+    Raises:
+        LexiconError: a malformed dictionary line (without ``skip_invalid``), an unknown format.
+        FileNotFoundError: the dictionary or the tokenizer model does not exist.
+    """
+    tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
+    result = read_dictionary(cfg.dictionary, format=cfg.format, skip_invalid=cfg.skip_invalid)
+    for report in result.invalid_reports[:_REPORTED_INVALID]:
+        logger.warning("skipped: %s", report)
+    lexicon = compile_lexicon(result, tokenizer, case_variants=cfg.case_variants, mode=cfg.mode)
+    lexicon.save(cfg.output)
+    logger.info("wrote %s", cfg.output)
+    return lexicon
+
+
+def format_summary(summary: dict) -> str:
+    """`Lexicon.summary()` as aligned lines for humans."""
+    dropped = ", ".join(f"{k}={v}" for k, v in summary["dropped"].items())
+    return "\n".join(
+        [
+            f"entries:            {summary['entries']}",
+            f"unique sources:     {summary['unique_sources']}",
+            f"multi-token share:  {summary['multi_token_share']:.3f}",
+            f"scannable entries:  {summary['scannable_entries']} (mode {summary['mode']})",
+            f"groups:             {summary['groups']} (largest {summary['largest_group']})",
+            f"dropped:            {dropped}",
+            f"sha256:             {summary['sha256']}",
+        ]
+    )

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_prealign.log import get_logger, log_rank0
-from megatron_prealign.platform import activate_cpu_compat
+from megatron_prealign.platform import activate_cpu_compat, return_freed_memory_to_os
 
 logger = get_logger(__name__)
 
@@ -132,7 +132,8 @@ def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | N
     from megatron.core.process_groups_config import ProcessGroupCollection
 
     launch = read_launch_env(environ)
-    activate_cpu_compat()
+    if activate_cpu_compat():
+        return_freed_memory_to_os()  # activations live in host memory: let the resident size follow them
     backend = cfg.distributed_backend
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"

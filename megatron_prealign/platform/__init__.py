@@ -8,6 +8,8 @@ from megatron_prealign.platform.cpu_compat import (
     compute_device,
     cpu_compat_active,
 )
+from megatron_prealign.platform.host_memory import return_freed_memory_to_os
 from megatron_prealign.platform.rng import CpuRNGStatesTracker
 
-__all__ = ["activate_cpu_compat", "compute_device", "cpu_compat_active", "CpuRNGStatesTracker"]
+__all__ = ["activate_cpu_compat", "compute_device", "cpu_compat_active", "CpuRNGStatesTracker",
+           "return_freed_memory_to_os"]

@@ -22,7 +22,6 @@ import argparse
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -252,7 +251,7 @@ def render(r: dict) -> str:
     rss = ", ".join(f"rank {k}: {v:.2f}" for k, v in r["peak_rss_gib_per_rank"].items())
     lines = [f"# Billion-parameter smoke ({r['date']}, {r['machine']})", "", f"`{r['command']}`", "",
              f"- parameters: {plan['parameters_total']:,} total, {plan['parameters_per_rank']:,} per rank (TP=2)",
-             f"- wall time (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()),
+             "- wall time (s): " + ", ".join(f"{k} {v}" for k, v in r["seconds"].items()),
              f"- pre-pass step seconds {r['train']['prepass_step_seconds']}; pretraining tokens/s "
              f"{r['train']['tokens_per_sec']}; lm loss {r['train']['lm_loss']} -> resumed {r['resume']['lm_loss']}",
              f"- peak RSS per rank (GiB): {rss} (rank 0 before the final save: "

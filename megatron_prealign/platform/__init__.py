@@ -2,6 +2,7 @@
 
 `activate_cpu_compat()` is a no-op on machines with CUDA, so the same code path serves GPU
 clusters (untouched megatron-core) and CPU-only CI (the compatibility layer below).
+`return_freed_memory_to_os()` (called for CPU runs) keeps the resident size at the live tensors.
 """
 from megatron_prealign.platform.cpu_compat import (
     activate_cpu_compat,

@@ -196,3 +196,22 @@ def test_tool_rejects_a_layout_the_launch_cannot_hold(capsys):
         plan_tool.main(["--config", str(REPO / "examples/configs/gpt_1b.yaml"), "--world-size", "3",
                         "--tensor-model-parallel-size", "2", "--vocab-size", "32000"])
     assert "--world-size 3 must be divisible" in capsys.readouterr().err
+
+
+def test_cpu_runs_return_freed_tensors_to_the_os(world):
+    """After init_distributed on CPU a freed activation-sized tensor leaves the resident size
+    (glibc would otherwise keep it on its heap once its mmap threshold has risen)."""
+    import platform
+
+    from megatron_prealign.plan import runtime_bytes
+    from megatron_prealign.platform import return_freed_memory_to_os
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt only")
+    assert return_freed_memory_to_os()
+    mapped = torch.ones(64 * 2**20 // 4)
+    del mapped  # a mapped block freed: glibc's dynamic rule would now raise its threshold to 64 MiB
+    before = runtime_bytes()
+    block = torch.ones(8 * 2**20 // 4)  # 8 MiB, touched
+    del block
+    assert runtime_bytes() - before < 2**20

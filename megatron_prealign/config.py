@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "command-line flags override earlier values")
     parser.add_argument("--dry-run", action="store_true", default=False,
                         help="resolve and validate the config, print it, and exit")
+    parser.add_argument("--plan", action="store_true", default=False,
+                        help="with --dry-run: print the run plan (parameters, memory per rank, FLOPs, the "
+                             "pre-pass's share; see tools/plan_run.py) for WORLD_SIZE processes instead")
     hints = {}
     for name, (cls, prefix) in SECTIONS.items():
         group = parser.add_argument_group(name)
@@ -239,17 +242,30 @@ def from_flat(values: dict[str, Any]) -> RunConfig:
     return RunConfig(**{name: SECTIONS[name][0](**kw) for name, kw in sections.items()}).validate()
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
-    """Defaults < YAML files (in order) < command-line flags. Returns (config, raw namespace)."""
+_NOT_CONFIG = ("help", "config", "dry_run", "plan")
+
+
+def parse_flat(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:
+    """The flat keys the command line sets (YAML files in order, then flags), not yet built
+    into a RunConfig (see `from_flat`). Returns (values, raw namespace)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    known = {a.dest for a in parser._actions if a.dest not in ("help", "config", "dry_run")}
+    known = {a.dest for a in parser._actions if a.dest not in _NOT_CONFIG}
     values: dict[str, Any] = {}
     try:
         for path in args.config:
             values.update(_load_yaml(path, known))
-        values.update({k: v for k, v in vars(args).items() if k not in ("config", "dry_run")})
+    except ValueError as exc:
+        parser.error(str(exc))
+    values.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
+    return values, args
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
+    """Defaults < YAML files (in order) < command-line flags. Returns (config, raw namespace)."""
+    values, args = parse_flat(argv)
+    try:
         return from_flat(values), args
     except (TypeError, ValueError) as exc:
-        parser.error(str(exc))
+        build_parser().error(str(exc))
         raise  # unreachable: parser.error exits

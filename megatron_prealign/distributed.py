@@ -19,7 +19,7 @@ import torch.distributed as dist
 from megatron_prealign.log import get_logger, log_rank0
 # The layout and the launcher environment are part of this module's interface.
 from megatron_prealign.parallel import LaunchEnv, ParallelConfig, read_launch_env  # noqa: F401
-from megatron_prealign.platform import activate_cpu_compat, cpu_compat_active
+from megatron_prealign.platform import activate_cpu_compat, cpu_compat_active, return_freed_memory_to_os
 
 logger = get_logger(__name__)
 
@@ -49,6 +49,8 @@ def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | N
     if not torch.cuda.is_available() and not cpu_compat_active():
         raise RuntimeError("no CUDA device: call megatron_prealign.platform.activate_cpu_compat() at start-up "
                            "to run megatron-core on the CPU")
+    if cpu_compat_active():
+        return_freed_memory_to_os()  # activations live in host memory: let the resident size follow them
     backend = cfg.distributed_backend
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -23,6 +23,14 @@ from megatron_prealign.run import Run  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
+    if args.dry_run and args.plan:
+        import os
+
+        from megatron_prealign.config import parse_flat
+        from megatron_prealign.plan import plan_from_flat
+
+        print(plan_from_flat(parse_flat(argv)[0], world_size=int(os.environ.get("WORLD_SIZE", "1"))).render(), end="")
+        return 0
     if args.dry_run:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0

@@ -20,7 +20,8 @@ OUT_DIR after every phase, so a run cut short still leaves its figures:
   tests     tests/unit on the GPU machine (CUDA present, so the CPU layer must stay inert)
 
 `--cpu-rehearsal` runs every phase on a tiny fp32 model on the CPU, to debug the script here
-instead of on rented GPU minutes (tests/tools/test_gpu_check.py runs it in CI).
+instead of on rented GPU minutes; `prepare --tokenizer-model/--dictionary/--corpus/--no-wheels`
+makes an offline bundle for it (tests/tools/test_gpu_check.py runs both in CI).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ GPU_SHAPE = ["--micro-batch-size", "4", "--global-batch-size", "16", "--train-it
 REHEARSAL_SHAPE = ["--num-layers", "2", "--hidden-size", "64", "--ffn-hidden-size", "176",
                    "--num-attention-heads", "4", "--num-query-groups", "2", "--seq-length", "128",
                    "--max-position-embeddings", "128", "--micro-batch-size", "2", "--global-batch-size", "4",
-                   "--train-iters", "6", "--log-interval", "2", "--no-bf16", "--align-pairs-per-batch", "32"]
+                   "--train-iters", "4", "--log-interval", "2", "--no-bf16", "--align-pairs-per-batch", "32"]
 
 # name -> extra flags; the code-switch pair runs twice, interleaved, so a drift hits both arms.
 TRAIN_ARMS: dict[str, list[str]] = {
@@ -61,6 +62,9 @@ TRAIN_ARMS: dict[str, list[str]] = {
     "local_selective_recompute": ["--attention-backend", "local", "--codeswitch-ratio", "0",
                                   "--recompute-granularity", "selective"],
 }
+# The rehearsal runs each code path once (the repeats only guard the GPU figures against drift).
+REHEARSAL_CODESWITCH_RATIO = "0.5"
+REHEARSAL_ARMS = ("sdpa_cs_off", "sdpa_cs_on", "local_cs_off", "local_selective_recompute")
 
 
 # ------------------------------------------------------------------------------------ prepare
@@ -70,18 +74,24 @@ def _run(cmd: list[str], **kwargs) -> None:
     subprocess.run(cmd, check=True, **kwargs)
 
 
-def prepare(bundle: Path, dictionary: str | None) -> None:
-    """Fill `bundle` (run on a machine with PyPI access; the GPU machine has none)."""
+def prepare(bundle: Path, dictionary: str | None, tokenizer_model: str | None = None, corpus: str | None = None,
+            wheels: bool = True) -> None:
+    """Fill `bundle` (run on a machine with PyPI access; the GPU machine has none). With
+    `tokenizer_model`, `corpus` and `wheels=False` nothing is downloaded (an offline bundle for
+    the CPU rehearsal)."""
     bundle.mkdir(parents=True, exist_ok=True)
-    wheels = bundle / "wheels"
-    wheels.mkdir(exist_ok=True)
-    platforms = [arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                                 "manylinux2014_x86_64") for arg in ("--platform", tag)]
-    # megatron-core is the only missing package there; its own needs (numpy, packaging) are present.
-    _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-          "3.12", "--implementation", "cp", *platforms, "-d", str(wheels), "megatron-core==0.16.1"])
+    if wheels:
+        wheel_dir = bundle / "wheels"
+        wheel_dir.mkdir(exist_ok=True)
+        platforms = [arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                                     "manylinux2014_x86_64") for arg in ("--platform", tag)]
+        # megatron-core is the only missing package there; its own needs (numpy, packaging) are present.
+        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
+              "3.12", "--implementation", "cp", *platforms, "-d", str(wheel_dir), "megatron-core==0.16.1"])
     tokenizer = bundle / "tokenizer.model"
-    if not tokenizer.exists():
+    if tokenizer_model is not None:
+        shutil.copyfile(tokenizer_model, tokenizer)
+    elif not tokenizer.exists():
         with tempfile.TemporaryDirectory() as tmp:
             _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, "mistral-common"])
             import zipfile
@@ -103,11 +113,13 @@ def prepare(bundle: Path, dictionary: str | None) -> None:
     build_lexicon(BuildLexiconConfig(dictionary=dictionary, output=str(lexicon), skip_invalid=True, **tok))
     (bundle / "data").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "sotu.jsonl"
-        corpus.write_bytes(gzip.decompress(Path(DEFAULT_CORPUS).read_bytes()))
+        if corpus is None:  # the preprocessing tool refuses compressed input
+            corpus = str(Path(tmp) / "sotu.jsonl")
+            Path(corpus).write_bytes(gzip.decompress(Path(DEFAULT_CORPUS).read_bytes()))
         preprocess(PreprocessConfig(input=str(corpus), output_prefix=str(bundle / "data" / "sotu"), lexicon=str(lexicon),
                                     append_eod=True, workers=2, **tok))
-    (bundle / "bundle.json").write_text(json.dumps({"dictionary": dictionary, "prepared": time.strftime("%Y-%m-%d")}))
+    (bundle / "bundle.json").write_text(json.dumps({"dictionary": dictionary, "corpus": corpus or "sotu.jsonl.gz",
+                                                    "prepared": time.strftime("%Y-%m-%d")}))
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     print(f"bundle {bundle}: {size / 2**20:.1f} MiB (the GPU machine takes 64 MiB per call in all)")
 
@@ -259,11 +271,16 @@ class Check:
         from megatron_prealign.lexicon import build_tokenizer
 
         out: dict[str, Any] = {}
-        for name, extra in TRAIN_ARMS.items():
+        arms = {k: v for k, v in TRAIN_ARMS.items() if not self.rehearsal or k in REHEARSAL_ARMS}
+        for name, extra in arms.items():
             if time.time() > budget_end:
                 out[name] = {"error": "skipped: time budget spent"}
                 continue
             metrics = self.work / f"{name}.jsonl"
+            if self.rehearsal and str(CODESWITCH_RATIO) in extra:
+                # The rehearsal's few thousand tokens hold a few dozen dictionary words: switch
+                # half of them so the code-switching path visibly runs.
+                extra = [REHEARSAL_CODESWITCH_RATIO if flag == str(CODESWITCH_RATIO) else flag for flag in extra]
             cmd = self._pretrain_cmd(extra, metrics)
             start = time.perf_counter()
             rc = self.subprocess(name, cmd, timeout=max(30.0, budget_end - time.time()))
@@ -273,11 +290,13 @@ class Check:
                 steady = records[1:] or records  # the first window holds compilation and warm-up
                 arm["tokens_per_sec"] = round(statistics.median(r["tokens_per_sec"] for r in steady), 1)
                 arm["data_wait_ms"] = round(statistics.median(r["data_wait_ms"] for r in steady), 3)
-                arm["switch_rate"] = round(steady[-1]["switch_rate"], 4)
+                # Over the whole run: a short window can hold few dictionary words.
+                arm["switch_rate"] = round(statistics.mean(r["switch_rate"] for r in records), 4)
                 arm["lm_loss_last"] = round(records[-1]["lm_loss"], 4)
                 for key in ("mem_max_allocated_gib", "mem_max_reserved_gib", "peak_rss_gib"):
                     if key in records[-1]:
                         arm[key] = round(max(r[key] for r in records), 2)
+            arm["planned_peak_gib"] = self._planned_peak(cmd)
             out[name] = arm
             self.results["train"] = out
             self.save()
@@ -292,6 +311,19 @@ class Check:
                         "global_batch_size": cfg.training.global_batch_size,
                         "precision": "bf16" if model.bf16 else "fp32"}
         return out
+
+    def _planned_peak(self, cmd: list[str]) -> float | None:
+        """The run planner's peak per rank for an arm's command (GPU: allocated bytes; the
+        rehearsal: the process's resident size, runtime included)."""
+        from megatron_prealign.config import parse_flat
+        from megatron_prealign.plan import plan_from_flat
+
+        try:
+            plan = plan_from_flat(parse_flat(cmd[3:])[0], device="cpu" if self.rehearsal else "cuda")
+        except (ValueError, SystemExit) as exc:
+            self.log.write(f"--- plan failed: {exc}\n")
+            return None
+        return round(max(stage.peak for stage in plan.stages) / 2**30, 2)
 
     def prepass(self) -> dict[str, Any]:
         steps = 6 if self.rehearsal else 30
@@ -429,8 +461,9 @@ def render_report(results: dict[str, Any]) -> str:
                      f"{model['hidden']}, seq {model['seq_length']}, vocab {model['vocab']}, {model['precision']}, "
                      f"micro-batch {model['micro_batch_size']}, global batch {model['global_batch_size']}; "
                      f"{model['flops_per_token'] / 1e9:.2f} GFLOP per token")
-    lines += ["", "| arm | tokens/s | MFU (measured peak) | MFU (989 spec) | peak alloc GiB | data wait ms | note |",
-              "|---|---|---|---|---|---|---|"]
+    mem = "peak RSS GiB" if results.get("rehearsal") else "peak alloc GiB"
+    lines += ["", f"| arm | tokens/s | MFU (measured peak) | MFU (989 spec) | {mem} | planned GiB | data wait ms | note |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, arm in (results.get("train") or {}).items():
         if name == "model":
             continue
@@ -438,7 +471,8 @@ def render_report(results: dict[str, Any]) -> str:
         mem = arm.get("mem_max_allocated_gib", arm.get("peak_rss_gib", ""))
         note = arm.get("error") or ("" if arm.get("rc") == 0 else f"exit {arm.get('rc')}")
         lines.append(f"| {name} | {arm.get('tokens_per_sec', '')} | {d.get('mfu_vs_measured_peak', '')} | "
-                     f"{d.get('mfu_vs_989_spec', '')} | {mem} | {arm.get('data_wait_ms', '')} | {note} |")
+                     f"{d.get('mfu_vs_989_spec', '')} | {mem} | {arm.get('planned_peak_gib', '')} | "
+                     f"{arm.get('data_wait_ms', '')} | {note} |")
     lines.append("")
     for key, label in (("codeswitch_slowdown_pct", "code-switching on vs off (%, target <= 2)"),
                        ("sdpa_speedup_over_local", "SDPA speed-up over local attention (x)"),
@@ -464,7 +498,8 @@ def render_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def measure(bundle: Path, out: Path, rehearsal: bool, budget_seconds: float, build: bool) -> int:
+def measure(bundle: Path, out: Path, rehearsal: bool, budget_seconds: float, build: bool,
+            skip_tests: bool = False) -> int:
     import torch
 
     if not rehearsal and not torch.cuda.is_available():
@@ -486,7 +521,8 @@ def measure(bundle: Path, out: Path, rehearsal: bool, budget_seconds: float, bui
             return 1
     check.phase("prepass", check.prepass)
     check.phase("train", check.train, deadline - 90)
-    check.phase("tests", check.tests, deadline - time.time() - 10)
+    if not skip_tests:
+        check.phase("tests", check.tests, deadline - time.time() - 10)
     check.results["derived"] = derive(check.results)
     check.save()
     shutil.rmtree(check.work, ignore_errors=True)
@@ -500,17 +536,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="fill the bundle (needs PyPI access)")
     p.add_argument("--bundle", type=Path, default=REPO / ".gpu_bundle")
     p.add_argument("--dictionary", help="dictionary for the lexicon (default: Debian trans-de-en if installed)")
+    p.add_argument("--tokenizer-model", help="SentencePiece model to use instead of downloading mistral-common's")
+    p.add_argument("--corpus", help="corpus (jsonl or text) instead of the shipped State-of-the-Union corpus")
+    p.add_argument("--no-wheels", action="store_true", help="download no wheels (a bundle for the CPU rehearsal)")
     m = sub.add_parser("measure", help="run the phases (on the GPU machine; --cpu-rehearsal here)")
     m.add_argument("--bundle", type=Path, default=REPO / ".gpu_bundle")
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--cpu-rehearsal", action="store_true", help="tiny fp32 model on the CPU, same code paths")
     m.add_argument("--budget-seconds", type=float, default=420, help="stop starting new arms after this")
     m.add_argument("--build", action="store_true", help="compile megatron_prealign._C in place first")
+    m.add_argument("--skip-tests", action="store_true", help="skip the tests phase (e.g. inside pytest)")
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        prepare(args.bundle, args.dictionary)
+        prepare(args.bundle, args.dictionary, args.tokenizer_model, args.corpus, wheels=not args.no_wheels)
         return 0
-    return measure(args.bundle, args.out, args.cpu_rehearsal, args.budget_seconds, args.build)
+    return measure(args.bundle, args.out, args.cpu_rehearsal, args.budget_seconds, args.build, args.skip_tests)
 
 
 if __name__ == "__main__":

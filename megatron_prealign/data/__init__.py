@@ -9,12 +9,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CodeSwitchConfig": "codeswitch",
     "CodeSwitchStats": "codeswitch",
     "LexiconArrays": "codeswitch",
     "STATS_KEYS": "codeswitch",
-    "apply_codeswitch": "codeswitch",
-    "switch_decisions": "codeswitch",
     "SidecarError": "sidecar",
     "SidecarMeta": "sidecar",
     "SidecarWriter": "sidecar",

@@ -1,7 +1,12 @@
 // The single pybind11 module of megatron_prealign: numpy in/out around the pure C++ kernels.
+#include <fcntl.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -126,137 +131,34 @@ py::array_t<T, py::array::c_style> ExactArray(const py::array& arr, const char* 
   return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(arr);
 }
 
-template <typename Tok, typename Span>
-prealign::CodeSwitchCounts RunCodeSwitch(const py::array& window, int64_t valid_length,
-                                         const py::array& starts, const py::array& lengths,
-                                         const py::array& entries,
-                                         const prealign::CodeSwitchLexicon& lexicon, double ratio,
-                                         uint64_t seed, uint64_t sample_index, int64_t seq_length,
-                                         int64_t pad_id, int64_t* tokens, int64_t* labels,
-                                         float* loss_mask) {
-  auto w = ExactArray<Tok>(window, "window_tokens");
-  auto s = ExactArray<Span>(starts, "span starts");
-  auto l = ExactArray<Span>(lengths, "span lengths");
-  auto e = ExactArray<Span>(entries, "span entry_ids");
-  if (l.size() != s.size() || e.size() != s.size())
-    throw py::value_error("span starts, lengths and entry_ids must be 1-D arrays of equal length");
-  return WithoutGil([&] {
-    return prealign::ApplyCodeSwitch<Tok, Span>(w.data(), w.size(), valid_length, s.data(),
-                                                l.data(), e.data(), s.size(), lexicon, ratio, seed,
-                                                sample_index, seq_length, pad_id, tokens, labels,
-                                                loss_mask);
-  });
-}
-
-template <typename Tok>
-prealign::CodeSwitchCounts DispatchSpans(const py::array& window, int64_t valid_length,
-                                         const py::array& starts, const py::array& lengths,
-                                         const py::array& entries,
-                                         const prealign::CodeSwitchLexicon& lexicon, double ratio,
-                                         uint64_t seed, uint64_t sample_index, int64_t seq_length,
-                                         int64_t pad_id, int64_t* tokens, int64_t* labels,
-                                         float* loss_mask) {
-  if (HasDtype<int32_t>(starts))
-    return RunCodeSwitch<Tok, int32_t>(window, valid_length, starts, lengths, entries, lexicon,
-                                       ratio, seed, sample_index, seq_length, pad_id, tokens,
-                                       labels, loss_mask);
-  if (HasDtype<int64_t>(starts))
-    return RunCodeSwitch<Tok, int64_t>(window, valid_length, starts, lengths, entries, lexicon,
-                                       ratio, seed, sample_index, seq_length, pad_id, tokens,
-                                       labels, loss_mask);
-  throw py::value_error("span arrays must all have dtype int32 or all int64, got " +
-                        std::string(py::str(starts.dtype())));
-}
-
-// The lexicon arrays of apply_codeswitch/codeswitch_sample, borrowed from the caller's arrays
-// (which outlive the call).
-prealign::CodeSwitchLexicon BorrowLexicon(const py::array& entry_offsets,
-                                          const py::array& entry_flat,
-                                          const py::array& translation_offsets,
-                                          const py::array& translation_flat) {
-  auto eo = ExactArray<int64_t>(entry_offsets, "entry_offsets");
-  auto ef = ExactArray<int32_t>(entry_flat, "entry_flat");
-  auto to = ExactArray<int64_t>(translation_offsets, "translation_offsets");
-  auto tf = ExactArray<int32_t>(translation_flat, "translation_flat");
-  if (eo.size() < 1 || to.size() != eo.size())
-    throw py::value_error("lexicon entry_offsets and translation_offsets must both have "
-                          "num_entries + 1 >= 1 items");
-  return prealign::CodeSwitchLexicon{eo.data(), ef.data(), to.data(), tf.data(),
-                                     eo.size() - 1, ef.size(), tf.size()};
-}
-
-// The three per-sample outputs, and the Python result tuple built from them.
-struct SampleOutputs {
-  explicit SampleOutputs(int64_t seq_length)
-      : tokens(Checked(seq_length)), labels(seq_length), loss_mask(seq_length) {}
-  static int64_t Checked(int64_t seq_length) {
-    if (seq_length < 0) throw py::value_error("seq_length must be non-negative");
-    return seq_length;
-  }
-  py::tuple Result(const prealign::CodeSwitchCounts& c) const {
-    return py::make_tuple(tokens, labels, loss_mask,
-                          py::make_tuple(c.switched_words, c.eligible_words, c.switched_tokens));
-  }
-  py::array_t<int64_t> tokens, labels;
-  py::array_t<float> loss_mask;
-};
-
-// Calls run(Tok{}) with Tok the window's element type (int64, int32 or uint16).
-template <typename Run>
-prealign::CodeSwitchCounts DispatchWindow(const py::array& window, Run&& run) {
-  if (HasDtype<int64_t>(window)) return run(int64_t{});
-  if (HasDtype<int32_t>(window)) return run(int32_t{});
-  if (HasDtype<uint16_t>(window)) return run(uint16_t{});
-  throw py::value_error("window_tokens must have dtype int64, int32 or uint16, got " +
-                        std::string(py::str(window.dtype())));
-}
-
-py::tuple ApplyCodeSwitch(const py::array& window, const py::array& starts,
-                          const py::array& lengths, const py::array& entries,
-                          const py::array& entry_offsets, const py::array& entry_flat,
-                          const py::array& translation_offsets, const py::array& translation_flat,
-                          double ratio, uint64_t seed, uint64_t sample_index, int64_t seq_length,
-                          int64_t pad_id, int64_t valid_length) {
-  const auto lexicon = BorrowLexicon(entry_offsets, entry_flat, translation_offsets, translation_flat);
-  SampleOutputs out(seq_length);
-  int64_t* t = out.tokens.mutable_data();
-  int64_t* l = out.labels.mutable_data();
-  float* m = out.loss_mask.mutable_data();
-  return out.Result(DispatchWindow(window, [&](auto tok) {
-    return DispatchSpans<decltype(tok)>(window, valid_length, starts, lengths, entries, lexicon,
-                                        ratio, seed, sample_index, seq_length, pad_id, t, l, m);
-  }));
-}
-
-// The code-switch sidecar arrays of window_spans/codeswitch_sample, borrowed from the caller,
-// and GPTDataset's document walk over them (prealign::WindowSpans).
-struct SidecarView {
-  SidecarView(const py::array& doc_lengths_arr, const py::array& values_arr,
-              const py::array& pointers_arr, const py::array& flat_arr)
-      : doc_lengths(ExactArray<int32_t>(doc_lengths_arr, "doc_lengths")),
-        values(ExactArray<int32_t>(values_arr, "sidecar_values")),
-        pointers(ExactArray<int64_t>(pointers_arr, "sidecar_pointers")),
-        flat(ExactArray<int32_t>(flat_arr, "sidecar_flat")) {
-    if (values.size() != doc_lengths.size() || pointers.size() != doc_lengths.size())
-      throw py::value_error("doc_lengths, sidecar_values and sidecar_pointers must have one item "
-                            "per document");
+// _C.CodeSwitchLexicon: the lexicon's flat arrays, held (not copied) for the object's life.
+class SwitchLexicon {
+ public:
+  SwitchLexicon(const py::array& entry_offsets, const py::array& entry_flat,
+                const py::array& translation_offsets, const py::array& translation_flat)
+      : entry_offsets_(ExactArray<int64_t>(entry_offsets, "entry_offsets")),
+        entry_flat_(ExactArray<int32_t>(entry_flat, "entry_flat")),
+        translation_offsets_(ExactArray<int64_t>(translation_offsets, "translation_offsets")),
+        translation_flat_(ExactArray<int32_t>(translation_flat, "translation_flat")) {
+    if (entry_offsets_.size() < 1 || translation_offsets_.size() != entry_offsets_.size())
+      throw py::value_error("lexicon entry_offsets and translation_offsets must both have "
+                            "num_entries + 1 >= 1 items");
   }
 
-  // Call without the GIL; throws std::invalid_argument (see prealign::WindowSpans).
-  template <typename DocIndex>
-  int64_t Walk(const py::array_t<DocIndex, py::array::c_style>& document_index, int64_t doc_begin,
-               int64_t offset_begin, int64_t doc_end, int64_t offset_end, int64_t extra_token,
-               int64_t window_size, std::vector<int32_t>* starts, std::vector<int32_t>* lengths,
-               std::vector<int32_t>* entries) const {
-    return prealign::WindowSpans<DocIndex>(
-        document_index.data(), document_index.size(), doc_begin, offset_begin, doc_end,
-        offset_end, extra_token, window_size, doc_lengths.data(), doc_lengths.size(),
-        values.data(), pointers.data(), flat.data(), flat.size(), starts, lengths, entries);
+  prealign::CodeSwitchLexicon View() const {
+    return prealign::CodeSwitchLexicon{entry_offsets_.data(),      entry_flat_.data(),
+                                       translation_offsets_.data(), translation_flat_.data(),
+                                       entry_offsets_.size() - 1,   entry_flat_.size(),
+                                       translation_flat_.size()};
   }
 
-  py::array_t<int32_t, py::array::c_style> doc_lengths, values;
-  py::array_t<int64_t, py::array::c_style> pointers;
-  py::array_t<int32_t, py::array::c_style> flat;
+  int64_t num_entries() const { return entry_offsets_.size() - 1; }
+
+ private:
+  py::array_t<int64_t, py::array::c_style> entry_offsets_;
+  py::array_t<int32_t, py::array::c_style> entry_flat_;
+  py::array_t<int64_t, py::array::c_style> translation_offsets_;
+  py::array_t<int32_t, py::array::c_style> translation_flat_;
 };
 
 // Calls run(DocIndex{}) with DocIndex the document index's element type (int32 or int64).
@@ -268,78 +170,208 @@ auto DispatchDocIndex(const py::array& document_index, Run&& run) -> decltype(ru
                         std::string(py::str(document_index.dtype())));
 }
 
-py::tuple WindowSpans(const py::array& document_index, int64_t doc_begin, int64_t offset_begin,
-                      int64_t doc_end, int64_t offset_end, int64_t extra_token,
-                      int64_t window_size, const py::array& doc_lengths,
-                      const py::array& sidecar_values, const py::array& sidecar_pointers,
-                      const py::array& sidecar_flat) {
-  return DispatchDocIndex(document_index, [&](auto index_type) {
-    auto di = ExactArray<decltype(index_type)>(document_index, "document_index");
-    const SidecarView sidecar(doc_lengths, sidecar_values, sidecar_pointers, sidecar_flat);
-    std::vector<int32_t> starts, lengths, entries;
-    const int64_t valid = WithoutGil([&] {
-      return sidecar.Walk(di, doc_begin, offset_begin, doc_end, offset_end, extra_token,
-                          window_size, &starts, &lengths, &entries);
-    });
-    return py::make_tuple(ToNumpy(std::move(starts)), ToNumpy(std::move(lengths)),
-                          ToNumpy(std::move(entries)), valid);
-  });
-}
+// _C.SidecarSpans: the code-switch sidecar of one token dataset (prealign::SidecarSpans), its
+// arrays held for the object's life, and GPTDataset's document walk over it.
+class Sidecar {
+ public:
+  // In memory: `flat` is the whole .bin as int32 (a memory map).
+  Sidecar(const py::array& doc_lengths, const py::array& values, const py::array& pointers,
+          const py::array& flat)
+      : Sidecar(doc_lengths, values, pointers) {
+    flat_ = ExactArray<int32_t>(flat, "sidecar_flat");
+    in_memory_ = true;
+  }
 
-// One whole sample: the window's sidecar spans (WindowSpans), the switch (ApplyCodeSwitch) and
-// GPTDataset's pad handling (MaskPadLikeGPTDataset), without returning to Python in between.
-template <typename Tok, typename DocIndex>
-prealign::CodeSwitchCounts RunSample(const py::array& window, int64_t window_size,
-                                     const py::array& document_index, int64_t doc_begin,
-                                     int64_t offset_begin, int64_t doc_end, int64_t offset_end,
-                                     int64_t extra_token, const SidecarView& sidecar,
-                                     const prealign::CodeSwitchLexicon& lexicon, double ratio,
-                                     uint64_t seed, uint64_t sample_index, int64_t seq_length,
-                                     int64_t pad_id, int64_t* tokens, int64_t* labels,
-                                     float* loss_mask) {
-  auto w = ExactArray<Tok>(window, "window_tokens");
-  auto di = ExactArray<DocIndex>(document_index, "document_index");
-  if (window_size < 0 || window_size > w.size())
-    throw py::value_error("window_size must be in [0, len(window_tokens)]");
-  // Reused per thread: a sample's span count is bounded by its length, so after the first few
-  // samples no allocation happens here.
-  thread_local std::vector<int32_t> starts, lengths, entries;
-  starts.clear(), lengths.clear(), entries.clear();
-  return WithoutGil([&] {
-    const int64_t valid = sidecar.Walk(di, doc_begin, offset_begin, doc_end, offset_end,
-                                       extra_token, window_size, &starts, &lengths, &entries);
-    const auto counts = prealign::ApplyCodeSwitch<Tok, int32_t>(
-        w.data(), w.size(), valid, starts.data(), lengths.data(), entries.data(),
-        static_cast<int64_t>(starts.size()), lexicon, ratio, seed, sample_index, seq_length,
-        pad_id, tokens, labels, loss_mask);
-    prealign::MaskPadLikeGPTDataset(tokens, labels, loss_mask, seq_length, pad_id);
-    return counts;
-  });
-}
+  // Read with pread() from the .bin at `bin_path` (megatron's mmap_bin_files=False).
+  static std::unique_ptr<Sidecar> FromFile(const py::array& doc_lengths, const py::array& values,
+                                           const py::array& pointers, const std::string& bin_path) {
+    std::unique_ptr<Sidecar> sidecar(new Sidecar(doc_lengths, values, pointers));
+    sidecar->fd_ = open(bin_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (sidecar->fd_ < 0)
+      throw py::value_error(bin_path + ": cannot open (" + std::strerror(errno) + ")");
+    return sidecar;
+  }
 
-py::tuple CodeSwitchSample(const py::array& window, int64_t window_size,
-                           const py::array& document_index, int64_t doc_begin,
-                           int64_t offset_begin, int64_t doc_end, int64_t offset_end,
-                           int64_t extra_token, const py::array& doc_lengths,
-                           const py::array& sidecar_values, const py::array& sidecar_pointers,
-                           const py::array& sidecar_flat, const py::array& entry_offsets,
-                           const py::array& entry_flat, const py::array& translation_offsets,
-                           const py::array& translation_flat, double ratio, uint64_t seed,
-                           uint64_t sample_index, int64_t seq_length, int64_t pad_id) {
-  const auto lexicon = BorrowLexicon(entry_offsets, entry_flat, translation_offsets, translation_flat);
-  SampleOutputs out(seq_length);
-  int64_t* t = out.tokens.mutable_data();
-  int64_t* l = out.labels.mutable_data();
-  float* m = out.loss_mask.mutable_data();
-  return out.Result(DispatchWindow(window, [&](auto tok) {
+  Sidecar(const Sidecar&) = delete;
+  Sidecar& operator=(const Sidecar&) = delete;
+  ~Sidecar() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  prealign::SidecarSpans View() const {
+    prealign::SidecarSpans view{doc_lengths_.data(), values_.data(), pointers_.data(),
+                                doc_lengths_.size()};
+    if (in_memory_) {
+      view.flat = flat_.data();
+      view.flat_size = flat_.size();
+    } else {
+      view.fd = fd_;
+    }
+    return view;
+  }
+
+  // The walk's spans and valid length, for inspection (CodeSwitcher.sample switches them).
+  py::tuple WindowSpans(const py::array& document_index, int64_t doc_begin, int64_t offset_begin,
+                        int64_t doc_end, int64_t offset_end, int64_t extra_token,
+                        int64_t window_size) const {
     return DispatchDocIndex(document_index, [&](auto index_type) {
-      const SidecarView sidecar(doc_lengths, sidecar_values, sidecar_pointers, sidecar_flat);
-      return RunSample<decltype(tok), decltype(index_type)>(
-          window, window_size, document_index, doc_begin, offset_begin, doc_end, offset_end,
-          extra_token, sidecar, lexicon, ratio, seed, sample_index, seq_length, pad_id, t, l, m);
+      using DocIndex = decltype(index_type);
+      auto di = ExactArray<DocIndex>(document_index, "document_index");
+      const prealign::SidecarSpans view = View();
+      std::vector<int32_t> starts, lengths, entries;
+      const int64_t valid = WithoutGil([&] {
+        return prealign::WindowSpans<DocIndex>(di.data(), di.size(), doc_begin, offset_begin,
+                                               doc_end, offset_end, extra_token, window_size, view,
+                                               &starts, &lengths, &entries);
+      });
+      return py::make_tuple(ToNumpy(std::move(starts)), ToNumpy(std::move(lengths)),
+                            ToNumpy(std::move(entries)), valid);
     });
-  }));
-}
+  }
+
+ private:
+  Sidecar(const py::array& doc_lengths, const py::array& values, const py::array& pointers)
+      : doc_lengths_(ExactArray<int32_t>(doc_lengths, "doc_lengths")),
+        values_(ExactArray<int32_t>(values, "sidecar_values")),
+        pointers_(ExactArray<int64_t>(pointers, "sidecar_pointers")) {
+    if (values_.size() != doc_lengths_.size() || pointers_.size() != doc_lengths_.size())
+      throw py::value_error("doc_lengths, sidecar_values and sidecar_pointers must have one item "
+                            "per document");
+  }
+
+  py::array_t<int32_t, py::array::c_style> doc_lengths_, values_;
+  py::array_t<int64_t, py::array::c_style> pointers_;
+  py::array_t<int32_t, py::array::c_style> flat_;
+  bool in_memory_ = false;  // else read from fd_
+  int fd_ = -1;
+};
+
+// The three per-sample outputs, and the Python result tuple built from them.
+struct SampleOutputs {
+  explicit SampleOutputs(int64_t seq_length)
+      : tokens(seq_length), labels(seq_length), loss_mask(seq_length) {}
+  py::tuple Result(const prealign::CodeSwitchCounts& c) const {
+    return py::make_tuple(tokens, labels, loss_mask,
+                          py::make_tuple(c.switched_words, c.eligible_words, c.switched_tokens));
+  }
+  py::array_t<int64_t> tokens, labels;
+  py::array_t<float> loss_mask;
+};
+
+// _C.CodeSwitcher: everything one dataset's samples share (lexicon, sidecar, GPTDataset's
+// document index, ratio, seed, lengths, pad id), so a sample is one short call.
+class CodeSwitcher {
+ public:
+  // Keeps views of the lexicon's and the sidecar's arrays: the binding keeps both objects alive
+  // as long as this one (py::keep_alive).
+  CodeSwitcher(const SwitchLexicon& lexicon, double ratio, uint64_t seed, int64_t seq_length,
+               int64_t pad_id, const Sidecar* sidecar, const py::object& document_index,
+               int64_t extra_token)
+      : lexicon_(lexicon.View()),
+        ratio_(ratio),
+        seed_(seed),
+        seq_length_(seq_length),
+        pad_id_(pad_id),
+        extra_token_(extra_token) {
+    if (!(ratio >= 0.0 && ratio <= 1.0))
+      throw py::value_error("ratio must be in [0, 1], got " + std::to_string(ratio));
+    if (seq_length < 0) throw py::value_error("seq_length must be non-negative");
+    if (extra_token != 0 && extra_token != 1)
+      throw py::value_error("extra_token must be 0 or 1");
+    if ((sidecar == nullptr) != document_index.is_none())
+      throw py::value_error("sidecar and document_index go together");
+    if (sidecar != nullptr) {
+      sidecar_ = sidecar->View();
+      has_sidecar_ = true;
+      if (!py::isinstance<py::array>(document_index))
+        throw py::value_error("document_index must be a numpy array");
+      const auto array = document_index.cast<py::array>();
+      document_index_ = DispatchDocIndex(array, [&](auto index_type) -> py::array {
+        return ExactArray<decltype(index_type)>(array, "document_index");
+      });
+    }
+  }
+
+  // One sample: the walk over the sidecar (WindowSpans), the switch (ApplyCodeSwitch) and, with
+  // map_pad, GPTDataset's pad step (MaskPadLikeGPTDataset), without returning to Python between.
+  py::tuple Sample(const py::array& window, int64_t window_size, int64_t doc_begin,
+                   int64_t offset_begin, int64_t doc_end, int64_t offset_end,
+                   uint64_t sample_index, bool map_pad) const {
+    if (!has_sidecar_) throw py::value_error("this CodeSwitcher was built without a sidecar");
+    auto w = ExactArray<int64_t>(window, "window_tokens");
+    if (window_size < 0 || window_size > w.size())
+      throw py::value_error("window_size must be in [0, len(window_tokens)]");
+    SampleOutputs out(seq_length_);
+    int64_t* tokens = out.tokens.mutable_data();
+    int64_t* labels = out.labels.mutable_data();
+    float* loss_mask = out.loss_mask.mutable_data();
+    // Reused per thread: a sample's span count is bounded by its length, so after the first few
+    // samples no allocation happens here.
+    thread_local std::vector<int32_t> starts, lengths, entries;
+    starts.clear(), lengths.clear(), entries.clear();
+    const auto counts = DispatchDocIndex(document_index_, [&](auto index_type) {
+      using DocIndex = decltype(index_type);
+      const auto* di = static_cast<const DocIndex*>(document_index_.data());
+      const int64_t di_size = document_index_.size();
+      return WithoutGil([&] {
+        const int64_t valid = prealign::WindowSpans<DocIndex>(
+            di, di_size, doc_begin, offset_begin, doc_end, offset_end, extra_token_, window_size,
+            sidecar_, &starts, &lengths, &entries);
+        const auto c = prealign::ApplyCodeSwitch(
+            w.data(), w.size(), valid, starts.data(), lengths.data(), entries.data(),
+            static_cast<int64_t>(starts.size()), lexicon_, ratio_, seed_, sample_index,
+            seq_length_, pad_id_, tokens, labels, loss_mask);
+        if (map_pad) prealign::MaskPadLikeGPTDataset(tokens, labels, loss_mask, seq_length_, pad_id_);
+        return c;
+      });
+    });
+    return out.Result(counts);
+  }
+
+  // The switch alone, on given spans (window coordinates) and valid length: no walk, no pad step.
+  py::tuple Switch(const py::array& window, const py::array& starts, const py::array& lengths,
+                   const py::array& entries, uint64_t sample_index, int64_t valid_length) const {
+    auto w = ExactArray<int64_t>(window, "window_tokens");
+    auto s = ExactArray<int32_t>(starts, "span starts");
+    auto l = ExactArray<int32_t>(lengths, "span lengths");
+    auto e = ExactArray<int32_t>(entries, "span entry_ids");
+    if (l.size() != s.size() || e.size() != s.size())
+      throw py::value_error("span starts, lengths and entry_ids must be 1-D arrays of equal length");
+    SampleOutputs out(seq_length_);
+    int64_t* tokens = out.tokens.mutable_data();
+    int64_t* labels = out.labels.mutable_data();
+    float* loss_mask = out.loss_mask.mutable_data();
+    return out.Result(WithoutGil([&] {
+      return prealign::ApplyCodeSwitch(w.data(), w.size(), valid_length, s.data(), l.data(),
+                                       e.data(), s.size(), lexicon_, ratio_, seed_, sample_index,
+                                       seq_length_, pad_id_, tokens, labels, loss_mask);
+    }));
+  }
+
+  // GPTDataset's pad step, in place (for samples whose loss mask megatron builds per sample).
+  void MaskPad(const py::array& tokens, const py::array& labels, const py::array& loss_mask) const {
+    auto t = ExactArray<int64_t>(tokens, "tokens");
+    auto l = ExactArray<int64_t>(labels, "labels");
+    auto m = ExactArray<float>(loss_mask, "loss_mask");
+    if (l.size() != t.size() || m.size() != t.size())
+      throw py::value_error("tokens, labels and loss_mask must have the same length");
+    if (!t.writeable() || !l.writeable() || !m.writeable())
+      throw py::value_error("tokens, labels and loss_mask must be writeable");
+    prealign::MaskPadLikeGPTDataset(t.mutable_data(), l.mutable_data(), m.mutable_data(), t.size(),
+                                    pad_id_);
+  }
+
+ private:
+  prealign::CodeSwitchLexicon lexicon_;
+  prealign::SidecarSpans sidecar_{};
+  bool has_sidecar_ = false;
+  py::array document_index_;  // GPTDataset's, int32 or int64, checked
+  double ratio_;
+  uint64_t seed_;
+  int64_t seq_length_;
+  int64_t pad_id_;
+  int64_t extra_token_;
+};
 
 }  // namespace
 
@@ -375,41 +407,60 @@ PYBIND11_MODULE(_C, m) {
            " values_per_document int64 (D,) = 3 x matches, covered tokens): scan() per document"
            " in one call, in the code-switch sidecar's layout. Releases the GIL.");
 
-  m.def("apply_codeswitch", &ApplyCodeSwitch, py::arg("window_tokens"), py::arg("starts"),
-        py::arg("lengths"), py::arg("entry_ids"), py::arg("entry_offsets"), py::arg("entry_flat"),
-        py::arg("translation_offsets"), py::arg("translation_flat"), py::arg("ratio"),
-        py::arg("seed"), py::arg("sample_index"), py::arg("seq_length"), py::arg("pad_id"),
-        py::arg("valid_length"),
-        "apply_codeswitch(window int64|int32|uint16 (L,), starts, lengths, entry_ids (int32 or"
-        " int64 (S,), one dtype), lexicon arrays (int64, int32, int64, int32), ratio, seed"
-        " (uint64), sample_index, seq_length, pad_id, valid_length) -> (tokens int64,"
-        " labels int64, loss_mask float32, (switched_words, eligible_words, switched_tokens))."
-        " Arrays are read in place (C-contiguous, exact dtypes, else ValueError); releases the"
-        " GIL. Semantics: megatron_prealign.data.codeswitch.apply_codeswitch.");
+  py::class_<SwitchLexicon>(m, "CodeSwitchLexicon",
+                            "The flat arrays of a compiled lexicon (LexiconArrays), held by reference.")
+      .def(py::init<const py::array&, const py::array&, const py::array&, const py::array&>(),
+           py::arg("entry_offsets"), py::arg("entry_flat"), py::arg("translation_offsets"),
+           py::arg("translation_flat"),
+           "CodeSwitchLexicon(entry_offsets int64 (E+1,), entry_flat int32, translation_offsets"
+           " int64 (E+1,), translation_flat int32): exact dtypes, C-contiguous, else ValueError.")
+      .def_property_readonly("num_entries", &SwitchLexicon::num_entries);
 
-  m.def("window_spans", &WindowSpans, py::arg("document_index"), py::arg("doc_begin"),
-        py::arg("offset_begin"), py::arg("doc_end"), py::arg("offset_end"),
-        py::arg("extra_token"), py::arg("window_size"), py::arg("doc_lengths"),
-        py::arg("sidecar_values"), py::arg("sidecar_pointers"), py::arg("sidecar_flat"),
-        "window_spans(document_index int32|int64, doc_begin, offset_begin, doc_end, offset_end,"
-        " extra_token, window_size, doc_lengths int32 (D,), sidecar_values int32 (D,),"
-        " sidecar_pointers int64 (D,) byte offsets, sidecar_flat int32 (whole .bin)) ->"
-        " (starts, lengths, entry_ids int32 (S,), valid_length): the sidecar spans of one"
-        " GPTDataset sample window, in window coordinates. ValueError on bad input; releases"
-        " the GIL.");
+  py::class_<Sidecar>(m, "SidecarSpans",
+                      "The code-switch sidecar of one token dataset, and GPTDataset's document"
+                      " walk over it.")
+      .def(py::init<const py::array&, const py::array&, const py::array&, const py::array&>(),
+           py::arg("doc_lengths"), py::arg("sidecar_values"), py::arg("sidecar_pointers"),
+           py::arg("sidecar_flat"),
+           "SidecarSpans(doc_lengths int32 (D,) token counts, sidecar_values int32 (D,),"
+           " sidecar_pointers int64 (D,) byte offsets, sidecar_flat int32 (the whole .bin, e.g."
+           " memory-mapped)).")
+      .def_static("from_file", &Sidecar::FromFile, py::arg("doc_lengths"),
+                  py::arg("sidecar_values"), py::arg("sidecar_pointers"), py::arg("bin_path"),
+                  "The same, reading each document's spans from bin_path with pread().")
+      .def("window_spans", &Sidecar::WindowSpans, py::arg("document_index"), py::arg("doc_begin"),
+           py::arg("offset_begin"), py::arg("doc_end"), py::arg("offset_end"),
+           py::arg("extra_token"), py::arg("window_size"),
+           "window_spans(document_index int32|int64, doc_begin, offset_begin, doc_end, offset_end,"
+           " extra_token, window_size) -> (starts, lengths, entry_ids int32 (S,), valid_length):"
+           " the spans of one GPTDataset sample window, in window coordinates. ValueError on bad"
+           " input; releases the GIL.");
 
-  m.def("codeswitch_sample", &CodeSwitchSample, py::arg("window_tokens"), py::arg("window_size"),
-        py::arg("document_index"), py::arg("doc_begin"), py::arg("offset_begin"),
-        py::arg("doc_end"), py::arg("offset_end"), py::arg("extra_token"),
-        py::arg("doc_lengths"), py::arg("sidecar_values"), py::arg("sidecar_pointers"),
-        py::arg("sidecar_flat"), py::arg("entry_offsets"), py::arg("entry_flat"),
-        py::arg("translation_offsets"), py::arg("translation_flat"), py::arg("ratio"),
-        py::arg("seed"), py::arg("sample_index"), py::arg("seq_length"), py::arg("pad_id"),
-        "codeswitch_sample(window int64|int32|uint16 (L,), window_size, <window_spans' walk and"
-        " sidecar arguments>, <apply_codeswitch's lexicon arrays>, ratio, seed, sample_index,"
-        " seq_length, pad_id) -> (tokens int64, labels int64, loss_mask float32, (switched_words,"
-        " eligible_words, switched_tokens)): window_spans + apply_codeswitch + GPTDataset's pad"
-        " handling (no loss where the label is pad; pad ids -> 0) in one call. The loss mask is"
-        " that of a GPTDataset whose masks are cacheable (no resets, no eod masking). ValueError on"
-        " bad input; releases the GIL.");
+  py::class_<CodeSwitcher>(m, "CodeSwitcher",
+                           "Input-only code-switching of one dataset's samples.")
+      .def(py::init<const SwitchLexicon&, double, uint64_t, int64_t, int64_t, const Sidecar*,
+                    const py::object&, int64_t>(),
+           py::keep_alive<1, 2>(), py::keep_alive<1, 7>(), py::arg("lexicon"), py::arg("ratio"), py::arg("seed"), py::arg("seq_length"),
+           py::arg("pad_id"), py::arg("sidecar") = py::none(),
+           py::arg("document_index") = py::none(), py::arg("extra_token") = 1,
+           "CodeSwitcher(lexicon: CodeSwitchLexicon, ratio in [0, 1], seed (uint64), seq_length,"
+           " pad_id, sidecar: SidecarSpans | None, document_index int32|int64 | None (GPTDataset's),"
+           " extra_token 0|1). Holds references to all of them.")
+      .def("sample", &CodeSwitcher::Sample, py::arg("window_tokens"), py::arg("window_size"),
+           py::arg("doc_begin"), py::arg("offset_begin"), py::arg("doc_end"),
+           py::arg("offset_end"), py::arg("sample_index"), py::arg("map_pad") = true,
+           "sample(window int64 (L,), window_size, doc_begin, offset_begin, doc_end, offset_end,"
+           " sample_index, map_pad=True) -> (tokens int64, labels int64, loss_mask float32 (each"
+           " seq_length,), (switched_words, eligible_words, switched_tokens)): the window's"
+           " sidecar spans, switched; with map_pad, GPTDataset's pad step (no loss where the label"
+           " is pad; pad ids -> 0). ValueError on bad input; releases the GIL.")
+      .def("switch", &CodeSwitcher::Switch, py::arg("window_tokens"), py::arg("starts"),
+           py::arg("lengths"), py::arg("entry_ids"), py::arg("sample_index"),
+           py::arg("valid_length"),
+           "switch(window int64 (L,), starts, lengths, entry_ids int32 (S,), sample_index,"
+           " valid_length) -> as sample(map_pad=False), on the given spans (window coordinates).")
+      .def("mask_pad", &CodeSwitcher::MaskPad, py::arg("tokens"), py::arg("labels"),
+           py::arg("loss_mask"),
+           "mask_pad(tokens int64, labels int64, loss_mask float32): GPTDataset's pad step, in"
+           " place.");
 }

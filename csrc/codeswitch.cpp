@@ -1,7 +1,11 @@
 #include "codeswitch.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -30,12 +34,11 @@ struct Writer {
   }
 
   // Unswitched original tokens x[lo:hi]: each predicts the token after it.
-  template <typename Tok>
-  void Kept(const Tok* x, int64_t lo, int64_t hi) {
+  void Kept(const int64_t* x, int64_t lo, int64_t hi) {
     const int64_t end = std::min(hi, lo + std::max<int64_t>(0, seq_length - count));
     for (int64_t i = lo; i < end; ++i) {
-      tokens[count] = static_cast<int64_t>(x[i]);
-      labels[count] = static_cast<int64_t>(x[i + 1]);
+      tokens[count] = x[i];
+      labels[count] = x[i + 1];
       mask[count] = 1.0f;
       ++count;
     }
@@ -45,9 +48,9 @@ struct Writer {
 
 }  // namespace
 
-template <typename Tok, typename Span>
-CodeSwitchCounts ApplyCodeSwitch(const Tok* window, int64_t window_length, int64_t valid_length,
-                                 const Span* starts, const Span* lengths, const Span* entries,
+CodeSwitchCounts ApplyCodeSwitch(const int64_t* window, int64_t window_length,
+                                 int64_t valid_length, const int32_t* starts,
+                                 const int32_t* lengths, const int32_t* entries,
                                  int64_t num_spans, const CodeSwitchLexicon& lexicon, double ratio,
                                  uint64_t seed, uint64_t sample_index, int64_t seq_length,
                                  int64_t pad_id, int64_t* tokens, int64_t* labels,
@@ -57,8 +60,6 @@ CodeSwitchCounts ApplyCodeSwitch(const Tok* window, int64_t window_length, int64
   if (valid_length < 0 || valid_length > L)
     Invalid("valid_length must be in [0, " + std::to_string(L) + "], got " +
             std::to_string(valid_length));
-  if (!(ratio >= 0.0 && ratio <= 1.0)) Invalid("ratio must be in [0, 1]");
-  if (seq_length < 0) Invalid("seq_length must be non-negative");
   for (int64_t s = 0; s < num_spans; ++s) {
     if (static_cast<int64_t>(lengths[s]) <= 0) Invalid("switch spans must have positive lengths");
     if (s > 0 && static_cast<int64_t>(starts[s]) - static_cast<int64_t>(starts[s - 1]) -
@@ -107,7 +108,7 @@ CodeSwitchCounts ApplyCodeSwitch(const Tok* window, int64_t window_length, int64
     const int32_t* t = lexicon.entry_flat + e_lo;
     const int64_t k = e_hi - e_lo;
     for (int64_t j = 0; j + 1 < k; ++j) out.Put(t[j], t[j + 1], 0.0f);
-    out.Put(t[k - 1], static_cast<int64_t>(window[a + m]), 1.0f);
+    out.Put(t[k - 1], window[a + m], 1.0f);
     kept_from = a + m;
     ++counts.switched_words;
     counts.switched_tokens += k;
@@ -122,35 +123,58 @@ CodeSwitchCounts ApplyCodeSwitch(const Tok* window, int64_t window_length, int64
   return counts;
 }
 
-#define PREALIGN_INSTANTIATE(Tok, Span)                                                        \
-  template CodeSwitchCounts ApplyCodeSwitch<Tok, Span>(                                        \
-      const Tok*, int64_t, int64_t, const Span*, const Span*, const Span*, int64_t,            \
-      const CodeSwitchLexicon&, double, uint64_t, uint64_t, int64_t, int64_t, int64_t*, int64_t*, \
-      float*);
-PREALIGN_INSTANTIATE(int64_t, int32_t)
-PREALIGN_INSTANTIATE(int64_t, int64_t)
-PREALIGN_INSTANTIATE(int32_t, int32_t)
-PREALIGN_INSTANTIATE(int32_t, int64_t)
-PREALIGN_INSTANTIATE(uint16_t, int32_t)
-PREALIGN_INSTANTIATE(uint16_t, int64_t)
-#undef PREALIGN_INSTANTIATE
+
+namespace {
+
+// Document doc's `count` span triples (count > 0): a view of the memory-mapped .bin, or read
+// into *buffer with pread() (whose file offset is its own, so forked DataLoader workers may
+// share the descriptor).
+const int32_t* DocumentTriples(const SidecarSpans& sidecar, int64_t doc, int64_t count,
+                               std::vector<int32_t>* buffer) {
+  const int64_t pointer = sidecar.pointers[doc];
+  if (pointer < 0 || pointer % 4 != 0)
+    Invalid("sidecar pointer of document " + std::to_string(doc) + " out of range");
+  if (sidecar.fd < 0) {
+    if (pointer / 4 + 3 * count > sidecar.flat_size)
+      Invalid("sidecar pointer of document " + std::to_string(doc) + " out of range");
+    return sidecar.flat + pointer / 4;
+  }
+  buffer->resize(static_cast<size_t>(3 * count));
+  char* dst = reinterpret_cast<char*>(buffer->data());
+  const int64_t size = 12 * count;
+  for (int64_t done = 0; done < size;) {
+    const ssize_t got = pread(sidecar.fd, dst + done, static_cast<size_t>(size - done),
+                              static_cast<off_t>(pointer + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0)
+      Invalid("reading the spans of document " + std::to_string(doc) + ": " +
+              std::strerror(errno));
+    if (got == 0)
+      Invalid("sidecar pointer of document " + std::to_string(doc) +
+              " out of range (the .bin ends before its spans)");
+    done += got;
+  }
+  return buffer->data();
+}
+
+}  // namespace
 
 template <typename DocIndex>
 int64_t WindowSpans(const DocIndex* document_index, int64_t document_index_size,
                     int64_t doc_begin, int64_t offset_begin, int64_t doc_end, int64_t offset_end,
-                    int64_t extra_token, int64_t window_size, const int32_t* doc_lengths,
-                    int64_t num_docs, const int32_t* sidecar_values,
-                    const int64_t* sidecar_pointers, const int32_t* sidecar_flat,
-                    int64_t sidecar_flat_size, std::vector<int32_t>* starts,
-                    std::vector<int32_t>* lengths, std::vector<int32_t>* entries) {
+                    int64_t extra_token, int64_t window_size, const SidecarSpans& sidecar,
+                    std::vector<int32_t>* starts, std::vector<int32_t>* lengths,
+                    std::vector<int32_t>* entries) {
   if (doc_begin < 0 || doc_end < doc_begin || doc_end >= document_index_size)
     Invalid("sample_index points outside document_index");
+  thread_local std::vector<int32_t> buffer;
   int64_t pos = 0, valid = 0;
   for (int64_t i = doc_begin; i <= doc_end; ++i) {
     const int64_t doc = static_cast<int64_t>(document_index[i]);
-    if (doc < 0 || doc >= num_docs) Invalid("document id " + std::to_string(doc) + " out of range");
+    if (doc < 0 || doc >= sidecar.num_docs)
+      Invalid("document id " + std::to_string(doc) + " out of range");
     const int64_t lo = (i == doc_begin) ? offset_begin : 0;
-    const int64_t doc_len = doc_lengths[doc];
+    const int64_t doc_len = sidecar.doc_lengths[doc];
     const int64_t available = doc_len - lo;
     const int64_t requested = (i == doc_end) ? offset_end + extra_token - lo : available;
     const int64_t n_tokens = std::max<int64_t>(0, std::min(requested, available));
@@ -158,12 +182,9 @@ int64_t WindowSpans(const DocIndex* document_index, int64_t document_index_size,
     pos += requested;
     valid = part_pos + n_tokens;
 
-    const int64_t count = static_cast<int64_t>(sidecar_values[doc]) / 3;
+    const int64_t count = static_cast<int64_t>(sidecar.values[doc]) / 3;
     if (count <= 0) continue;
-    const int64_t pointer = sidecar_pointers[doc];
-    if (pointer < 0 || pointer % 4 != 0 || pointer / 4 + 3 * count > sidecar_flat_size)
-      Invalid("sidecar pointer of document " + std::to_string(doc) + " out of range");
-    const int32_t* t = sidecar_flat + pointer / 4;  // (count, 3)
+    const int32_t* t = DocumentTriples(sidecar, doc, count, &buffer);  // (count, 3)
     const int64_t last_end = int64_t{t[3 * (count - 1)]} + t[3 * (count - 1) + 1];
     if (last_end > doc_len)
       Invalid("span (" + std::to_string(t[3 * (count - 1)]) + ", " +
@@ -199,16 +220,14 @@ int64_t WindowSpans(const DocIndex* document_index, int64_t document_index_size,
   return valid;
 }
 
-template int64_t WindowSpans<int32_t>(const int32_t*, int64_t, int64_t, int64_t, int64_t,
-                                      int64_t, int64_t, int64_t, const int32_t*, int64_t,
-                                      const int32_t*, const int64_t*, const int32_t*, int64_t,
-                                      std::vector<int32_t>*, std::vector<int32_t>*,
-                                      std::vector<int32_t>*);
-template int64_t WindowSpans<int64_t>(const int64_t*, int64_t, int64_t, int64_t, int64_t,
-                                      int64_t, int64_t, int64_t, const int32_t*, int64_t,
-                                      const int32_t*, const int64_t*, const int32_t*, int64_t,
-                                      std::vector<int32_t>*, std::vector<int32_t>*,
-                                      std::vector<int32_t>*);
+#define PREALIGN_INSTANTIATE(DocIndex)                                                          \
+  template int64_t WindowSpans<DocIndex>(const DocIndex*, int64_t, int64_t, int64_t, int64_t, \
+                                         int64_t, int64_t, int64_t, const SidecarSpans&,      \
+                                         std::vector<int32_t>*, std::vector<int32_t>*,        \
+                                         std::vector<int32_t>*);
+PREALIGN_INSTANTIATE(int32_t)
+PREALIGN_INSTANTIATE(int64_t)
+#undef PREALIGN_INSTANTIATE
 
 void MaskPadLikeGPTDataset(int64_t* tokens, int64_t* labels, float* loss_mask, int64_t n,
                            int64_t pad_id) {

@@ -1,14 +1,16 @@
-"""Hand-made code-switch data shared by the unit tests: lexicon arrays from token lists, and a
-token dataset with its sidecar from documents and span triples."""
+"""Hand-made code-switch data shared by the unit tests: lexicon arrays from token lists, a token
+dataset with its sidecar from documents and span triples, and the compiled switch of one window
+called the way the tests compare it with the oracle (tests/_codeswitch_reference.py)."""
 from __future__ import annotations
 
 import numpy as np
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-from megatron_prealign.data.codeswitch import LexiconArrays
+from megatron_prealign.data.codeswitch import CodeSwitchStats, LexiconArrays, _native
 from megatron_prealign.data.sidecar import SidecarWriter, sidecar_prefix
 
 SHA = "a" * 64
+MASK64 = (1 << 64) - 1
 FINGERPRINT = "f" * 64
 
 
@@ -41,3 +43,18 @@ def write_dataset(prefix, docs, spans, *, sha=SHA, meta_lengths=None) -> str:
         sidecar_prefix(prefix) + ".json"
     )
     return prefix
+
+
+def compiled_switch(window, spans, lexicon, ratio, seed, sample_index, seq_length, pad_id, valid_length=None):
+    """``_C.CodeSwitcher(...).switch``: the compiled switch of one window with the given spans
+    (window coordinates), as ``(tokens, labels, switch mask, CodeSwitchStats)``; the same
+    arguments as `reference_codeswitch`. Windows become int64 and spans int32, the dtypes the
+    dataset hands over."""
+    window = np.ascontiguousarray(window, dtype=np.int64)
+    starts, lengths, entries = (np.ascontiguousarray(c, dtype=np.int32) for c in spans)
+    switcher = _native().CodeSwitcher(lexicon.native(), ratio, int(seed) & MASK64, seq_length, pad_id)
+    tokens, labels, mask, counts = switcher.switch(
+        window, starts, lengths, entries, int(sample_index) & MASK64,
+        len(window) if valid_length is None else valid_length,
+    )
+    return tokens, labels, mask, CodeSwitchStats._make(counts)

@@ -9,12 +9,9 @@ module).
 from megatron_prealign._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "CodeSwitchConfig": "codeswitch",
     "CodeSwitchStats": "codeswitch",
     "LexiconArrays": "codeswitch",
     "STATS_KEYS": "codeswitch",
-    "apply_codeswitch": "codeswitch",
-    "switch_decisions": "codeswitch",
     "SidecarError": "sidecar",
     "SidecarMeta": "sidecar",
     "SidecarWriter": "sidecar",

@@ -1,10 +1,11 @@
 """`CodeSwitchGPTDataset`: megatron-core's GPTDataset with input-only code-switching.
 
 The subclass keeps everything GPTDataset does (document/sample/shuffle indices, their cache,
-blending through ``BlendedMegatronDatasetBuilder``, eod/pad handling, the ltor masks) and changes
-one step of ``__getitem__``: between drawing the sample's token window and building
-``tokens``/``labels``/``loss_mask``, the window's dictionary words (read from the code-switch
-sidecar, see `sidecar.py`) are switched by `apply_codeswitch`. With ``codeswitch_ratio == 0`` the
+blending through ``BlendedMegatronDatasetBuilder``, the sample window, eod/pad handling, the ltor
+masks) and changes one step of ``__getitem__``: ``tokens``/``labels`` are not a plain shift of
+the window GPTDataset draws but its code-switched stream, built by the compiled
+``_C.CodeSwitcher`` from the window's dictionary words (read from the code-switch sidecar, see
+`sidecar.py`), together with the loss mask of the switch. With ``codeswitch_ratio == 0`` the
 returned tensors are bitwise those of GPTDataset.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -25,18 +26,10 @@ from megatron.core.datasets.gpt_dataset import (
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import Split
 
-from megatron_prealign.data.codeswitch import (
-    STATS_KEYS,
-    CodeSwitchConfig,
-    CodeSwitchStats,
-    LexiconArrays,
-    _native,
-    apply_codeswitch,
-)
-from megatron_prealign.data.sidecar import _EMPTY_SPANS, CodeSwitchSidecar, SidecarError
+from megatron_prealign.data.codeswitch import STATS_KEYS, LexiconArrays, _native
+from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError
 
 __all__ = ["CodeSwitchGPTDataset", "CodeSwitchGPTDatasetConfig", "MegatronTokenizerView"]
-
 
 
 class MegatronTokenizerView:
@@ -98,25 +91,29 @@ def load_lexicon_arrays(path: str) -> Tuple[LexiconArrays, str, str]:
 
 @dataclass
 class CodeSwitchGPTDatasetConfig(GPTDatasetConfig):
-    """GPTDatasetConfig plus the code-switch knobs (see `CodeSwitchConfig` for their meaning).
+    """GPTDatasetConfig plus the code-switch knobs, carried where megatron-core reads them.
 
-    Fields are flat (not a nested `CodeSwitchConfig`) because megatron-core builds the index
-    cache key from ``getattr(config, name)`` of `CodeSwitchGPTDataset._key_config_attributes`.
+    The knobs belong to ``megatron_prealign.training.data.DataConfig`` (``--codeswitch-ratio``,
+    ``--codeswitch-seed``, ``--lexicon``), which declares their defaults and validates them; this
+    config only carries them, so they have no defaults of their own here. The fields are flat
+    (not a nested config) because megatron-core builds the index cache key from
+    ``getattr(config, name)`` of `CodeSwitchGPTDataset._key_config_attributes`.
     ``tokenizer`` may be a ``megatron_prealign.lexicon`` tokenizer; it is wrapped in a
     `MegatronTokenizerView` when it lacks megatron's ``unique_identifiers``.
     """
 
-    codeswitch_ratio: float = 0.05
-    """Probability that an eligible dictionary-word occurrence is switched (``--codeswitch-ratio``)."""
+    codeswitch_ratio: float = field(kw_only=True)
+    """``DataConfig.codeswitch_ratio``: probability that an eligible dictionary-word occurrence is
+    switched."""
 
-    codeswitch_seed: int = 1234
-    """Seed of the switching hash (``--codeswitch-seed``)."""
+    lexicon_path: Optional[str] = field(kw_only=True)
+    """``DataConfig.lexicon``: the compiled lexicon; None reads no sidecar and switches nothing."""
 
-    lexicon_path: Optional[str] = None
-    """The compiled lexicon (``--lexicon``); without it no sidecar is read and nothing switches
-    (ratio must then be 0)."""
+    codeswitch_seed: Optional[int] = field(default=None, kw_only=True)
+    """``DataConfig.codeswitch_seed``; None means ``random_seed`` (the run's ``--seed``), as
+    ``DataConfig`` documents, and is replaced by it here."""
 
-    lexicon_sha256: Optional[str] = None
+    lexicon_sha256: Optional[str] = field(default=None, kw_only=True)
     """Expected sha256 of the lexicon; filled from the file when None. Part of the cache key, and
     the sidecar of every blended prefix must have been built with this lexicon."""
 
@@ -124,9 +121,8 @@ class CodeSwitchGPTDatasetConfig(GPTDatasetConfig):
         if self.tokenizer is not None and not hasattr(self.tokenizer, "unique_identifiers"):
             self.tokenizer = MegatronTokenizerView(self.tokenizer)
         super().__post_init__()
-        CodeSwitchConfig(
-            ratio=self.codeswitch_ratio, seed=self.codeswitch_seed, lexicon_path=self.lexicon_path
-        )
+        if self.codeswitch_seed is None:
+            self.codeswitch_seed = self.random_seed
         if self.lexicon_path is not None:
             if not os.path.isfile(self.lexicon_path):
                 raise ValueError(f"--lexicon {self.lexicon_path}: no such file")
@@ -137,13 +133,6 @@ class CodeSwitchGPTDatasetConfig(GPTDatasetConfig):
                 raise ValueError(
                     f"--lexicon {self.lexicon_path} has sha256 {sha}, expected {self.lexicon_sha256}"
                 )
-
-    @property
-    def codeswitch(self) -> CodeSwitchConfig:
-        """The code-switch fields as a `CodeSwitchConfig`."""
-        return CodeSwitchConfig(
-            ratio=self.codeswitch_ratio, seed=self.codeswitch_seed, lexicon_path=self.lexicon_path
-        )
 
 
 class CodeSwitchGPTDataset(GPTDataset):
@@ -179,7 +168,10 @@ class CodeSwitchGPTDataset(GPTDataset):
         )
         self._lexicon: Optional[LexiconArrays] = None
         self._sidecar: Optional[CodeSwitchSidecar] = None
-        self._plain_indices: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+        # Built on first use: it holds GPTDataset's document index, which megatron-core may load
+        # lazily (defer_npy_index_mmap).
+        self._switcher: Any = None  # megatron_prealign._C.CodeSwitcher
+        self._plain_indices: Optional[Tuple[np.ndarray, np.ndarray]] = None
         if config.lexicon_path is not None:
             lexicon, sha, lex_fingerprint = load_lexicon_arrays(config.lexicon_path)
             if sha != config.lexicon_sha256:
@@ -210,129 +202,77 @@ class CodeSwitchGPTDataset(GPTDataset):
         ]
 
     def __getstate__(self) -> Dict[str, Any]:
-        # The plain views are rebuilt on first use; pickling them would copy the indices twice.
+        # The compiled switcher does not pickle, and the plain views would copy the indices:
+        # both are rebuilt on first use.
         state = self.__dict__.copy()
+        state["_switcher"] = None
         state["_plain_indices"] = None
         return state
 
     # ------------------------------------------------------------------------------------------
 
-    def _sample_walk(self, idx: int) -> Tuple[np.ndarray, int, int, int, int]:
-        """``(document_index, doc_begin, offset_begin, doc_end, offset_end)`` of sample ``idx``:
-        the rows of GPTDataset's indices that its document walk follows."""
+    def _sample_walk(self, idx: int) -> List[int]:
+        """``[doc_begin, offset_begin, doc_end, offset_end]``: the two rows of GPTDataset's
+        sample index that the document walk of sample ``idx``'s window follows."""
         if self._plain_indices is None:
             # Plain ndarray views of megatron's memory-mapped indices: indexing a np.memmap
             # goes through Python-level __getitem__/__array_finalize__ on every access.
-            self._plain_indices = tuple(
-                np.asarray(a) for a in (self.shuffle_index, self.sample_index, self.document_index)
-            )
-        shuffle_index, sample_index, document_index = self._plain_indices
+            self._plain_indices = (np.asarray(self.shuffle_index), np.asarray(self.sample_index))
+        shuffle_index, sample_index = self._plain_indices
         shuffled = int(shuffle_index[idx])
-        doc_beg, off_beg, doc_end, off_end = sample_index[shuffled : shuffled + 2].ravel().tolist()
-        return document_index, doc_beg, off_beg, doc_end, off_end
+        return sample_index[shuffled : shuffled + 2].ravel().tolist()
 
-    def _switch_compiled(
-        self, sample: int, window: np.ndarray, window_size: int, sidecar_arrays: Tuple[np.ndarray, ...]
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, CodeSwitchStats]:
-        """Span lookup, switching and GPTDataset's pad handling in one compiled call
-        (``_C.codeswitch_sample``); valid when GPTDataset's masks are cacheable, whose loss mask
-        is all ones before the pad handling."""
-        lexicon = self._lexicon
-        try:
-            tokens, labels, loss_mask, counts = _native().codeswitch_sample(
-                window, window_size, *self._sample_walk(sample),
-                int(self.config.add_extra_token_to_sequence), self.dataset.sequence_lengths,
-                *sidecar_arrays, lexicon.entry_offsets, lexicon.entry_flat,
-                lexicon.translation_offsets, lexicon.translation_flat,
-                self.config.codeswitch_ratio, self.config.codeswitch_seed, sample,
-                self.config.sequence_length, self._pad_token_id,
-            )
-        except ValueError as exc:
-            raise self._sidecar.error(exc, lexicon_path=self.config.lexicon_path) from exc
-        return (torch.from_numpy(tokens), torch.from_numpy(labels), torch.from_numpy(loss_mask),
-                CodeSwitchStats._make(counts))
-
-    def _window_spans(self, idx: int, window_size: int) -> Tuple[Tuple[np.ndarray, ...], int]:
-        """Switch spans of sample ``idx`` in window coordinates, and the count of real tokens.
-
-        Mirrors the document walk of ``GPTDataset._query_document_sample_shuffle_indices``: the
-        window is the concatenation of parts ``(document, offset, length)`` followed by pad ids
-        when the documents ran out; a span is used when it lies fully inside its part.
-        """
-        extra = int(self.config.add_extra_token_to_sequence)
-        document_index, doc_beg, off_beg, doc_end, off_end = self._sample_walk(idx)
-        # Compiled walk + lookup when the sidecar is memory-mapped; the Python walk below is the
-        # same computation for a sidecar read through file reads.
-        found = self._sidecar.sample_window_spans(
-            document_index, doc_beg, off_beg, doc_end, off_end, extra, window_size,
-            self.dataset.sequence_lengths,
+    def _build_switcher(self) -> Any:
+        return _native().CodeSwitcher(
+            self._lexicon.native(),
+            self.config.codeswitch_ratio,
+            self.config.codeswitch_seed,
+            self.config.sequence_length,
+            self._pad_token_id,
+            sidecar=self._sidecar.native(self.dataset.sequence_lengths),
+            document_index=np.asarray(self.document_index),
+            extra_token=int(self.config.add_extra_token_to_sequence),
         )
-        if found is not None:
-            return found
-        doc_lengths = self.dataset.sequence_lengths
 
-        docs = document_index[doc_beg : doc_end + 1].tolist()
-        offsets = [0] * len(docs)
-        offsets[0] = off_beg
-        lengths, positions = [], []
-        pos = 0
-        for i, doc in enumerate(docs):
-            available = int(doc_lengths[doc]) - offsets[i]
-            requested = (off_end + extra - offsets[i]) if i == len(docs) - 1 else available
-            lengths.append(max(0, min(requested, available)))  # real tokens of this part
-            positions.append(pos)
-            pos += requested
-        if pos > window_size:
-            raise SidecarError(
-                f"sample {idx} of {self.dataset.path_prefix}: document walk yields {pos} tokens, "
-                f"the window has {window_size}"
-            )
-        valid = positions[-1] + lengths[-1]  # tokens before GPTDataset's pad ids
-        spans = self._sidecar.window_spans(docs, offsets, lengths, positions, doc_lengths)
-        return spans, valid
-
-    def __getitem__(self, idx: Optional[int]) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, idx: Optional[int]) -> Dict[str, Any]:
         """GPTDataset's sample dict for ``idx``, code-switched, plus the `STATS_KEYS` counts.
 
         ``idx=None`` is megatron's batch-padding sample (sample 0 with a zero loss mask).
         """
+        if self._lexicon is None:
+            # Nothing to switch: GPTDataset's own sample.
+            out = super().__getitem__(idx)
+            out.update(dict.fromkeys(STATS_KEYS, 0))
+            return out
+
         sample = 0 if idx is None else int(idx)
         text, _ = self._query_document_sample_shuffle_indices(sample)  # (seq_length + extra,)
-        seq_length = self.config.sequence_length
-        pad = self._pad_token_id
-
         if self.config.add_extra_token_to_sequence:
             window = text  # (seq_length + 1,)
         else:
             # GPTDataset's last label is the pad id: make it the window's label-only token.
-            window = np.concatenate([text, np.array([pad], dtype=np.int64)])  # (seq_length + 1,)
-
-        sidecar_arrays = self._sidecar.mapped_arrays() if self._sidecar is not None else None
-        if sidecar_arrays is not None and self.masks_and_position_ids_are_cached:
-            tokens, labels, loss_mask, stats = self._switch_compiled(sample, window, len(text), sidecar_arrays)
-            return self._sample_dict(idx, tokens, labels, loss_mask, self.cached_attention_mask,
-                                     self.cached_position_ids, stats)
-
-        if self._sidecar is not None:
-            spans, valid = self._window_spans(sample, len(text))
-        else:
-            spans, valid = _EMPTY_SPANS, len(text)
-        tokens_np, labels_np, switch_mask, stats = apply_codeswitch(
-            window,
-            spans,
-            self._lexicon if self._lexicon is not None else _NO_LEXICON,
-            self.config.codeswitch_ratio,
-            self.config.codeswitch_seed,
-            sample,
-            seq_length,
-            pad,
-            valid_length=valid,
-        )
+            window = np.concatenate([text, np.array([self._pad_token_id], dtype=np.int64)])
+        if self._switcher is None:
+            self._switcher = self._build_switcher()
+        # With cacheable masks, GPTDataset's loss mask before its pad step is all ones, so the
+        # pad step runs inside the compiled call; otherwise it has to wait for megatron's masks,
+        # which are built from the switched tokens before pad ids become 0.
+        cacheable = self.masks_and_position_ids_are_cacheable
+        try:
+            tokens_np, labels_np, switch_mask, counts = self._switcher.sample(
+                window, len(text), *self._sample_walk(sample), sample, cacheable
+            )
+        except ValueError as exc:
+            raise self._sidecar.error(exc, lexicon_path=self.config.lexicon_path) from exc
         tokens = torch.from_numpy(tokens_np)  # (seq_length,) int64
         labels = torch.from_numpy(labels_np)  # (seq_length,) int64
 
-        # From here on exactly GPTDataset.__getitem__, on the switched stream.
-        if not self.masks_and_position_ids_are_cacheable or not self.masks_and_position_ids_are_cached:
+        # From here on GPTDataset.__getitem__ of megatron-core 0.16.1 (gpt_dataset.py, lines
+        # 249-296: masks and position ids, cached when cacheable; the pad step; the zero loss mask
+        # of the idx=None sample; the dict), applied to the switched stream. It is mirrored, not
+        # called: upstream builds tokens and labels as a shift of the window and offers no hook
+        # between that and the masks.
+        if not cacheable or not self.masks_and_position_ids_are_cached:
             attention_mask, loss_mask, position_ids = _get_ltor_masks_and_position_ids(
                 tokens,
                 self.config.tokenizer.eod,
@@ -341,42 +281,29 @@ class CodeSwitchGPTDataset(GPTDataset):
                 self.config.eod_mask_loss,
                 self.config.create_attention_mask,
             )
-            if self.masks_and_position_ids_are_cacheable:
+            if cacheable:
                 self.cached_attention_mask = attention_mask
                 self.cached_loss_mask = loss_mask
                 self.cached_position_ids = position_ids
                 self.masks_and_position_ids_are_cached = True
-                # GPTDataset edits the cached mask in place here; a per-sample switch mask must
-                # not leak into later samples, so work on a copy.
-                loss_mask = loss_mask.clone()
-        else:
+        if cacheable:
+            # All-ones cached loss mask x switch mask: the switch mask, pad step done in the call.
             attention_mask = self.cached_attention_mask
-            loss_mask = self.cached_loss_mask.clone()
             position_ids = self.cached_position_ids
+            loss_mask = torch.from_numpy(switch_mask)
+        else:
+            loss_mask *= torch.from_numpy(switch_mask)
+            self._switcher.mask_pad(tokens.numpy(), labels.numpy(), loss_mask.numpy())
 
-        loss_mask *= torch.from_numpy(switch_mask)
-        loss_mask[labels == pad] = 0.0
-        tokens[tokens == pad] = 0
-        labels[labels == pad] = 0
-        return self._sample_dict(idx, tokens, labels, loss_mask, attention_mask, position_ids, stats)
-
-    def _sample_dict(self, idx: Optional[int], tokens: torch.Tensor, labels: torch.Tensor,
-                     loss_mask: torch.Tensor, attention_mask: Optional[torch.Tensor],
-                     position_ids: torch.Tensor, stats: CodeSwitchStats) -> Dict[str, torch.Tensor]:
         if idx is None:
             loss_mask = torch.zeros_like(loss_mask)
-            stats = stats._make((0, 0, 0))
-
-        out: Dict[str, torch.Tensor] = {"tokens": tokens, "labels": labels}
+            counts = (0, 0, 0)
+        out: Dict[str, Any] = {"tokens": tokens, "labels": labels}
         if self.config.create_attention_mask:
             out["attention_mask"] = attention_mask
         out["loss_mask"] = loss_mask
         out["position_ids"] = position_ids
         # Plain ints, like BlendedDataset's "dataset_id": the default collate turns them into
         # int64 tensors of shape (batch,).
-        out.update(zip(STATS_KEYS, stats))
+        out.update(zip(STATS_KEYS, counts))
         return out
-
-
-# Stand-in lexicon for datasets without one: no spans ever reach it.
-_NO_LEXICON = LexiconArrays.validated([0], [], [0], [])

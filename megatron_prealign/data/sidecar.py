@@ -15,18 +15,17 @@ document) the sidecar is
 """
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
-from megatron_prealign.data.codeswitch import LexiconArrays
+from megatron_prealign.data.codeswitch import LexiconArrays, _native
 
 __all__ = [
     "SIDECAR_SUFFIX",
@@ -45,10 +44,6 @@ __all__ = [
 SIDECAR_SUFFIX = "_codeswitch"
 _FORMAT = "megatron_prealign.codeswitch_sidecar"
 _VERSION = 1
-# Documents with at least this many spans are searched with `bisect` on the strided start column
-# instead of numpy's searchsorted (which copies the column first).
-_BISECT_MIN_SPANS = 2048
-_EMPTY_SPANS = (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32))
 # Full validation reads the sidecar in blocks of about this many spans.
 _VALIDATE_BLOCK_SPANS = 1 << 20
 
@@ -264,9 +259,6 @@ class CodeSwitchSidecar:
                 f"expected int32; " + _fix_hint(token_prefix)
             )
         self._mmap = mmap
-        self._values = self.dataset.sequence_lengths  # (D,) int32 values (3 per span) per document
-        self._pointers = self.dataset.index.sequence_pointers  # (D,) byte offsets in the .bin
-        self._flat: Optional[np.ndarray] = None  # int32 view of the whole .bin, on first use
 
     def __getstate__(self) -> Tuple[str, bool]:
         # Re-open in the unpickling process (DataLoader workers under spawn) instead of copying
@@ -283,133 +275,26 @@ class CodeSwitchSidecar:
         """All spans of document ``doc`` as int32 (S,) views ``(starts, lengths, entry_ids)``."""
         return decode_spans(self.dataset.get(int(doc)))
 
-    def spans_in_range(self, doc: int, lo: int, hi: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Spans of document ``doc`` whose start lies in ``[lo, hi)`` (int32 (S,) views)."""
-        triples = self._doc_triples(int(doc), lo, hi)  # (S, 3)
-        return triples[:, 0], triples[:, 1], triples[:, 2]
+    def native(self, doc_lengths: np.ndarray) -> Any:
+        """The sidecar as a ``megatron_prealign._C.SidecarSpans`` (what ``_C.CodeSwitcher``
+        walks), bound to the token dataset's ``doc_lengths`` (int32 (D,)).
 
-    def window_spans(
-        self,
-        docs: Sequence[int],
-        offsets: Sequence[int],
-        lengths: Sequence[int],
-        positions: Sequence[int],
-        doc_lengths: np.ndarray,
-    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Spans of a sample window assembled from document parts, in window coordinates.
-
-        Part ``i`` is tokens ``[offsets[i], offsets[i] + lengths[i])`` of document ``docs[i]``,
-        placed at window position ``positions[i]``. A span is returned when it lies fully inside
-        its part.
-
-        Args:
-            docs, offsets, lengths, positions: one value per part (Python ints).
-            doc_lengths: the token dataset's sequence lengths, to catch a foreign sidecar.
-
-        Returns:
-            ``(starts, lengths, entry_ids)``: int32 (S,) each, sorted by start.
-
-        Raises:
-            SidecarError: a document's last span ends after the document (the sidecar belongs
-                to other tokens). `validate_sidecar` checks every span.
+        Memory-mapped, the spans are read in place from a map of the whole ``.bin``; otherwise
+        each sample's documents are read from the file (``pread``), as megatron-core's
+        IndexedDataset does with ``mmap=False``.
         """
-        chunks, shifts, counts = [], [], []
-        for doc, lo, n_tokens, pos in zip(docs, offsets, lengths, positions):
-            values = int(self._values[doc])
-            if not values:
-                continue
-            doc_len = int(doc_lengths[doc])
-            triples = self._read(doc, values // 3)  # (S_d, 3)
-            if int(triples[-1, 0]) + int(triples[-1, 1]) > doc_len:
-                raise SidecarError(
-                    f"{self.path_prefix}.{{bin,idx}}: span {tuple(int(v) for v in triples[-1])} of "
-                    f"document {doc} ends after its {doc_len} tokens in {self.token_prefix}.{{bin,idx}}; "
-                    + _fix_hint(self.token_prefix)
-                )
-            # Spans are sorted and disjoint: those inside [lo, hi) are one index range.
-            hi = lo + n_tokens
-            first = _first_start_at_or_after(triples, lo) if lo > 0 else 0
-            stop = triples.shape[0]
-            if hi < doc_len:
-                stop = _first_start_at_or_after(triples, hi)
-                if stop > first and int(triples[stop - 1, 0]) + int(triples[stop - 1, 1]) > hi:
-                    stop -= 1  # the one span that crosses the part's end
-            if stop > first:
-                chunks.append(triples[first:stop])
-                shifts.append(pos - lo)
-                counts.append(stop - first)
-        if not chunks:
-            return _EMPTY_SPANS
-        if len(chunks) == 1:
-            t = chunks[0]  # (S, 3)
-            starts = t[:, 0] + np.int32(shifts[0])  # (S,) window coordinates
-        else:
-            t = np.concatenate(chunks)  # (S, 3)
-            starts = t[:, 0] + np.repeat(np.asarray(shifts, dtype=np.int32), counts)  # (S,)
-        return starts, t[:, 1], t[:, 2]
-
-    def mapped_arrays(self) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The arrays the compiled lookups read: ``(values, pointers, flat)``, int32 (D,) span
-        values per document (3 per span), int64 (D,) byte offsets in the ``.bin``, and an int32
-        view of the whole ``.bin``; None when the sidecar is not memory-mapped."""
+        native = _native()
+        values = self.dataset.sequence_lengths  # (D,) int32 values (3 per span) per document
+        pointers = self.dataset.index.sequence_pointers  # (D,) int64 byte offsets in the .bin
+        path = self.path_prefix + ".bin"
         if not self._mmap:
-            return None
-        if self._flat is None:
-            path = self.path_prefix + ".bin"
-            self._flat = (
-                np.memmap(path, dtype=np.int32, mode="r").view(np.ndarray)
-                if os.path.getsize(path)
-                else np.zeros(0, np.int32)
-            )
-        return self._values, self._pointers, self._flat
-
-    def sample_window_spans(
-        self,
-        document_index: np.ndarray,
-        doc_begin: int,
-        offset_begin: int,
-        doc_end: int,
-        offset_end: int,
-        extra_token: int,
-        window_size: int,
-        doc_lengths: np.ndarray,
-    ) -> Optional[Tuple[Tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
-        """Spans of one GPTDataset sample window, by the compiled lookup (``_C.window_spans``).
-
-        Does GPTDataset's document walk (``document_index[doc_begin..doc_end]``, from token
-        ``offset_begin`` of the first document to token ``offset_end + extra_token`` (exclusive)
-        of the last) and `window_spans` on its parts in one call, reading the spans straight
-        from the memory-mapped ``.bin``.
-
-        Args:
-            document_index: int32 or int64 (N,) GPTDataset's document index.
-            doc_begin, offset_begin, doc_end, offset_end: the sample's two rows of GPTDataset's
-                sample index.
-            extra_token: 1 when the window carries the extra label-only token, else 0.
-            window_size: number of tokens GPTDataset drew for the window.
-            doc_lengths: int32 (D,) the token dataset's sequence lengths.
-
-        Returns:
-            ``((starts, lengths, entry_ids), valid_length)``: int32 (S,) each in window
-            coordinates, and the number of real tokens of the window; None when the sidecar is
-            not memory-mapped (then use `window_spans`).
-
-        Raises:
-            SidecarError: the walk does not fit the window, or a span ends after its document.
-        """
-        arrays = self.mapped_arrays()
-        if arrays is None:
-            return None
-        from megatron_prealign.data.codeswitch import _native
-
-        try:
-            starts, lengths, entries, valid = _native().window_spans(
-                document_index, doc_begin, offset_begin, doc_end, offset_end, extra_token,
-                window_size, doc_lengths, *arrays,
-            )
-        except ValueError as exc:
-            raise self.error(exc) from exc
-        return (starts, lengths, entries), valid
+            return native.SidecarSpans.from_file(doc_lengths, values, pointers, path)
+        flat = (
+            np.memmap(path, dtype=np.int32, mode="r").view(np.ndarray)
+            if os.path.getsize(path)
+            else np.zeros(0, np.int32)
+        )  # int32 view of the whole .bin
+        return native.SidecarSpans(doc_lengths, values, pointers, flat)
 
     def error(self, exc: ValueError, lexicon_path: Optional[str] = None) -> SidecarError:
         """A compiled lookup's ValueError as a SidecarError naming the files (and the fix when
@@ -419,16 +304,6 @@ class CodeSwitchSidecar:
         return SidecarError(
             f"{self.path_prefix}.{{bin,idx}} with {self.token_prefix}.{{bin,idx}}{lexicon}: {exc}{hint}"
         )
-
-    def _read(self, doc: int, count: int) -> np.ndarray:
-        """int32 (count, 3): the spans of ``doc`` (a view of the memory map)."""
-        flat = self.dataset.bin_reader.read(dtype=np.int32, count=3 * count, offset=int(self._pointers[doc]))
-        return flat.reshape(count, 3)
-
-    def _doc_triples(self, doc: int, lo: int, hi: int) -> np.ndarray:
-        """int32 (S, 3) spans of ``doc`` whose start lies in ``[lo, hi)``."""
-        triples = self._read(doc, int(self._values[doc]) // 3)  # (S_d, 3)
-        return triples[_first_start_at_or_after(triples, lo) : _first_start_at_or_after(triples, hi)]
 
     def check_matches(
         self,
@@ -466,29 +341,6 @@ class CodeSwitchSidecar:
                 f"{self.meta.tokenizer_fingerprint[:12]}…) than the one in use ({tokenizer_fingerprint[:12]}…); "
                 + _fix_hint(self.token_prefix)
             )
-
-
-def _first_start_at_or_after(triples: np.ndarray, position: int) -> int:
-    """Index of the first span of sorted (S, 3) triples whose start is >= ``position``."""
-    if triples.shape[0] < _BISECT_MIN_SPANS:
-        return int(np.searchsorted(triples[:, 0], position))
-    # Long documents: a binary search on the strided column, without copying it.
-    return bisect.bisect_left(_Column(triples), position)
-
-
-class _Column:
-    """Sequence view of the start column of (S, 3) triples, for `bisect` without a copy."""
-
-    __slots__ = ("_t",)
-
-    def __init__(self, triples: np.ndarray) -> None:
-        self._t = triples
-
-    def __len__(self) -> int:
-        return self._t.shape[0]
-
-    def __getitem__(self, i: int) -> int:
-        return int(self._t[i, 0])
 
 
 def validate_sidecar(

@@ -74,21 +74,32 @@ class DataConfig:
     tokenizer_model: str | None = None
     """Tokenizer file or directory (--tokenizer-model)."""
     lexicon: str | None = None
-    """Compiled lexicon from tools/build_lexicon.py; enables code-switching and the pre-pass (--lexicon)."""
+    """Compiled lexicon from tools/build_lexicon.py (--lexicon): the dictionary words the sidecar
+    spans refer to; enables code-switching and the pre-pass."""
     codeswitch_ratio: float = 0.0
-    """Probability of switching each dictionary-word occurrence, input-only (--codeswitch-ratio)."""
+    """Probability that each dictionary-word occurrence of the input is replaced by one of its
+    translations, input-only (--codeswitch-ratio); the PreAlign authors use 0.05. 0 switches
+    nothing: samples are then exactly megatron-core GPTDataset's (plus switch statistics when
+    --lexicon is given)."""
     codeswitch_seed: int | None = None
-    """Seed of the switching decisions; None = --seed (--codeswitch-seed)."""
+    """Seed of the switching hash, in [0, 2**64) (--codeswitch-seed); None = --seed. Set it to
+    vary the switches without changing the order of the samples."""
     num_workers: int = 1
     """DataLoader worker processes per data-reading rank (--num-workers)."""
     data_cache_path: str | None = None
     """Where megatron-core caches its sample indices; None = next to the data (--data-cache-path)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.codeswitch_ratio <= 1.0:
-            raise ValueError("--codeswitch-ratio must be in [0, 1]")
-        if self.codeswitch_ratio > 0 and not self.lexicon:
-            raise ValueError("--codeswitch-ratio > 0 needs --lexicon")
+        ratio, seed = self.codeswitch_ratio, self.codeswitch_seed
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+            raise ValueError(f"--codeswitch-ratio must be a number, got {ratio!r}")
+        if not 0.0 <= ratio <= 1.0:  # also refuses NaN
+            raise ValueError(f"--codeswitch-ratio must be in [0, 1], got {ratio!r}")
+        if ratio > 0 and not self.lexicon:
+            raise ValueError(f"--codeswitch-ratio > 0 needs --lexicon (got ratio {ratio})")
+        valid_seed = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**64
+        if seed is not None and not valid_seed:
+            raise ValueError(f"--codeswitch-seed must be an integer in [0, 2**64), got {seed!r}")
         if self.num_workers < 0:
             raise ValueError("--num-workers must be >= 0")
 

@@ -56,7 +56,7 @@ def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, nu
         path_to_cache=cfg.data_cache_path,
         mmap_bin_files=True,
         codeswitch_ratio=cfg.codeswitch_ratio,
-        codeswitch_seed=seed if cfg.codeswitch_seed is None else cfg.codeswitch_seed,
+        codeswitch_seed=cfg.codeswitch_seed,  # None: random_seed, i.e. --seed
         lexicon_path=cfg.lexicon,
     )
     return BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset, num_samples, is_built_on_rank, ds_cfg).build()

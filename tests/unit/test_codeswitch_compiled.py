@@ -1,14 +1,17 @@
-"""Compiled per-sample code-switch path (csrc/codeswitch.cpp, `megatron_prealign._C`).
+"""Compiled per-sample code-switch path (csrc/codeswitch.cpp, `megatron_prealign._C`) against
+the plain-Python oracle (tests/_codeswitch_reference.py).
 
-* ``apply_codeswitch``: three implementations agree bit for bit on every input: the compiled
-  `apply_codeswitch`, the vectorized numpy `_numpy_codeswitch` and the plain-Python
-  `_reference_codeswitch`; bad arrays raise ValueError.
-* ``window_spans``: the compiled document walk + sidecar lookup
-  (`CodeSwitchSidecar.sample_window_spans`) equals the Python walk over
-  `CodeSwitchSidecar.window_spans`, and CodeSwitchGPTDataset returns the same samples with a
-  memory-mapped sidecar (compiled lookup) as with file reads (Python lookup).
+* ``CodeSwitcher.switch``: the switch of one window agrees bit for bit with
+  `reference_codeswitch` on every input; bad arrays raise ValueError.
+* ``SidecarSpans.window_spans``: the compiled document walk over the sidecar equals
+  `reference_window_spans`, memory-mapped and read from the file alike.
+* ``CodeSwitcher.sample`` (walk + switch + GPTDataset's pad step in one call) equals the three
+  oracle stages, and CodeSwitchGPTDataset returns the same samples with a memory-mapped sidecar
+  as with file reads.
 """
 from __future__ import annotations
+
+import gc
 
 import numpy as np
 import pytest
@@ -19,28 +22,26 @@ from hypothesis import strategies as st
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_prealign import _C
-from megatron_prealign.data.codeswitch import (
-    CodeSwitchStats,
-    _numpy_codeswitch,
-    _reference_codeswitch,
-    apply_codeswitch,
-)
+from megatron_prealign.data.codeswitch import CodeSwitchStats
 from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError
-from tests._codeswitch_data import make_lexicon, write_dataset
+from tests._codeswitch_data import compiled_switch, make_lexicon, write_dataset
+from tests._codeswitch_reference import (
+    reference_codeswitch,
+    reference_pad_step,
+    reference_window_spans,
+)
 
 PAD = -1
 
 
-def assert_three_agree(window, spans, lexicon, ratio, seed, sample_index, seq_length, valid_length):
+def assert_agrees(window, spans, lexicon, ratio, seed, sample_index, seq_length, valid_length):
     args = (lexicon, ratio, seed, sample_index, seq_length, PAD, valid_length)
-    compiled = apply_codeswitch(window, spans, *args)
-    vectorized = _numpy_codeswitch(window, spans, *args)
-    reference = _reference_codeswitch(window, spans, *args)
-    for name, other in (("numpy", vectorized), ("reference", reference)):
-        for i, dtype in enumerate((np.int64, np.int64, np.float32)):
-            assert compiled[i].dtype == dtype and compiled[i].shape == (seq_length,)
-            np.testing.assert_array_equal(compiled[i], other[i], err_msg=f"compiled vs {name}, output {i}")
-        assert compiled[3] == other[3], f"stats: compiled {compiled[3]} vs {name} {other[3]}"
+    compiled = compiled_switch(window, spans, *args)
+    reference = reference_codeswitch(window, spans, *args)
+    for i, dtype in enumerate((np.int64, np.int64, np.float32)):
+        assert compiled[i].dtype == dtype and compiled[i].shape == (seq_length,)
+        np.testing.assert_array_equal(compiled[i], reference[i], err_msg=f"compiled vs reference, output {i}")
+    assert compiled[3] == reference[3], f"stats: compiled {compiled[3]} vs reference {reference[3]}"
     assert isinstance(compiled[3], CodeSwitchStats)
     return compiled
 
@@ -75,7 +76,7 @@ def spans_of(*triples, dtype=np.int64):
 )
 @pytest.mark.parametrize("ratio", [0.0, 1.0])
 def test_hand_made_edge_cases(window, spans, seq_length, valid_length, ratio):
-    out = assert_three_agree(
+    out = assert_agrees(
         np.asarray(window, dtype=np.int64), spans_of(*spans), LEX, ratio, 5, 11, seq_length, valid_length
     )
     if ratio == 0.0:
@@ -83,7 +84,7 @@ def test_hand_made_edge_cases(window, spans, seq_length, valid_length, ratio):
 
 
 def test_switch_at_first_position_exact_values():
-    tokens, labels, mask, stats = apply_codeswitch(
+    tokens, labels, mask, stats = compiled_switch(
         np.array([10, 1, 2, 3], np.int64), spans_of((0, 1, 0)), LEX, 1.0, 0, 0, 3, PAD
     )
     assert tokens.tolist() == [20, 21, 1]
@@ -92,14 +93,28 @@ def test_switch_at_first_position_exact_values():
     assert stats == CodeSwitchStats(1, 1, 2)
 
 
+def _switcher(arrays=None, ratio=1.0, seq_length=9):
+    lexicon = _C.CodeSwitchLexicon(*(arrays if arrays is not None else LEX))
+    return _C.CodeSwitcher(lexicon, ratio, 3, seq_length, PAD)
+
+
 @pytest.mark.parametrize("window_dtype", [np.int64, np.int32, np.uint16, np.int16])
 @pytest.mark.parametrize("span_dtype", [np.int32, np.int64, np.uint8])
 def test_dtypes_and_strided_inputs(window_dtype, span_dtype):
+    # The binding reads what the dataset hands over in place (GPTDataset's int64 window, the
+    # walk's int32 spans) and refuses anything else instead of casting.
     window = np.asarray([1, 20, 21, 2, 30, 31, 32, 3, 10, 4], dtype=window_dtype)
     triples = np.asarray([(1, 2, 1), (4, 3, 2), (8, 1, 0)], dtype=span_dtype)
-    spans = (triples[:, 0], triples[:, 1], triples[:, 2])  # strided column views
-    assert_three_agree(window, spans, LEX, 1.0, 3, 9, 9, None)
-    assert_three_agree(window[::-1][::-1], spans, LEX, 1.0, 3, 9, 12, 9)
+    spans = tuple(np.ascontiguousarray(triples[:, i]) for i in range(3))
+    switcher = _switcher()
+    if window_dtype is np.int64 and span_dtype is np.int32:
+        out = switcher.switch(window, *spans, 9, len(window))
+        assert tuple(out[3]) == tuple(assert_agrees(window, spans, LEX, 1.0, 3, 9, 9, None)[3])
+        with pytest.raises(ValueError, match="contiguous"):
+            switcher.switch(window, triples[:, 0], triples[:, 1], triples[:, 2], 9, len(window))  # strided
+    else:
+        with pytest.raises(ValueError, match="dtype"):
+            switcher.switch(window, *spans, 9, len(window))
 
 
 @pytest.mark.parametrize(
@@ -115,33 +130,31 @@ def test_dtypes_and_strided_inputs(window_dtype, span_dtype):
 )
 def test_bad_spans_raise_value_error(spans, match):
     with pytest.raises(ValueError, match=match):
-        apply_codeswitch(np.arange(10), spans, LEX, 1.0, 0, 0, 9, PAD)
+        compiled_switch(np.arange(10), spans, LEX, 1.0, 0, 0, 9, PAD)
 
 
 def test_bad_arguments_raise_value_error():
     window = np.arange(10, dtype=np.int64)
     with pytest.raises(ValueError, match="at least 2"):
-        apply_codeswitch(window[:1], spans_of(), LEX, 1.0, 0, 0, 9, PAD)
+        compiled_switch(window[:1], spans_of(), LEX, 1.0, 0, 0, 9, PAD)
     with pytest.raises(ValueError, match="valid_length"):
-        apply_codeswitch(window, spans_of(), LEX, 1.0, 0, 0, 9, PAD, valid_length=11)
+        compiled_switch(window, spans_of(), LEX, 1.0, 0, 0, 9, PAD, valid_length=11)
     with pytest.raises(ValueError, match="valid_length"):
-        apply_codeswitch(window, spans_of(), LEX, 1.0, 0, 0, 9, PAD, valid_length=-1)
+        compiled_switch(window, spans_of(), LEX, 1.0, 0, 0, 9, PAD, valid_length=-1)
     with pytest.raises(ValueError, match="ratio"):
-        apply_codeswitch(window, spans_of(), LEX, 1.5, 0, 0, 9, PAD)
+        compiled_switch(window, spans_of(), LEX, 1.5, 0, 0, 9, PAD)
     with pytest.raises(ValueError, match="ratio"):
-        apply_codeswitch(window, spans_of(), LEX, float("nan"), 0, 0, 9, PAD)
+        compiled_switch(window, spans_of(), LEX, float("nan"), 0, 0, 9, PAD)
 
 
-def _raw(window, spans, arrays, **kw):
-    args = dict(ratio=1.0, seed=0, sample_index=0, seq_length=4, pad_id=PAD, valid_length=len(window))
-    args.update(kw)
-    return _C.apply_codeswitch(window, *spans, *arrays, **args)
+def _raw(window, spans, arrays, seq_length=4):
+    return _switcher(arrays, seq_length=seq_length).switch(window, *spans, 0, len(window))
 
 
 def test_binding_rejects_bad_arrays_without_crashing():
     window = np.array([10, 1, 2, 3, 4], np.int64)
-    spans = spans_of((0, 1, 0))
-    arrays = list(LEX[:4])
+    spans = spans_of((0, 1, 0), dtype=np.int32)
+    arrays = list(LEX)
     assert _raw(window, spans, arrays)[3] == (1, 1, 2)
     with pytest.raises(ValueError, match="dtype"):
         _raw(window.astype(np.float64), spans, arrays)
@@ -149,10 +162,10 @@ def test_binding_rejects_bad_arrays_without_crashing():
         _raw(window.reshape(1, -1), spans, arrays)
     with pytest.raises(ValueError, match="contiguous"):
         _raw(np.repeat(window, 2)[::2], spans, arrays)
-    with pytest.raises(ValueError, match="int32 or all int64"):
+    with pytest.raises(ValueError, match="span starts has dtype float32"):
         _raw(window, tuple(a.astype(np.float32) for a in spans), arrays)
     with pytest.raises(ValueError, match="span lengths"):
-        _raw(window, (spans[0], spans[1].astype(np.int32), spans[2]), arrays)
+        _raw(window, (spans[0], spans[1].astype(np.int64), spans[2]), arrays)
     with pytest.raises(ValueError, match="entry_offsets"):
         _raw(window, spans, [arrays[0].astype(np.int32)] + arrays[1:])
     with pytest.raises(ValueError, match="num_entries"):
@@ -181,7 +194,7 @@ def test_pinned_decisions_match_the_python_hash():
     window = rng.integers(0, 100, L).astype(np.int64)
     starts = np.arange(0, L - 1, 2, dtype=np.int32)
     spans = (starts, np.ones_like(starts), (starts % 5).astype(np.int32))
-    out = assert_three_agree(window, spans, LEX, 0.5, 2**64 - 1, 2**63 + 5, L - 1, None)
+    out = assert_agrees(window, spans, LEX, 0.5, 2**64 - 1, 2**63 + 5, L - 1, None)
     assert 0.45 < out[3].switched_words / out[3].eligible_words < 0.55
 
 
@@ -214,29 +227,19 @@ def cases(draw):
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
-def test_compiled_equals_numpy_equals_reference(case):
+def test_compiled_equals_reference(case):
     entries, translations, window, spans, seq_length, valid_length, ratio, seed, sample_index = case
     lexicon = make_lexicon(entries, translations)
-    assert_three_agree(window, spans, lexicon, ratio, seed, sample_index, seq_length, valid_length)
+    assert_agrees(window, spans, lexicon, ratio, seed, sample_index, seq_length, valid_length)
 
 
 # ----------------------------------------------------------------------------------------------
 # Window span lookup
 
 
-def python_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths):
-    """GPTDataset's document walk stated in Python, then `CodeSwitchSidecar.window_spans`."""
-    docs = [int(d) for d in document_index[d0 : d1 + 1]]
-    offsets = [o0] + [0] * (len(docs) - 1)
-    lengths, positions, pos = [], [], 0
-    for i, doc in enumerate(docs):
-        available = int(doc_lengths[doc]) - offsets[i]
-        requested = (o1 + extra - offsets[i]) if i == len(docs) - 1 else available
-        lengths.append(max(0, min(requested, available)))
-        positions.append(pos)
-        pos += requested
-    spans = side.window_spans(docs, offsets, lengths, positions, doc_lengths)
-    return spans, positions[-1] + lengths[-1], pos
+def oracle_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths):
+    """`reference_window_spans` over the sidecar's documents, each decoded whole."""
+    return reference_window_spans(side.spans, document_index, d0, o0, d1, o1, extra, doc_lengths)
 
 
 @st.composite
@@ -268,85 +271,100 @@ def corpora(draw):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])
 @given(corpora())
-def test_compiled_window_lookup_equals_python_walk(tmp_path_factory, case):
+def test_compiled_window_lookup_equals_reference_walk(tmp_path_factory, case):
     docs, spans, document_index, d0, o0, d1, o1, extra = case
     prefix = write_dataset(tmp_path_factory.mktemp("w") / "x", docs, spans)
-    side = CodeSwitchSidecar(prefix)
     tokens = IndexedDataset(prefix)  # keep alive: its arrays are views of its memory map
     doc_lengths = tokens.sequence_lengths
-    want, want_valid, walked = python_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths)
-    for window_size in (walked, walked + 3):
-        (starts, lengths, entries), valid = side.sample_window_spans(
-            document_index, d0, o0, d1, o1, extra, window_size, doc_lengths
-        )
-        assert valid == want_valid
-        for got, exp in zip((starts, lengths, entries), want):
-            assert got.dtype == np.int32
-            assert got.tolist() == np.asarray(exp).tolist()
-    if walked > 0:
-        with pytest.raises(SidecarError, match="document walk yields"):
-            side.sample_window_spans(document_index, d0, o0, d1, o1, extra, walked - 1, doc_lengths)
-    assert CodeSwitchSidecar(prefix, mmap=False).sample_window_spans(
-        document_index, d0, o0, d1, o1, extra, walked, doc_lengths
-    ) is None
+    for mmap in (True, False):  # the .bin memory-mapped, or read with pread()
+        side = CodeSwitchSidecar(prefix, mmap=mmap)
+        want, want_valid, walked = oracle_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths)
+        native = side.native(doc_lengths)
+        for window_size in (walked, walked + 3):
+            starts, lengths, entries, valid = native.window_spans(
+                document_index, d0, o0, d1, o1, extra, window_size
+            )
+            assert valid == want_valid
+            for got, exp in zip((starts, lengths, entries), want):
+                assert got.dtype == np.int32
+                assert got.tolist() == np.asarray(exp).tolist()
+        if walked > 0:
+            with pytest.raises(ValueError, match="document walk yields"):
+                native.window_spans(document_index, d0, o0, d1, o1, extra, walked - 1)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])
 @given(corpora(), st.sampled_from([0.0, 0.3, 1.0]), st.integers(0, 2**32), st.integers(0, 10**6),
-       st.integers(-1, 3), st.integers(-2, 2))
-def test_fused_sample_equals_lookup_then_switch(tmp_path_factory, case, ratio, seed, sample_index, pad,
-                                                  seq_delta):
-    """``_C.codeswitch_sample`` = `sample_window_spans` + `apply_codeswitch` + GPTDataset's pad
-    handling (no loss where the label is pad, pad ids -> 0)."""
+       st.integers(-1, 3), st.integers(-2, 2), st.booleans())
+def test_sample_equals_reference_walk_switch_and_pad_step(tmp_path_factory, case, ratio, seed, sample_index,
+                                                          pad, seq_delta, mmap):
+    """``CodeSwitcher.sample`` = `reference_window_spans` + `reference_codeswitch` + (with
+    map_pad) `reference_pad_step`."""
     docs, spans, document_index, d0, o0, d1, o1, extra = case
     prefix = write_dataset(tmp_path_factory.mktemp("f") / "x", docs, spans)
-    side = CodeSwitchSidecar(prefix)
+    side = CodeSwitchSidecar(prefix, mmap=mmap)
     tokens_ds = IndexedDataset(prefix)
     doc_lengths = tokens_ds.sequence_lengths
-    _, _, walked = python_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths)
+    found, valid, walked = oracle_walk(side, document_index, d0, o0, d1, o1, extra, doc_lengths)
     assume(walked >= 1)
     window_size = walked + 1
-    # Token ids 0..29 from the documents plus pad ids after them, like GPTDataset's window.
+    # Token ids 0..69 for the documents plus pad ids after them, like GPTDataset's window.
     rng = np.random.default_rng(seed)
     window = np.concatenate([rng.integers(0, 70, walked), [pad]]).astype(np.int64)
     seq_length = max(0, window_size - 1 + seq_delta)
-    (starts, lengths, entries), valid = side.sample_window_spans(
-        document_index, d0, o0, d1, o1, extra, window_size, doc_lengths
-    )
-    want_t, want_l, want_m, want_stats = apply_codeswitch(
-        window, (starts, lengths, entries), LEX, ratio, seed, sample_index, seq_length, pad, valid_length=valid
-    )
-    want_m[want_l == pad] = 0
-    want_t[want_t == pad] = 0
-    want_l[want_l == pad] = 0
-    got_t, got_l, got_m, got_stats = _C.codeswitch_sample(
-        window, window_size, document_index, d0, o0, d1, o1, extra, doc_lengths, *side.mapped_arrays(),
-        LEX.entry_offsets, LEX.entry_flat, LEX.translation_offsets, LEX.translation_flat, ratio, seed,
-        sample_index, seq_length, pad,
-    )
-    np.testing.assert_array_equal(got_t, want_t)
-    np.testing.assert_array_equal(got_l, want_l)
-    np.testing.assert_array_equal(got_m, want_m)
-    assert tuple(got_stats) == tuple(want_stats)
+    want = reference_codeswitch(window, found, LEX, ratio, seed, sample_index, seq_length, pad, valid)
+    switcher = _C.CodeSwitcher(LEX.native(), ratio, seed, seq_length, pad, sidecar=side.native(doc_lengths),
+                               document_index=document_index, extra_token=extra)
+    for map_pad in (False, True):
+        got = switcher.sample(window, window_size, d0, o0, d1, o1, sample_index, map_pad)
+        expected = reference_pad_step(*want[:3], pad) if map_pad else want[:3]
+        for g, e in zip(got[:3], expected):
+            np.testing.assert_array_equal(g, e)
+        assert tuple(got[3]) == tuple(want[3])
 
 
-def test_fused_sample_refuses_bad_input(tmp_path):
+def test_sample_refuses_bad_input(tmp_path):
     prefix = write_dataset(tmp_path / "x", [list(range(10)), [1, 2]], [[(8, 3, 2)], []])
     side = CodeSwitchSidecar(prefix)
     tokens = IndexedDataset(prefix)  # keep alive: its arrays are views of its memory map
-    lex = (LEX.entry_offsets, LEX.entry_flat, LEX.translation_offsets, LEX.translation_flat)
     window = np.arange(11, dtype=np.int64)
-    args = (np.array([0], np.int32), 0, 0, 0, 9, 1, tokens.sequence_lengths, *side.mapped_arrays(), *lex)
+
+    def switcher(ratio=1.0, document_index=np.array([0], np.int32)):
+        return _C.CodeSwitcher(LEX.native(), ratio, 0, 10, -1, sidecar=side.native(tokens.sequence_lengths),
+                               document_index=document_index, extra_token=1)
+
     with pytest.raises(ValueError, match="ends after its 10 tokens"):
-        _C.codeswitch_sample(window, 10, *args, 1.0, 0, 0, 10, -1)
+        switcher().sample(window, 10, 0, 0, 0, 9, 0)
     with pytest.raises(ValueError, match="window_size"):
-        _C.codeswitch_sample(window, 12, *args, 1.0, 0, 0, 10, -1)
-    with pytest.raises(ValueError, match="window_tokens must have dtype"):
-        _C.codeswitch_sample(window.astype(np.float32), 10, *args, 1.0, 0, 0, 10, -1)
+        switcher().sample(window, 12, 0, 0, 0, 9, 0)
+    with pytest.raises(ValueError, match="window_tokens has dtype"):
+        switcher().sample(window.astype(np.float32), 10, 0, 0, 0, 9, 0)
     with pytest.raises(ValueError, match="ratio"):
-        _C.codeswitch_sample(window, 10, np.array([1], np.int32), 0, 0, 0, 1, 1, tokens.sequence_lengths,
-                             *side.mapped_arrays(), *lex, 2.0, 0, 0, 2, -1)
+        switcher(ratio=2.0)
+    with pytest.raises(ValueError, match="document_index"):
+        switcher(document_index=np.array([0], np.float64))
+    with pytest.raises(ValueError, match="without a sidecar"):
+        _C.CodeSwitcher(LEX.native(), 1.0, 0, 10, -1).sample(window, 10, 0, 0, 0, 9, 0)
+
+
+def test_switcher_keeps_its_lexicon_and_sidecar_alive(tmp_path):
+    prefix = write_dataset(tmp_path / "x", [[1, 10, 2, 20, 21, 3, 4]], [[(1, 1, 0), (3, 2, 1)]])
+    side = CodeSwitchSidecar(prefix)
+    tokens = IndexedDataset(prefix)  # keep alive: its arrays are views of its memory map
+    # Neither the lexicon arrays nor the two native objects are referenced from here on.
+    switcher = _C.CodeSwitcher(
+        make_lexicon([[10], [20, 21]], [[1], [0]]).native(), 1.0, 0, 6, PAD,
+        sidecar=side.native(tokens.sequence_lengths), document_index=np.array([0], np.int32),
+    )
+    gc.collect()
+    window = np.array([1, 10, 2, 20, 21, 3, 4], np.int64)
+    got = switcher.sample(window, 7, 0, 0, 0, 6, 0, False)
+    want = reference_codeswitch(window, ([1, 3], [1, 2], [0, 1]), make_lexicon([[10], [20, 21]], [[1], [0]]),
+                                1.0, 0, 0, 6, PAD)
+    for g, w in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(g, w)
+    assert tuple(got[3]) == tuple(want[3]) == (2, 2, 3)
 
 
 def test_compiled_window_lookup_refuses_bad_input(tmp_path):
@@ -354,25 +372,36 @@ def test_compiled_window_lookup_refuses_bad_input(tmp_path):
     side = CodeSwitchSidecar(prefix)
     tokens = IndexedDataset(prefix)  # keep alive: its arrays are views of its memory map
     doc_lengths = tokens.sequence_lengths
-    with pytest.raises(SidecarError, match="ends after its 10 tokens.*preprocess_data"):
-        side.sample_window_spans(np.array([0], np.int32), 0, 0, 0, 9, 1, 10, doc_lengths)
-    ok = dict(doc_lengths=doc_lengths, sidecar_values=side._values,
-              sidecar_pointers=side._pointers, sidecar_flat=np.zeros(2, np.int32))
+    # The dataset turns the compiled ValueError into a SidecarError naming the files and the fix.
+    with pytest.raises(ValueError, match="ends after its 10 tokens") as err:
+        side.native(doc_lengths).window_spans(np.array([0], np.int32), 0, 0, 0, 9, 1, 10)
+    wrapped = side.error(err.value)
+    assert isinstance(wrapped, SidecarError)
+    assert "ends after its 10 tokens" in str(wrapped) and "preprocess_data" in str(wrapped)
+    values, pointers = side.dataset.sequence_lengths, side.dataset.index.sequence_pointers
+    short = _C.SidecarSpans(doc_lengths, values, pointers, np.zeros(2, np.int32))
     walk = (0, 0, 0, 1, 1, 10)
     with pytest.raises(ValueError, match="document id"):
-        _C.window_spans(np.array([7], np.int64), *walk, **ok)
+        short.window_spans(np.array([7], np.int64), *walk)
     with pytest.raises(ValueError, match="sample_index"):
-        _C.window_spans(np.array([0], np.int64), 0, 0, 1, 1, 1, 10, **ok)
+        short.window_spans(np.array([0], np.int64), 0, 0, 1, 1, 1, 10)
     with pytest.raises(ValueError, match="pointer"):  # the flat array is too short for doc 0
-        _C.window_spans(np.array([0], np.int64), *walk, **ok)
+        short.window_spans(np.array([0], np.int64), *walk)
     with pytest.raises(ValueError, match="dtype"):
-        _C.window_spans(np.array([0], np.float64), *walk, **ok)
+        short.window_spans(np.array([0], np.float64), *walk)
     with pytest.raises(ValueError, match="one item per document"):
-        _C.window_spans(np.array([0], np.int64), *walk, **{**ok, "sidecar_values": side._values[:1]})
+        _C.SidecarSpans(doc_lengths, values[:1], pointers, np.zeros(2, np.int32))
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(b"\0" * 8)  # shorter than document 0's spans
+    with pytest.raises(ValueError, match="pointer"):
+        _C.SidecarSpans.from_file(doc_lengths, values, pointers, str(truncated)).window_spans(
+            np.array([0], np.int64), *walk)
+    with pytest.raises(ValueError, match="cannot open"):
+        _C.SidecarSpans.from_file(doc_lengths, values, pointers, str(tmp_path / "missing.bin"))
 
 
 @pytest.mark.parametrize("extra_token", [True, False])
-def test_dataset_compiled_lookup_equals_python_lookup(data_prefixes, data_tokenizer, data_lexicon_path,
+def test_dataset_memory_map_and_file_reads_agree(data_prefixes, data_tokenizer, data_lexicon_path,
                                                        tmp_path, extra_token):
     from megatron.core.datasets.utils import Split
 

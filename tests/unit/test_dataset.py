@@ -1,8 +1,9 @@
 """Tier 2 (single-process megatron-core on CPU, seconds): CodeSwitchGPTDataset.
 
 * ratio 0 is bitwise megatron-core's GPTDataset, under each GPTDatasetConfig option;
-* at ratio > 0 every sample equals `_reference_codeswitch` on spans found by scanning whole
-  documents (independent of the sidecar), and the masks follow the switched stream;
+* at ratio > 0 every sample equals the oracle `reference_codeswitch` (tests/_codeswitch_reference.py)
+  on spans found by scanning whole documents (independent of the sidecar), and the masks follow
+  the switched stream;
 * determinism across DataLoader worker counts, pickling and a second process;
 * the index-cache key tracks lexicon, ratio and seed; a foreign sidecar is refused;
 * the dataset works inside BlendedMegatronDatasetBuilder (weighted blend of two prefixes).
@@ -25,13 +26,14 @@ from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import Split
 
-from megatron_prealign.data.codeswitch import STATS_KEYS, LexiconArrays, _reference_codeswitch
+from megatron_prealign.data.codeswitch import STATS_KEYS, LexiconArrays
 from megatron_prealign.data.dataset import (
     CodeSwitchGPTDataset,
     CodeSwitchGPTDatasetConfig,
     MegatronTokenizerView,
 )
 from megatron_prealign.data.sidecar import SidecarError
+from tests._codeswitch_reference import reference_codeswitch
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ = 24
@@ -135,7 +137,7 @@ def expected_sample(ds, idx, doc_spans, lexicon_arrays, ratio, seed):
                 lengths.append(n)
                 entries.append(e)
         pos += end - off
-    tokens, labels, mask, stats = _reference_codeswitch(
+    tokens, labels, mask, stats = reference_codeswitch(
         text, (starts, lengths, entries), lexicon_arrays, ratio, seed, idx, SEQ, ds._pad_token_id, pos
     )
     mask[labels == ds._pad_token_id] = 0
@@ -363,18 +365,23 @@ def test_weighted_blend_of_two_prefixes(data_prefixes, data_tokenizer, data_lexi
 
 
 def test_config_validation(data_tokenizer, data_lexicon_path, data_prefixes, tmp_path):
+    # The knobs' own rules (range, --lexicon with a ratio > 0) are DataConfig's, the one owner
+    # (tests/unit/test_training_data.py); this config carries them and derives the rest.
     common = dict(**BASE, blend=([data_prefixes[0]], None), path_to_cache=str(tmp_path), tokenizer=data_tokenizer)
-    with pytest.raises(ValueError, match="--lexicon"):
-        CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=0.1)
-    with pytest.raises(ValueError, match="--codeswitch-ratio"):
-        CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=2.0, lexicon_path=data_lexicon_path)
+    with pytest.raises(TypeError, match="codeswitch_ratio"):
+        CodeSwitchGPTDatasetConfig(**common, lexicon_path=data_lexicon_path)  # no default of its own
     with pytest.raises(ValueError, match="sha256"):
-        CodeSwitchGPTDatasetConfig(**common, lexicon_path=data_lexicon_path, lexicon_sha256="0" * 64)
-    config = CodeSwitchGPTDatasetConfig(**common, lexicon_path=data_lexicon_path)
+        CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=0.05, lexicon_path=data_lexicon_path,
+                                   lexicon_sha256="0" * 64)
+    with pytest.raises(ValueError, match="--lexicon"):
+        CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=0.05, lexicon_path=str(tmp_path / "none.lex"))
+    config = CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=0.05, lexicon_path=data_lexicon_path)
     assert config.codeswitch_ratio == 0.05 and len(config.lexicon_sha256) == 64
-    assert config.codeswitch.lexicon_path == data_lexicon_path
+    assert config.codeswitch_seed == BASE["random_seed"]  # None: the dataset seed, as DataConfig says
+    assert CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=0.05, codeswitch_seed=7,
+                                      lexicon_path=data_lexicon_path).codeswitch_seed == 7
     # Without a lexicon and with ratio 0, no sidecar is needed.
-    plain = CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=0.0)
+    plain = CodeSwitchGPTDatasetConfig(**common, codeswitch_ratio=0.0, lexicon_path=None)
     indexed = IndexedDataset(data_prefixes[0])
     ds = CodeSwitchGPTDataset(indexed, data_prefixes[0], np.arange(len(indexed), dtype=np.int32), None, Split.train, plain)
     assert ds[0]["cs_eligible_words"] == 0

@@ -1,8 +1,9 @@
 """Tier 1-2 (files on disk, no model, well under a second each): the code-switch sidecar.
 
 Layout (a stock megatron-core IndexedDataset of int32 triples, one sequence per document),
-window lookups (including the binary-search path for long documents), and the validation that
-refuses a sidecar belonging to other tokens or another lexicon, naming both files and the fix.
+window lookups by the compiled walk (memory-mapped and read from the file), and the validation
+that refuses a sidecar belonging to other tokens or another lexicon, naming both files and the
+fix.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
-from megatron_prealign.data import sidecar as sidecar_module
 from megatron_prealign.data.codeswitch import LexiconArrays
 from megatron_prealign.data.sidecar import (
     CodeSwitchSidecar,
@@ -47,26 +47,39 @@ def test_layout_is_a_stock_indexed_dataset(tmp_path):
     assert (meta.num_documents, meta.num_tokens, meta.num_spans, meta.num_span_tokens) == (4, 33, 7, 13)
 
 
-@pytest.mark.parametrize("bisect_from", [2048, 2])
-def test_window_lookups(tmp_path, monkeypatch, bisect_from):
-    monkeypatch.setattr(sidecar_module, "_BISECT_MIN_SPANS", bisect_from)
+def window_spans(side, tokens, docs, offset_begin, offset_end, extra_token=1):
+    """Spans of the window over documents ``docs`` (the first from ``offset_begin``, the last up
+    to ``offset_end + extra_token``), by the compiled walk; its errors as the dataset raises them."""
+    document_index = np.asarray(docs, dtype=np.int32)
+    native = side.native(tokens.sequence_lengths)
+    try:
+        s, n, e, _ = native.window_spans(document_index, 0, offset_begin, len(docs) - 1, offset_end,
+                                         extra_token, 1 << 20)
+    except ValueError as exc:
+        raise side.error(exc) from exc
+    return s, n, e
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_window_lookups(tmp_path, mmap):
     prefix = write(tmp_path / "x", DOCS, SPANS)
-    side = CodeSwitchSidecar(prefix)
+    side = CodeSwitchSidecar(prefix, mmap=mmap)
     tokens = IndexedDataset(prefix)  # keep alive: its arrays are views of its memory map
-    doc_lengths = tokens.sequence_lengths
     for doc, triples in enumerate(SPANS):
         for lo in range(0, 21, 3):
             for hi in range(lo, 22, 4):
-                got = [c.tolist() for c in side.spans_in_range(doc, lo, hi)]
-                want = [t for t in triples if lo <= t[0] < hi]
+                # A window of document `doc`'s tokens [lo, hi): the spans fully inside it.
+                got = [c.tolist() for c in window_spans(side, tokens, [doc], lo, hi - 1)]
+                end = min(hi, len(DOCS[doc]))
+                want = [(s - lo, n, e) for s, n, e in triples if lo <= s and s + n <= end]
                 assert list(zip(*got)) == want
     # Window = doc 0 tokens [2, 10) at position 0, then doc 3 tokens [0, 12) at position 8.
-    s, n, e = side.window_spans([0, 3], [2, 0], [8, 12], [0, 8], doc_lengths)
+    s, n, e = window_spans(side, tokens, [0, 3], 2, 11)
     assert list(zip(s.tolist(), n.tolist(), e.tolist())) == [(0, 2, 1), (4, 3, 2), (9, 1, 0), (12, 2, 1), (18, 1, 0)]
     # A part that ends inside a span drops it (doc 3 [0, 11) keeps (10, 1), [0, 10) does not).
-    assert side.window_spans([3], [0], [11], [0], doc_lengths)[0].tolist() == [1, 4, 10]
-    assert side.window_spans([3], [0], [10], [0], doc_lengths)[0].tolist() == [1, 4]
-    assert side.window_spans([1, 2], [0, 0], [3, 0], [0, 3], doc_lengths)[0].size == 0
+    assert window_spans(side, tokens, [3], 0, 10)[0].tolist() == [1, 4, 10]
+    assert window_spans(side, tokens, [3], 0, 9)[0].tolist() == [1, 4]
+    assert window_spans(side, tokens, [1, 2], 0, -1)[0].size == 0
     clone = pickle.loads(pickle.dumps(side))
     assert clone.spans(3)[0].tolist() == [1, 4, 10, 17]
 
@@ -124,7 +137,7 @@ def test_dataset_lookup_refuses_span_past_document(tmp_path):
     side = CodeSwitchSidecar(prefix)
     tokens = IndexedDataset(prefix)
     with pytest.raises(SidecarError, match="ends after its 10 tokens"):
-        side.window_spans([0], [0], [10], [0], tokens.sequence_lengths)
+        window_spans(side, tokens, [0], 0, 9)
 
 
 def test_bulk_append_equals_add_document(tmp_path):

@@ -1,11 +1,31 @@
-"""`training.data.counting`: switch statistics and the data-wait time of the batches consumed."""
+"""`training.data`: the code-switch knobs of `DataConfig` (their one owner), and `counting`:
+switch statistics and the data-wait time of the batches consumed."""
 from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
-from megatron_prealign.training.data import SwitchCounter, counting
+from megatron_prealign.training.data import DataConfig, SwitchCounter, counting
+
+
+def test_codeswitch_knobs_are_validated_naming_the_flag():
+    assert DataConfig(lexicon="x.lex").codeswitch_ratio == 0.0  # --codeswitch-ratio's one default
+    DataConfig(codeswitch_ratio=0.0)  # no lexicon needed when switching is off
+    DataConfig(codeswitch_ratio=0.05, lexicon="x.lex", codeswitch_seed=2**64 - 1)
+    with pytest.raises(ValueError, match="--codeswitch-ratio"):
+        DataConfig(codeswitch_ratio=1.5, lexicon="x.lex")
+    with pytest.raises(ValueError, match="--codeswitch-ratio"):
+        DataConfig(codeswitch_ratio=float("nan"), lexicon="x.lex")
+    with pytest.raises(ValueError, match="--codeswitch-ratio"):
+        DataConfig(codeswitch_ratio="0.1", lexicon="x.lex")
+    with pytest.raises(ValueError, match="--codeswitch-seed"):
+        DataConfig(codeswitch_seed=-1, lexicon="x.lex")
+    with pytest.raises(ValueError, match="--codeswitch-seed"):
+        DataConfig(codeswitch_seed=2**64, lexicon="x.lex")
+    with pytest.raises(ValueError, match="--lexicon"):
+        DataConfig(codeswitch_ratio=0.1)
 
 
 def slow_batches(n: int, delay: float):

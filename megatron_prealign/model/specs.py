@@ -39,7 +39,8 @@ def resolve_attention_backend(cfg: ModelConfig) -> str:
     if cfg.attention_backend == "auto":
         if impl == "transformer_engine":
             return "transformer_engine"
-        return "sdpa" if torch.cuda.is_available() else "local"
+        # SDPA has no sliding-window mask; megatron-core's local attention applies --window-size.
+        return "sdpa" if torch.cuda.is_available() and cfg.window_size is None else "local"
     if impl == "transformer_engine":
         raise ValueError(f"--attention-backend {cfg.attention_backend} applies to --transformer-impl local; "
                          f"the TransformerEngine spec brings its own attention (use --attention-backend auto)")
@@ -52,8 +53,8 @@ def get_prealign_layer_spec(cfg: ModelConfig) -> ModuleSpec:
     from megatron.core.models.gpt import gpt_layer_specs
 
     if resolve_transformer_impl(cfg) == "transformer_engine":
-        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec()
-    spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization=cfg.normalization)
+        return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=cfg.qk_layernorm)
+    spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization=cfg.normalization, qk_layernorm=cfg.qk_layernorm)
     if resolve_attention_backend(cfg) == "sdpa":
         from megatron_prealign.model.attention import SDPAttention
 

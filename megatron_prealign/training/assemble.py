@@ -6,6 +6,7 @@ testable on its own.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,8 @@ def _check_compatible(path: str, meta: dict[str, Any], model_cfg: ModelConfig, i
                       override: bool) -> None:
     saved_model = meta.get("model")
     if saved_model:
-        ours = dataclasses.asdict(model_cfg)
+        # Compared in the JSON form the checkpoint stores (tuples read back as lists).
+        ours = json.loads(json.dumps(dataclasses.asdict(model_cfg)))
         diffs = [f"{k}: checkpoint {saved_model.get(k)!r} vs run {ours[k]!r}" for k in ours
                  if k not in _NON_ARCHITECTURE_FIELDS and k in saved_model and saved_model[k] != ours[k]]
         if diffs:

@@ -16,6 +16,8 @@ import torch
 from megatron_prealign.checkpointing import CheckpointError
 from megatron_prealign.convert import ConversionError, convert_mcore_to_hf
 from megatron_prealign.convert.files import (
+    check_assets_tokenizer,
+    find_hf_assets,
     hf_weight_files,
     read_hf_config,
     read_hf_state,
@@ -424,3 +426,30 @@ def test_export_refuses_non_llama_checkpoint_and_stale_outputs(tmp_path):
     (out / "model.safetensors.index.json").write_text("{}")
     with pytest.raises(ConversionError, match="already holds model.safetensors.index.json"):
         write_hf_checkpoint(out, {}, llama_config())
+
+
+def test_carried_tokenizer_is_found_and_checked_against_the_trained_one(tmp_path):
+    import shutil
+
+    from megatron_prealign.lexicon import build_tokenizer
+    from tests.conftest import ASSETS
+
+    root, recorded = tmp_path / "root", tmp_path / "converted" / "hf_assets"
+    (root / "iter_0000004").mkdir(parents=True)
+    recorded.mkdir(parents=True)
+    shutil.copyfile(ASSETS / "tiny_sp.model", recorded / "tokenizer.model")
+    state = {"source": {"assets_dir": str(recorded)}}
+    # A training root has no hf_assets of its own: the one recorded at conversion is used.
+    assert find_hf_assets(root / "iter_0000004", state) == recorded
+    (root / "hf_assets").mkdir()
+    assert find_hf_assets(root / "iter_0000004", state) == root / "hf_assets"
+    assert find_hf_assets(root / "iter_0000004", {}) == root / "hf_assets"
+    fingerprint = build_tokenizer("SentencePieceTokenizer", ASSETS / "tiny_sp.model").fingerprint
+    trained = {"tokenizer_fingerprint": fingerprint, "config": {"data": {"tokenizer_type": "SentencePieceTokenizer",
+                                                                         "tokenizer_model": "tok.model"}}}
+    check_assets_tokenizer(recorded, trained)
+    with pytest.raises(ConversionError, match=r"not the one the checkpoint was trained with .*--hf-assets"):
+        check_assets_tokenizer(recorded, {**trained, "tokenizer_fingerprint": "0" * 64})
+    with pytest.raises(ConversionError, match="do not load as the run's SentencePieceTokenizer"):
+        check_assets_tokenizer(root / "hf_assets", trained)
+

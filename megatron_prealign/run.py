@@ -12,6 +12,7 @@ Every piece receives the run's process groups explicitly.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +258,8 @@ def check_compatible(path: str, meta: dict[str, Any], model_cfg: ModelConfig, id
     overridden with --override-checkpoint-mismatch)."""
     saved_model = meta.get("model")
     if saved_model:
-        ours = dataclasses.asdict(model_cfg)
+        # Compared in the JSON form the checkpoint stores (tuples read back as lists).
+        ours = json.loads(json.dumps(dataclasses.asdict(model_cfg)))
         diffs = [f"{k}: checkpoint {saved_model.get(k)!r} vs run {ours[k]!r}" for k in ours
                  if k not in NON_ARCHITECTURE_FIELDS and k in saved_model and saved_model[k] != ours[k]]
         if diffs:

@@ -1,13 +1,14 @@
-"""Convert checkpoints between Hugging Face Llama models and megatron_prealign.
+"""Convert checkpoints between Hugging Face Llama / Mistral / Qwen2 / Qwen3 models and megatron_prealign.
 
     python tools/convert_checkpoint.py --direction hf-to-mcore --hf-path DIR --output DIR \
         --target-tensor-parallel-size N --target-pipeline-parallel-size M
-    python tools/convert_checkpoint.py --direction mcore-to-hf --load DIR --output DIR
+    python tools/convert_checkpoint.py --direction mcore-to-hf --load DIR --output DIR [--hf-assets DIR]
 
 hf-to-mcore writes a weights-only `release` checkpoint (Megatron layout) that the trainer starts
 from with --pretrained-checkpoint DIR (or --load DIR); the vocabulary is padded for the target
-TP degree. mcore-to-hf reads any checkpoint (release or iter_N, any TP/PP layout) and writes
-config.json + model.safetensors; copy the tokenizer files next to them yourself.
+TP degree, and the tokenizer files and generation config are kept in DIR/hf_assets/. mcore-to-hf
+reads any checkpoint (release or iter_N, any TP/PP layout) and writes config.json +
+model.safetensors with the tokenizer files and generation config the checkpoint carries.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf-to-mcore: TP degree the checkpoint will be trained at (vocab padding)")
     p.add_argument("--target-pipeline-parallel-size", type=int, default=1,
                    help="hf-to-mcore: PP degree the checkpoint will be trained at (checked against the layers)")
+    p.add_argument("--hf-assets", help="mcore-to-hf: directory whose tokenizer files and generation config are "
+                                       "copied into the export (default: the ones the checkpoint carries)")
     return p
 
 
@@ -42,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.direction == "hf-to-mcore":
         if not args.hf_path or args.load:
             parser.error("--direction hf-to-mcore takes --hf-path (and not --load)")
+        if args.hf_assets:
+            parser.error("--hf-assets applies to --direction mcore-to-hf (hf-to-mcore takes the files in --hf-path)")
     elif not args.load or args.hf_path:
         parser.error("--direction mcore-to-hf takes --load (and not --hf-path)")
     # Imported after the arguments are checked: a usage error needs neither torch nor megatron-core.
@@ -54,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 tensor_model_parallel_size=args.target_tensor_parallel_size,
                                 pipeline_model_parallel_size=args.target_pipeline_parallel_size)
         else:
-            convert_mcore_to_hf(args.load, args.output)
+            convert_mcore_to_hf(args.load, args.output, hf_assets=args.hf_assets)
     except (ConversionError, CheckpointError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2

@@ -3,9 +3,11 @@
 * `convert_hf_to_mcore` reads config.json and the weights (safetensors or pytorch_model.bin,
   single file or sharded with an index), maps them with `hf.py`, and writes a weights-only
   `release` checkpoint from one process (world size 1): the dist checkpoint on disk is layout
-  independent, only the vocabulary padding depends on the target TP degree.
+  independent, only the vocabulary padding depends on the target TP degree. The model's
+  tokenizer files and generation config (`HF_ASSET_FILES`) are copied to `<output>/hf_assets/`.
 * `convert_mcore_to_hf` reads the model tensors of any checkpoint (release or iter_N, any TP/PP
-  layout) with no process group, and writes `model.safetensors` and `config.json`.
+  layout) with no process group, and writes `model.safetensors` and `config.json`, plus the
+  carried tokenizer files and generation config.
 
 Every output is written under a temporary name and renamed when complete.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +27,7 @@ import torch
 from megatron_prealign.convert.hf import (
     MC_EMBED,
     ConversionError,
-    check_llama_compatible,
+    check_hf_compatible,
     check_target_layout,
     expected_mcore_shapes,
     hf_config_from_model_config,
@@ -44,6 +47,13 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_FILE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG_FILE = "config.json"
+# Files of a HF model directory, besides config and weights, that travel with the model: the
+# tokenizer in its fast and slow forms, the chat template, and the generation defaults.
+HF_ASSET_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                  "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+                  "generation_config.json")
+# Where a converted checkpoint root keeps them (next to latest_checkpointed_iteration.txt).
+ASSETS_DIR = "hf_assets"
 
 
 # ------------------------------------------------------------------------------------------
@@ -116,6 +126,61 @@ def write_hf_checkpoint(output: str | os.PathLike, hf_state: Mapping[str, torch.
     return out
 
 
+def copy_hf_assets(source: str | os.PathLike, destination: str | os.PathLike,
+                   names: tuple[str, ...] = HF_ASSET_FILES) -> list[str]:
+    """Copy the files `names` that exist in `source` into the directory `destination`, each
+    atomically. Returns the names copied."""
+    src, dst = Path(source), Path(destination)
+    copied = [name for name in names if (src / name).is_file()]
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in copied:
+        with atomic_path(dst / name) as tmp:
+            shutil.copyfile(src / name, tmp)
+    return copied
+
+
+def write_assets_dir(root: str | os.PathLike, files: Mapping[str, Path]) -> Path:
+    """Write `<root>/hf_assets/` (name -> source file) as one atomic directory."""
+    final = Path(root) / ASSETS_DIR
+    with atomic_path(final) as tmp:
+        tmp.mkdir(parents=True)
+        for name, path in files.items():
+            shutil.copyfile(path, tmp / name)
+    return final
+
+
+def find_hf_assets(ckpt: Path, state: Mapping[str, Any]) -> Path | None:
+    """The tokenizer/generation files a checkpoint carries: `hf_assets/` in its own root, else
+    the one recorded at conversion (training checkpoints carry the converted model's `source`)."""
+    source = state.get("source") if isinstance(state.get("source"), Mapping) else {}
+    for candidate in (ckpt.parent / ASSETS_DIR, source.get("assets_dir")):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def check_assets_tokenizer(assets: Path, state: Mapping[str, Any]) -> None:
+    """Refuse to export a tokenizer other than the one a training run recorded (by fingerprint)."""
+    trained = state.get("tokenizer_fingerprint")
+    data = ((state.get("config") or {}).get("data") or {}) if isinstance(state.get("config"), Mapping) else {}
+    kind = data.get("tokenizer_type")
+    if not trained or not kind:
+        return
+    from megatron_prealign.lexicon import build_tokenizer
+
+    model = assets / "tokenizer.model" if kind == "SentencePieceTokenizer" else assets
+    try:
+        fingerprint = build_tokenizer(kind, model).fingerprint
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConversionError(f"the tokenizer files in {assets} do not load as the run's {kind} ({exc}); "
+                              f"pass the run's tokenizer directory with --hf-assets") from None
+    if fingerprint != trained:
+        raise ConversionError(
+            f"the tokenizer in {assets} is not the one the checkpoint was trained with (fingerprint "
+            f"{fingerprint[:12]}... vs {trained[:12]}..., --tokenizer-model {data.get('tokenizer_model')}); "
+            f"pass the run's tokenizer directory with --hf-assets")
+
+
 # ------------------------------------------------------------------------------------------
 # megatron-core checkpoints
 # ------------------------------------------------------------------------------------------
@@ -180,32 +245,14 @@ def _fill_model(model, full: Mapping[str, torch.Tensor]) -> None:
         raise ConversionError(f"the model has no parameter for converted tensor(s) {', '.join(unused)}")
 
 
-def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *,
-                        tensor_model_parallel_size: int = 1,
-                        pipeline_model_parallel_size: int = 1) -> Path:
-    """Convert a HF Llama directory into a weights-only `release` checkpoint under `output`,
-    ready to load at the target TP/PP (vocab padded for that TP). Returns the release dir.
-
-    Runs a world of one process; must be called where no process group exists yet.
-    """
+def save_release(output: str | os.PathLike, cfg: ModelConfig, full: dict[str, torch.Tensor],
+                 state: dict[str, Any], tensor_model_parallel_size: int) -> Path:
+    """Write full tensors (vocab rows padded for `tensor_model_parallel_size`) as a weights-only
+    `release` checkpoint under `output`, from a world of one process. `full` is consumed."""
     from megatron_prealign.checkpointing import save_checkpoint
     from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import build_model
 
-    hf_config = read_hf_config(hf_path)
-    cfg = model_config_from_hf(hf_config)
-    check_target_layout(cfg, tensor_model_parallel_size, pipeline_model_parallel_size)
-    files = hf_weight_files(hf_path)
-    full = hf_to_mcore_state(read_hf_state(hf_path), cfg, tensor_model_parallel_size)
-    state = {
-        "model": dataclasses.asdict(cfg),
-        "iteration": 0,
-        "source": {"format": "huggingface", "path": str(Path(hf_path).resolve()),
-                   "files": [f.name for f in files], "hf_config": hf_config},
-        "target_layout": {"tensor_model_parallel_size": tensor_model_parallel_size,
-                          "pipeline_model_parallel_size": pipeline_model_parallel_size,
-                          "padded_vocab_size": cfg.padded_vocab_size(tensor_model_parallel_size)},
-    }
     # One rank holding the whole model, with the embedding padded as the target TP pads it.
     build_cfg = dataclasses.replace(
         cfg, transformer_impl="local",
@@ -213,17 +260,47 @@ def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *
     with _single_process_world() as pgs:
         model = build_model(build_cfg, ParallelConfig(), pgs)
         _fill_model(model, full)
-        del full
-        release = save_checkpoint(output, model=model, state=state, iteration=None, with_rng=False)
-    logger.info("converted %s -> %s (TP=%d PP=%d, padded vocab %d)", hf_path, release,
+        full.clear()
+        return save_checkpoint(output, model=model, state=state, iteration=None, with_rng=False)
+
+
+def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *,
+                        tensor_model_parallel_size: int = 1,
+                        pipeline_model_parallel_size: int = 1) -> Path:
+    """Convert a HF Llama / Mistral / Qwen2 / Qwen3 directory into a weights-only `release`
+    checkpoint under `output`, ready to load at the target TP/PP (vocab padded for that TP), with
+    the tokenizer files and generation config in `<output>/hf_assets/`. Returns the release dir.
+
+    Runs a world of one process; must be called where no process group exists yet.
+    """
+    hf_config = read_hf_config(hf_path)
+    cfg = model_config_from_hf(hf_config)
+    check_target_layout(cfg, tensor_model_parallel_size, pipeline_model_parallel_size)
+    files = hf_weight_files(hf_path)
+    full = hf_to_mcore_state(read_hf_state(hf_path), cfg, tensor_model_parallel_size)
+    source = {"format": "huggingface", "path": str(Path(hf_path).resolve()),
+              "files": [f.name for f in files], "hf_config": hf_config}
+    assets = {name: Path(hf_path) / name for name in HF_ASSET_FILES if (Path(hf_path) / name).is_file()}
+    if assets:
+        source["assets"] = sorted(assets)
+        source["assets_dir"] = str(write_assets_dir(output, assets).resolve())
+    state = {
+        "model": dataclasses.asdict(cfg),
+        "iteration": 0,
+        "source": source,
+        "target_layout": {"tensor_model_parallel_size": tensor_model_parallel_size,
+                          "pipeline_model_parallel_size": pipeline_model_parallel_size,
+                          "padded_vocab_size": cfg.padded_vocab_size(tensor_model_parallel_size)},
+    }
+    release = save_release(output, cfg, full, state, tensor_model_parallel_size)
+    logger.info("converted %s -> %s (TP=%d PP=%d, padded vocab %d, carried %s)", hf_path, release,
                 tensor_model_parallel_size, pipeline_model_parallel_size,
-                cfg.padded_vocab_size(tensor_model_parallel_size))
+                cfg.padded_vocab_size(tensor_model_parallel_size), ", ".join(sorted(assets)) or "no tokenizer files")
     return release
 
 
-def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Export a megatron_prealign checkpoint (root or checkpoint dir, any TP/PP layout, release or
-    training) to a HF Llama directory: `config.json` + `model.safetensors`. No process group."""
+def read_model_config(load: str | os.PathLike) -> tuple[Path, dict[str, Any], ModelConfig]:
+    """(checkpoint dir, its state, its ModelConfig), reading no tensors."""
     from megatron_prealign.checkpointing import read_checkpoint_state
 
     ckpt, state = read_checkpoint_state(load)
@@ -233,21 +310,46 @@ def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike) -> P
         cfg = ModelConfig(**state["model"])
     except TypeError as exc:
         raise ConversionError(f"{ckpt}/prealign_state.json `model` does not match ModelConfig: {exc}") from None
-    check_llama_compatible(cfg)
+    return ckpt, state, cfg
+
+
+def read_model_checkpoint(load: str | os.PathLike) -> tuple[Path, dict[str, Any], ModelConfig, dict[str, torch.Tensor]]:
+    """(checkpoint dir, its state, its ModelConfig, its full model tensors) with no process group."""
+    ckpt, state, cfg = read_model_config(load)
+    return ckpt, state, cfg, read_mcore_tensors(ckpt, expected_mcore_shapes(cfg, padded_vocab_size=0).keys())
+
+
+def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike,
+                        hf_assets: str | os.PathLike | None = None) -> Path:
+    """Export a megatron_prealign checkpoint (root or checkpoint dir, any TP/PP layout, release or
+    training) to a HF directory: `config.json` + `model.safetensors`, and the tokenizer files and
+    generation config from `hf_assets` (default: those the checkpoint carries). No process group."""
+    ckpt, state, cfg = read_model_config(load)
+    check_hf_compatible(cfg)
+    full = read_mcore_tensors(ckpt, expected_mcore_shapes(cfg, padded_vocab_size=0).keys())
     source = state.get("source")
     base = source.get("hf_config") if isinstance(source, Mapping) else None
-    names = expected_mcore_shapes(cfg, padded_vocab_size=0).keys()
-    full = read_mcore_tensors(ckpt, names)
     dtype = (hf_dtype(base) if base else None) or full[MC_EMBED].dtype
     hf_state = mcore_to_hf_state(full, cfg, dtype=dtype)
     del full
     config = hf_config_from_model_config(cfg, base=base, dtype=dtype)
+    assets = Path(hf_assets) if hf_assets is not None else find_hf_assets(ckpt, state)
+    if assets is not None:
+        if not assets.is_dir():
+            raise FileNotFoundError(f"--hf-assets {assets} is not a directory")
+        check_assets_tokenizer(assets, state)
     out = write_hf_checkpoint(output, hf_state, config)
-    logger.info("exported %s -> %s (%d tensors, %s)", ckpt, out, len(hf_state), dtype)
+    copied = copy_hf_assets(assets, out) if assets is not None else []
+    if not copied:
+        logger.warning("%s carries no tokenizer files or generation config: copy them into %s yourself "
+                       "(or pass --hf-assets)", ckpt, out)
+    logger.info("exported %s -> %s (%d tensors, %s; %s)", ckpt, out, len(hf_state), dtype,
+                ", ".join(copied) or "no tokenizer files")
     return out
 
 
 __all__ = [
-    "convert_hf_to_mcore", "convert_mcore_to_hf", "hf_weight_files", "read_hf_config",
-    "read_hf_state", "read_mcore_tensors", "write_hf_checkpoint",
+    "ASSETS_DIR", "HF_ASSET_FILES", "convert_hf_to_mcore", "convert_mcore_to_hf", "copy_hf_assets",
+    "find_hf_assets", "hf_weight_files", "read_hf_config", "read_hf_state", "read_mcore_tensors",
+    "read_model_checkpoint", "read_model_config", "save_release", "write_assets_dir", "write_hf_checkpoint",
 ]

@@ -24,6 +24,10 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig) -> Transforme
         ffn_hidden_size=cfg.ffn_hidden_size or 4 * cfg.hidden_size,
         num_attention_heads=cfg.num_attention_heads,
         num_query_groups=cfg.num_query_groups,
+        kv_channels=cfg.kv_channels,
+        add_qkv_bias=cfg.add_qkv_bias,
+        qk_layernorm=cfg.qk_layernorm,
+        window_size=cfg.window_size,
         normalization=cfg.normalization,
         layernorm_epsilon=cfg.norm_epsilon,
         gated_linear_unit=cfg.swiglu,
@@ -46,7 +50,10 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig) -> Transforme
         # The fused/persisted kernels below exist only on CUDA; the fused softmax of the local
         # attention only with Apex/TE's compiled kernels (megatron-core imports them at call time).
         bias_activation_fusion=False,
-        masked_softmax_fusion=not on_cpu and importlib.util.find_spec("scaled_masked_softmax_cuda") is not None,
+        # The fused causal softmax kernel ignores --window-size (megatron-core picks it whenever
+        # the shapes allow), so sliding-window models keep the torch softmax that applies it.
+        masked_softmax_fusion=(not on_cpu and cfg.window_size is None
+                               and importlib.util.find_spec("scaled_masked_softmax_cuda") is not None),
         # Apex's persistent LayerNorm kernel; the torch norms of the local spec refuse the flag.
         persist_layer_norm=not on_cpu and HAVE_PERSIST_LAYER_NORM,
         bias_dropout_fusion=not on_cpu,
@@ -83,6 +90,8 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, pg_collection=None) 
         share_embeddings_and_output_weights=not cfg.untie_embeddings_and_output_weights,
         position_embedding_type=cfg.position_embedding_type,
         rotary_base=cfg.rotary_base,
+        rope_scaling=cfg.use_rope_scaling,
+        rope_scaling_factor=cfg.rope_scaling_factor,
         pg_collection=pg_collection,
     )
     return model.to(compute_device())

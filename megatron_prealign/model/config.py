@@ -16,6 +16,9 @@ class ModelConfig:
     """Query heads (--num-attention-heads)."""
     num_query_groups: int | None = None
     """Key/value heads for grouped-query attention; None = one per query head (--num-query-groups)."""
+    kv_channels: int | None = None
+    """Width of one attention head; None = hidden_size / num_attention_heads (--kv-channels).
+    Qwen3 and Mistral-Nemo-style models set it independently of the hidden size."""
     ffn_hidden_size: int | None = None
     """MLP width; None = 4 x hidden_size (--ffn-hidden-size)."""
     seq_length: int = 128
@@ -26,6 +29,11 @@ class ModelConfig:
     """`rope` or `learned_absolute` (--position-embedding-type)."""
     rotary_base: int = 10000
     """RoPE theta (--rotary-base)."""
+    use_rope_scaling: bool = False
+    """Llama 3.x frequency-dependent RoPE scaling (--use-rope-scaling), with megatron-core's fixed
+    low/high frequency factors 1 and 4 and original context 8192 (Llama 3.1/3.2/3.3's values)."""
+    rope_scaling_factor: float = 8.0
+    """Scaling factor of --use-rope-scaling (--rope-scaling-factor): 8 for Llama 3.1, 32 for 3.2."""
     normalization: str = "RMSNorm"
     """`RMSNorm` or `LayerNorm` (--normalization)."""
     norm_epsilon: float = 1e-5
@@ -34,6 +42,14 @@ class ModelConfig:
     """Gated SiLU MLP as in Llama (--swiglu)."""
     add_bias_linear: bool = False
     """Biases in linear layers (--add-bias-linear / --disable-bias-linear)."""
+    add_qkv_bias: bool = False
+    """Biases on the query/key/value projection only, as in Qwen2 (--add-qkv-bias)."""
+    qk_layernorm: bool = False
+    """--normalization applied per head to queries and keys before RoPE, as in Qwen3 (--qk-layernorm)."""
+    window_size: tuple[int, ...] | None = None
+    """Sliding-window attention as (left, right) (--window-size LEFT RIGHT): a query attends to
+    the LEFT keys before it and RIGHT after (0 for causal); Mistral's sliding_window W is (W-1, 0).
+    Needs --attention-backend local or TransformerEngine."""
     untie_embeddings_and_output_weights: bool = True
     """Separate output layer instead of reusing the input embedding (--untie-embeddings-and-output-weights)."""
     vocab_size: int = 256
@@ -72,8 +88,10 @@ class ModelConfig:
         for name in ("num_layers", "hidden_size", "num_attention_heads", "seq_length", "vocab_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError("--hidden-size must be divisible by --num-attention-heads")
+        if self.kv_channels is None and self.hidden_size % self.num_attention_heads:
+            raise ValueError("--hidden-size must be divisible by --num-attention-heads (or set --kv-channels)")
+        if self.kv_channels is not None and self.kv_channels <= 0:
+            raise ValueError("--kv-channels must be > 0")
         groups = self.num_query_groups or self.num_attention_heads
         if self.num_attention_heads % groups:
             raise ValueError("--num-attention-heads must be divisible by --num-query-groups")
@@ -81,6 +99,9 @@ class ModelConfig:
             raise ValueError("--position-embedding-type must be rope or learned_absolute")
         if self.normalization not in ("RMSNorm", "LayerNorm"):
             raise ValueError("--normalization must be RMSNorm or LayerNorm")
+        if self.use_rope_scaling and (self.position_embedding_type != "rope" or self.rope_scaling_factor <= 0):
+            raise ValueError("--use-rope-scaling needs --position-embedding-type rope and --rope-scaling-factor > 0")
+        self._check_window()
         if self.bf16 and self.fp16:
             raise ValueError("--bf16 and --fp16 are mutually exclusive")
         if self.transformer_impl not in ("auto", "local", "transformer_engine"):
@@ -91,6 +112,19 @@ class ModelConfig:
         if self.attention_backend not in ("auto", "sdpa", "local"):
             raise ValueError("--attention-backend must be auto, sdpa or local")
         self._check_recompute()
+
+    def _check_window(self) -> None:
+        if self.window_size is None:
+            return
+        # A checkpoint's JSON state holds a list; keep the tuple the flags produce.
+        object.__setattr__(self, "window_size", tuple(self.window_size))
+        if len(self.window_size) != 2 or any(not isinstance(w, int) or w < 0 for w in self.window_size):
+            raise ValueError(f"--window-size takes two integers >= 0 (LEFT RIGHT), got {self.window_size}")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (--kv-channels or hidden_size / num_attention_heads)."""
+        return self.kv_channels or self.hidden_size // self.num_attention_heads
 
     def _check_recompute(self) -> None:
         granularity, method, layers = self.recompute_granularity, self.recompute_method, self.recompute_num_layers
@@ -124,8 +158,13 @@ class ModelConfig:
         h, layers = self.hidden_size, self.num_layers
         ffn = self.ffn_hidden_size or 4 * h
         heads = self.num_attention_heads
-        kv = (self.num_query_groups or heads) * (h // heads)
-        attn = h * (h + 2 * kv) + h * h
+        q = heads * self.head_dim
+        kv = (self.num_query_groups or heads) * self.head_dim
+        attn = h * (q + 2 * kv) + q * h
+        if self.add_qkv_bias:
+            attn += q + 2 * kv
+        if self.qk_layernorm:
+            attn += 2 * self.head_dim
         mlp = h * ffn * (3 if self.swiglu else 2)
         norms = 2 * h
         embed = self.vocab_size * h * (2 if self.untie_embeddings_and_output_weights else 1)
@@ -139,7 +178,8 @@ class ModelConfig:
         vocabulary, recomputation not counted."""
         h, seq = self.hidden_size, seq_length or self.seq_length
         heads = self.num_attention_heads
-        kv = (self.num_query_groups or heads) * (h // heads)
+        q = heads * self.head_dim
+        kv = (self.num_query_groups or heads) * self.head_dim
         ffn = self.ffn_hidden_size or 4 * h
-        per_layer = 2 * (h * (h + 2 * kv) + h * h + (3 if self.swiglu else 2) * h * ffn) + 2 * 2 * seq * h
+        per_layer = 2 * (h * (q + 2 * kv) + q * h + (3 if self.swiglu else 2) * h * ffn) + 2 * 2 * seq * q
         return 3.0 * (self.num_layers * per_layer + 2 * h * self.padded_vocab_size(1))

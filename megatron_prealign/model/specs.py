@@ -40,7 +40,8 @@ def resolve_attention_backend(cfg: ModelConfig) -> str:
     if cfg.attention_backend == "auto":
         if impl == "transformer_engine":
             return "transformer_engine"
-        return "sdpa" if torch.cuda.is_available() else "local"
+        # SDPA has no sliding-window mask; megatron-core's local attention applies --window-size.
+        return "sdpa" if torch.cuda.is_available() and cfg.window_size is None else "local"
     if impl == "transformer_engine":
         raise ValueError(f"--attention-backend {cfg.attention_backend} applies to --transformer-impl local; "
                          f"the TransformerEngine spec brings its own attention (use --attention-backend auto)")

@@ -57,6 +57,9 @@ def test_booleans_can_be_turned_off_and_lists_parse():
     (["--align-steps", "10"], "--align-steps > 0 needs --lexicon"),
     (["--codeswitch-ratio", "0.1"], "needs --lexicon"),
     (["--load", "a", "--pretrained-checkpoint", "b"], "either --load"),
+    (["--window-size", "4", "0", "1"], "--window-size takes two integers"),
+    (["--hidden-size", "100", "--num-attention-heads", "8"], "(or set --kv-channels)"),
+    (["--use-rope-scaling", "--position-embedding-type", "learned_absolute"], "--use-rope-scaling needs"),
 ])
 def test_invalid_combinations_name_the_flags(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -105,3 +108,28 @@ def test_dry_run_prints_resolved_config(capsys):
 
     assert main(["--dry-run", "--num-layers", "3"]) == 0
     assert "num_layers: 3" in capsys.readouterr().out
+
+
+def test_architecture_flags_of_converted_families_survive_a_checkpoint_round_trip():
+    """The flags Llama 3 / Qwen2 / Qwen3 / Mistral conversions set parse, and a ModelConfig read
+    back from a checkpoint's JSON state (window_size as a list) equals the one that wrote it."""
+    import dataclasses
+    import json
+
+    from megatron_prealign.model import ModelConfig
+    from megatron_prealign.run import check_compatible
+
+    cfg, _ = parse_args(["--hidden-size", "64", "--num-attention-heads", "4", "--kv-channels", "24",
+                         "--add-qkv-bias", "--qk-layernorm", "--use-rope-scaling", "--rope-scaling-factor", "32",
+                         "--window-size", "4095", "0"])
+    model = cfg.model
+    assert (model.kv_channels, model.head_dim, model.window_size) == (24, 24, (4095, 0))
+    assert model.add_qkv_bias and model.qk_layernorm and model.use_rope_scaling and model.rope_scaling_factor == 32
+    saved = json.loads(json.dumps(dataclasses.asdict(model)))
+    assert saved["window_size"] == [4095, 0] and ModelConfig(**saved) == model
+    check_compatible("ckpt", {"model": saved}, model, {}, override=False)
+    # Parameters count the q/k/v biases and QK norms, with heads of 24 channels.
+    plain = dataclasses.replace(model, add_qkv_bias=False, qk_layernorm=False)
+    heads_width = 4 * 24 + 2 * 4 * 24
+    assert model.num_parameters() - plain.num_parameters() == model.num_layers * (heads_width + 2 * 24)
+

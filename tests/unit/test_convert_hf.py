@@ -1,9 +1,10 @@
-"""Tier 2 (in process, no process groups): the HF Llama <-> megatron-core state-dict adapter.
+"""Tier 2 (in process, no process groups): the HF Llama / Mistral / Qwen2 / Qwen3 <-> megatron-core
+state-dict adapter.
 
-Config mapping and its errors, the QKV/SwiGLU/vocab-padding tensor layouts, in-memory round
-trips on real `transformers` Llama state dicts, and reading the HF weight file formats. The
-logits parity and the file round trip through a real dist checkpoint are in
-tests/distributed/test_convert_parity.py.
+Config mapping and its errors, the QKV/SwiGLU/bias/QK-norm/vocab-padding tensor layouts,
+in-memory round trips on real `transformers` state dicts, llama3 RoPE frequencies against
+transformers', and reading the HF weight file formats. The logits parity and the file round
+trip through a real dist checkpoint are in tests/distributed/test_convert_parity.py.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 from megatron_prealign.checkpointing import CheckpointError
 from megatron_prealign.convert import ConversionError, convert_mcore_to_hf
 from megatron_prealign.convert.files import (
+    check_assets_tokenizer,
+    find_hf_assets,
     hf_weight_files,
     read_hf_config,
     read_hf_state,
@@ -22,16 +25,19 @@ from megatron_prealign.convert.files import (
 )
 from megatron_prealign.convert.hf import (
     HF_LM_HEAD,
+    SUPPORTED_MODEL_TYPES,
     MC_EMBED,
     MC_FC1,
     MC_OUTPUT,
     MC_QKV,
-    check_llama_compatible,
+    check_hf_compatible,
     check_target_layout,
+    expected_hf_shapes,
     expected_mcore_shapes,
     fuse_qkv,
     hf_config_from_model_config,
     hf_dtype,
+    hf_model_type,
     hf_to_mcore_state,
     mcore_to_hf_state,
     model_config_from_hf,
@@ -54,9 +60,29 @@ def llama_config(**overrides):
     return transformers.LlamaConfig(**base)
 
 
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def family_config(family: str, **overrides):
+    """A tiny config of each supported family (Llama 3 = Llama with llama3-scaled RoPE)."""
+    base = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=5, eos_token_id=6)
+    if family == "llama3":
+        return llama_config(**{"max_position_embeddings": 16384, "rope_parameters": dict(LLAMA3_ROPE), **overrides})
+    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
+           "qwen3": transformers.Qwen3Config, "mistral": transformers.MistralConfig}[family]
+    extra = {"qwen3": {"head_dim": 12}, "mistral": {"sliding_window": 8}}.get(family, {})
+    return cls(**{**base, **extra, **overrides})
+
+
+FAMILIES = ("llama", "llama3", "qwen2", "qwen3", "mistral")
+
+
 def llama_state(config, seed=0, dtype=torch.float32) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(config)
+    model = transformers.AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.1) if p.dim() > 1 else p.uniform_(0.5, 1.5)
@@ -87,6 +113,63 @@ def test_model_config_from_v5_and_v4_style_configs():
     assert hf_config_from_model_config(mha).num_key_value_heads == 4
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_features_map_to_megatron_core_options(family):
+    cfg = model_config_from_hf(family_config(family).to_dict())
+    assert (cfg.add_qkv_bias, cfg.qk_layernorm) == (family == "qwen2", family == "qwen3")
+    assert cfg.window_size == ((7, 0) if family == "mistral" else None)
+    assert cfg.use_rope_scaling == (family == "llama3")
+    assert cfg.rope_scaling_factor == (32.0 if family == "llama3" else ModelConfig.rope_scaling_factor)
+    assert cfg.rotary_base == (500000 if family == "llama3" else 10000)
+    # Qwen3's head_dim (12) is not hidden/heads (8): --kv-channels; the others keep the default.
+    assert (cfg.kv_channels, cfg.head_dim) == ((12, 12) if family == "qwen3" else (None, 8))
+    assert hf_model_type(cfg) == ("llama" if family == "llama3" else family)
+
+
+def test_llama3_rope_of_transformers_4_configs():
+    v4 = {k: v for k, v in family_config("llama3").to_dict().items() if k != "rope_parameters"}
+    v4.update(rope_theta=500000.0, rope_scaling={k: v for k, v in LLAMA3_ROPE.items() if k != "rope_theta"})
+    cfg = model_config_from_hf(v4)
+    assert cfg.use_rope_scaling and cfg.rope_scaling_factor == 32.0 and cfg.rotary_base == 500000
+
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])
+def test_llama3_inverse_frequencies_equal_transformers_bit_for_bit(factor):
+    """megatron-core's RotaryEmbedding with rope_scaling, as build_model configures it, computes
+    exactly the inverse frequencies transformers' llama3 RoPE computes (head_dim 128, theta 5e5:
+    all three frequency bands occur)."""
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = family_config("llama3", hidden_size=1024, num_attention_heads=8, num_key_value_heads=8,
+                           rope_parameters={**LLAMA3_ROPE, "factor": factor})
+    theirs, scale = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    cfg = model_config_from_hf(config.to_dict())
+    ours = RotaryEmbedding(kv_channels=cfg.head_dim, rotary_percent=1.0, rotary_base=cfg.rotary_base,
+                           rope_scaling=cfg.use_rope_scaling, rope_scaling_factor=cfg.rope_scaling_factor,
+                           use_cpu_initialization=True).inv_freq
+    assert scale == 1.0 and ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+    plain = 1.0 / (500000 ** (torch.arange(0, 128, 2, dtype=torch.float32) / 128))
+    assert torch.equal(ours[:4], plain[:4]) and torch.equal(ours[-1], plain[-1] / factor)
+    assert not torch.equal(ours, plain)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("tied", [False, True])
+def test_every_family_config_round_trips(family, tied):
+    source = family_config(family, tie_word_embeddings=tied, dtype="bfloat16").to_dict()
+    source["architectures"] = [SUPPORTED_MODEL_TYPES[source["model_type"]]]
+    back = hf_config_from_model_config(model_config_from_hf(source), base=source, dtype=torch.bfloat16)
+    assert back.to_dict() == transformers.AutoConfig.for_model(**source).to_dict()
+    # Without the source config the family and its architecture fields still come back.
+    bare = hf_config_from_model_config(model_config_from_hf(source)).to_dict()
+    assert bare["model_type"] == source["model_type"]
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "rms_norm_eps", "rope_parameters", "tie_word_embeddings",
+                "max_position_embeddings", "head_dim", "sliding_window"):
+        assert bare.get(key) == source.get(key), key
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_hf_config_round_trip_preserves_every_field(tied):
     source = llama_config(tie_word_embeddings=tied, dtype="bfloat16", architectures=["LlamaForCausalLM"]).to_dict()
@@ -103,28 +186,52 @@ def test_hf_config_round_trip_preserves_every_field(tied):
         assert bare[key] == source[key], key
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"architectures": ["MistralForCausalLM"]}, "architectures"),
-    ({"model_type": "qwen2"}, "model_type"),
-    ({"attention_bias": True}, "attention_bias"),
-    ({"mlp_bias": True}, "mlp_bias"),
-    ({"hidden_act": "gelu"}, "hidden_act"),
-    ({"head_dim": 16}, "head_dim"),
-    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "rope_parameters.rope_type"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
-    ({"rope_parameters": None, "rope_theta": 10000.5}, "rope_theta"),
-    ({"hidden_size": None}, "hidden_size"),
+@pytest.mark.parametrize("family, change, field", [
+    ("llama", {"architectures": ["GemmaForCausalLM"]}, "architectures"),
+    ("llama", {"architectures": ["MistralForCausalLM"]}, "architectures"),
+    ("llama", {"model_type": "gemma"}, "model_type"),
+    ("llama", {"attention_bias": True}, "attention_bias"),
+    ("llama", {"mlp_bias": True}, "mlp_bias"),
+    ("qwen3", {"attention_bias": True}, "attention_bias"),
+    ("llama", {"hidden_act": "gelu"}, "hidden_act"),
+    ("llama", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}}, "rope_parameters.rope_type"),
+    ("llama", {"rope_parameters": None, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_scaling.rope_type"),
+    ("llama", {"rope_parameters": None, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+     "rope_scaling.low_freq_factor"),
+    ("llama3", {"rope_parameters": {**LLAMA3_ROPE, "high_freq_factor": 2.0}}, "rope_parameters.high_freq_factor"),
+    ("llama3", {"rope_parameters": {**LLAMA3_ROPE, "original_max_position_embeddings": 4096}},
+     "rope_parameters.original_max_position_embeddings"),
+    ("llama", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
+     "rope_parameters.partial_rotary_factor"),
+    ("llama", {"rope_parameters": None, "rope_theta": 10000.5}, "rope_theta"),
+    ("qwen2", {"use_sliding_window": True}, "use_sliding_window"),
+    ("qwen3", {"layer_types": ["sliding_attention", "full_attention"]}, "layer_types"),
+    ("llama", {"sliding_window": 16}, "sliding_window"),
+    ("llama", {"hidden_size": None}, "hidden_size"),
 ])
-def test_unsupported_or_incomplete_configs_name_the_field(change, field):
-    hf = llama_config(architectures=["LlamaForCausalLM"]).to_dict()
+def test_unsupported_or_incomplete_configs_name_the_field(family, change, field):
+    hf = family_config(family).to_dict()
+    hf["architectures"] = [SUPPORTED_MODEL_TYPES[hf["model_type"]]]
     hf.update(change)
     with pytest.raises(ConversionError, match=f"`{field}`"):
         model_config_from_hf(hf)
 
 
+def test_export_refuses_what_no_hf_family_expresses():
+    with pytest.raises(ConversionError, match="add_qkv_bias=True, which Hugging Face's 'qwen3' cannot express"):
+        hf_model_type(ModelConfig(add_qkv_bias=True, qk_layernorm=True))
+    with pytest.raises(ConversionError, match=r"window_size=\(4, 0\), which Hugging Face's 'qwen2'"):
+        hf_model_type(ModelConfig(add_qkv_bias=True, window_size=(4, 0)))
+    with pytest.raises(ConversionError, match="looks ahead"):
+        hf_model_type(ModelConfig(window_size=(4, 2)))
+    # A model converted from a Llama and later given q/k/v biases cannot go back as a Llama.
+    with pytest.raises(ConversionError, match="'llama' cannot express"):
+        hf_model_type(ModelConfig(add_qkv_bias=True), base={"model_type": "llama"})
+
+
 def test_non_llama_model_config_is_refused_for_export():
     with pytest.raises(ConversionError, match="normalization='LayerNorm'"):
-        check_llama_compatible(ModelConfig(normalization="LayerNorm"))
+        check_hf_compatible(ModelConfig(normalization="LayerNorm"))
     with pytest.raises(ConversionError, match="position_embedding_type"):
         hf_config_from_model_config(ModelConfig(position_embedding_type="learned_absolute"))
 
@@ -183,6 +290,33 @@ def test_state_round_trip_is_bit_identical_and_padding_is_undone(tied, dtype, tp
     for key, tensor in expected.items():
         assert back[key].dtype == dtype and torch.equal(back[key], tensor), key
         assert back[key].is_contiguous()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral", "llama3"])
+def test_family_state_round_trip_is_bit_identical(family):
+    config = family_config(family, tie_word_embeddings=family == "qwen2")
+    cfg = model_config_from_hf(config.to_dict())
+    hf = llama_state(config, dtype=torch.bfloat16)
+    assert hf.keys() - {HF_LM_HEAD} == expected_hf_shapes(cfg).keys() - {HF_LM_HEAD}
+    full = hf_to_mcore_state(hf, cfg, tensor_model_parallel_size=2)
+    assert {k: tuple(v.shape) for k, v in full.items()} == expected_mcore_shapes(cfg, 512)
+    d = cfg.head_dim
+    if family == "qwen2":
+        # The bias is interleaved per group like the weight: group 1 = q heads 2-3, k 1, v 1.
+        bias = full["decoder.layers.self_attention.linear_qkv.bias"][1]
+        group = slice(4 * d, 8 * d)
+        assert torch.equal(bias[group][:2 * d], hf["model.layers.1.self_attn.q_proj.bias"][2 * d:])
+        assert torch.equal(bias[group][2 * d:3 * d], hf["model.layers.1.self_attn.k_proj.bias"][d:])
+        assert torch.equal(bias[group][3 * d:], hf["model.layers.1.self_attn.v_proj.bias"][d:])
+    if family == "qwen3":
+        assert torch.equal(full["decoder.layers.self_attention.k_layernorm.weight"][0],
+                           hf["model.layers.0.self_attn.k_norm.weight"])
+        assert full["decoder.layers.self_attention.linear_proj.weight"].shape == (2, 32, 4 * 12)
+    back = mcore_to_hf_state(full, cfg, dtype=torch.bfloat16)
+    expected = {k: v for k, v in hf.items() if not (not cfg.untie_embeddings_and_output_weights and k == HF_LM_HEAD)}
+    assert back.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert torch.equal(back[key], tensor), key
 
 
 def test_hf_shape_mismatch_names_the_tensor():
@@ -292,3 +426,30 @@ def test_export_refuses_non_llama_checkpoint_and_stale_outputs(tmp_path):
     (out / "model.safetensors.index.json").write_text("{}")
     with pytest.raises(ConversionError, match="already holds model.safetensors.index.json"):
         write_hf_checkpoint(out, {}, llama_config())
+
+
+def test_carried_tokenizer_is_found_and_checked_against_the_trained_one(tmp_path):
+    import shutil
+
+    from megatron_prealign.lexicon import build_tokenizer
+    from tests.conftest import ASSETS
+
+    root, recorded = tmp_path / "root", tmp_path / "converted" / "hf_assets"
+    (root / "iter_0000004").mkdir(parents=True)
+    recorded.mkdir(parents=True)
+    shutil.copyfile(ASSETS / "tiny_sp.model", recorded / "tokenizer.model")
+    state = {"source": {"assets_dir": str(recorded)}}
+    # A training root has no hf_assets of its own: the one recorded at conversion is used.
+    assert find_hf_assets(root / "iter_0000004", state) == recorded
+    (root / "hf_assets").mkdir()
+    assert find_hf_assets(root / "iter_0000004", state) == root / "hf_assets"
+    assert find_hf_assets(root / "iter_0000004", {}) == root / "hf_assets"
+    fingerprint = build_tokenizer("SentencePieceTokenizer", ASSETS / "tiny_sp.model").fingerprint
+    trained = {"tokenizer_fingerprint": fingerprint, "config": {"data": {"tokenizer_type": "SentencePieceTokenizer",
+                                                                         "tokenizer_model": "tok.model"}}}
+    check_assets_tokenizer(recorded, trained)
+    with pytest.raises(ConversionError, match=r"not the one the checkpoint was trained with .*--hf-assets"):
+        check_assets_tokenizer(recorded, {**trained, "tokenizer_fingerprint": "0" * 64})
+    with pytest.raises(ConversionError, match="do not load as the run's SentencePieceTokenizer"):
+        check_assets_tokenizer(root / "hf_assets", trained)
+

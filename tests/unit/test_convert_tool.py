@@ -46,6 +46,7 @@ def _hf_to_mcore(hf_path, out, tp=1, pp=1) -> str:
     ["--direction", "mcore-to-hf", "--output", "x"],
     ["--direction", "mcore-to-hf", "--load", "b", "--hf-path", "a", "--output", "x"],
     ["--direction", "sideways", "--load", "b", "--output", "x"],
+    ["--direction", "hf-to-mcore", "--hf-path", "a", "--hf-assets", "b", "--output", "x"],
 ])
 def test_wrong_flag_combinations_exit_with_usage(argv, tmp_path):
     proc = run_tool("convert_checkpoint", argv, cwd=tmp_path)

@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(VENV)/.stamp-setup: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_CPU_VERSION)"
-	$(PY) -m pip install -q -e ".[dev,hf,logging]"
+	$(PY) -m pip install -q -e ".[dev,hf,logging,deepspeed]"
 	@touch $@
 
 setup: $(VENV)/.stamp-setup

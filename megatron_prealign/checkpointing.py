@@ -5,6 +5,8 @@ Directory layout (Megatron-LM's, so its tooling recognizes it):
     <root>/latest_checkpointed_iteration.txt   "1200", or "release" for converted weights
     <root>/iter_0001200/                        dist_checkpointing files (model [+ optimizer, rng])
     <root>/iter_0001200/prealign_state.json     TrainState + resolved config + lexicon/tokenizer ids
+    <root>/iter_0001200/deepspeed/              DeepSpeed backend only: its optimizer state, in
+                                                DeepSpeed's own files (megatron_prealign/deepspeed)
     <root>/release/                             same, model only (tools/convert_checkpoint.py)
 
 Every tensor is stored under its global name with its global shape, so a checkpoint written at
@@ -18,9 +20,9 @@ import json
 import os
 import random
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import torch
@@ -136,7 +138,9 @@ def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool
 
 
 def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], iteration: int | None,
-                    optimizer=None, scheduler=None, with_rng: bool = True, pg_collection=None) -> Path:
+                    optimizer=None, scheduler=None, with_rng: bool = True, pg_collection=None,
+                    write_optimizer: Callable[[Path], None] | None = None,
+                    model_context: Callable[[], ContextManager] | None = None) -> Path:
     """Collectively write a checkpoint and point the tracker at it. All ranks must call this.
 
     Args:
@@ -146,6 +150,11 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         iteration: training iteration, or None for a `release` (weights-only) checkpoint.
         optimizer / scheduler: megatron-core optimizer and OptimizerParamScheduler to include.
         pg_collection: the run's process groups (megatron-core's global ones when None).
+        write_optimizer: instead of `optimizer`, `write_optimizer(dir)` writes optimizer state
+            kept in another format into the checkpoint directory, on every rank (the DeepSpeed
+            backend's, in DeepSpeed's own files).
+        model_context: entered around reading the model's tensors (the DeepSpeed backend gathers
+            ZeRO-3 partitioned parameters there).
     """
     root = Path(root)
     final = root / checkpoint_name(iteration)
@@ -154,13 +163,16 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False, pg_collection=pg_collection)
-    with deferred_preemption_signals():  # its writer processes must outlive a Slurm SIGTERM
-        _fork_writer_results_queue()
-        dist_checkpointing.save(sharded, str(tmp))
+    with (model_context or nullcontext)():
+        sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False, pg_collection=pg_collection)
+        with deferred_preemption_signals():  # its writer processes must outlive a Slurm SIGTERM
+            _fork_writer_results_queue()
+            dist_checkpointing.save(sharded, str(tmp))
+    if write_optimizer is not None:
+        write_optimizer(tmp)
     if _is_rank0():
-        meta = {**state, "layout": _layout(pg_collection), "has_optimizer": optimizer is not None,
-                "has_rng": with_rng}
+        meta = {**state, "layout": _layout(pg_collection),
+                "has_optimizer": optimizer is not None or write_optimizer is not None, "has_rng": with_rng}
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     _barrier()
     if _is_rank0():
@@ -189,17 +201,20 @@ def _fork_writer_results_queue() -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler=None,
-                    strict: bool = True, pg_collection=None) -> dict[str, Any]:
+                    strict: bool = True, pg_collection=None, with_rng: bool | None = None) -> dict[str, Any]:
     """Load a checkpoint (any TP/PP layout) into `model` [and optimizer/scheduler, and the RNG
-    streams when the layout is unchanged]. Returns the checkpoint's prealign_state.json."""
+    streams when the layout is unchanged and `with_rng` (default: when an optimizer is loaded,
+    i.e. on a resume)]. Returns the checkpoint's prealign_state.json."""
     ckpt, state = read_checkpoint_state(path)
     if optimizer is not None and not state.get("has_optimizer"):
         raise CheckpointError(
             f"{ckpt} holds no optimizer state (weights only); start from it with "
             f"--pretrained-checkpoint {path} instead of --load"
         )
+    if optimizer is not None and state.get("backend", "megatron") != "megatron":
+        raise CheckpointError(f"{ckpt} holds the {state['backend']} backend's optimizer state, not megatron-core's")
     same_layout = state.get("layout") == _layout(pg_collection)
-    with_rng = bool(state.get("has_rng")) and same_layout and optimizer is not None
+    with_rng = bool(state.get("has_rng")) and same_layout and (optimizer is not None if with_rng is None else with_rng)
     sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=True, pg_collection=pg_collection)
     with deferred_preemption_signals():
         loaded = dist_checkpointing.load(sharded, str(ckpt))
@@ -213,6 +228,18 @@ def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler
         _restore_rng(loaded["rng_state"])
     log_rank0(logger, "loaded checkpoint %s (iteration %s)", ckpt, state.get("iteration"))
     return state
+
+
+def load_scheduler_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The LR schedule's state of a training checkpoint, without a model (the DeepSpeed backend
+    builds its schedule after the weights are loaded)."""
+    from megatron.core.dist_checkpointing.serialization import load_common_state_dict
+
+    ckpt = resolve_checkpoint_dir(path)
+    common = load_common_state_dict(str(ckpt))
+    if "scheduler" not in common:
+        raise CheckpointError(f"{ckpt} holds no LR schedule state (weights only)")
+    return common["scheduler"]
 
 
 def save_model_weights(model, path: str | os.PathLike) -> None:

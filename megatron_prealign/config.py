@@ -2,9 +2,11 @@
 
 Each component owns its config dataclass, in a module that imports no torch (ModelConfig in
 model/config.py, ParallelConfig in parallel.py, OptimConfig in optim.py, TrainingConfig and
-DataConfig in training/config.py, AlignConfig in align/config.py) and validates its own fields. This module
+DataConfig in training/config.py, AlignConfig in align/config.py, DeepSpeedConfig in
+deepspeed/config.py) and validates its own fields. This module
 only derives the command line from those dataclasses (Megatron-LM flag names: field
-`num_layers` -> `--num-layers`; AlignConfig fields get an `align-` prefix), loads `--config`
+`num_layers` -> `--num-layers`; AlignConfig fields get an `align-` prefix, DeepSpeedConfig's
+`deepspeed-`), loads `--config`
 YAML files strictly (unknown keys are errors; CLI flags override them), and runs the few
 cross-component checks in `RunConfig.validate()`.
 """
@@ -22,6 +24,7 @@ from typing import Any, Sequence
 import yaml
 
 from megatron_prealign.align.config import AlignConfig
+from megatron_prealign.deepspeed.config import DeepSpeedConfig, check_deepspeed_json, read_deepspeed_json
 from megatron_prealign.model.config import ModelConfig
 from megatron_prealign.optim import OptimConfig
 from megatron_prealign.parallel import ParallelConfig
@@ -35,6 +38,7 @@ SECTIONS: dict[str, tuple[type, str]] = {
     "data": (DataConfig, ""),
     "training": (TrainingConfig, ""),
     "align": (AlignConfig, "align_"),
+    "deepspeed": (DeepSpeedConfig, "deepspeed_"),
 }
 
 # Run-level defaults that differ from a component's own. The pre-pass runs only when asked for
@@ -62,6 +66,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     align: AlignConfig = field(default_factory=lambda: AlignConfig(steps=RUN_DEFAULTS["align_steps"]))
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> "RunConfig":
@@ -84,6 +89,7 @@ class RunConfig:
         _check_heads_divisible_by_tp(self)
         _check_layers_divisible_by_pp(self)
         _check_lexicon_for_align(self)
+        _check_deepspeed_layout(self)
         return self
 
 
@@ -110,6 +116,27 @@ def _check_lexicon_for_align(cfg: RunConfig) -> None:
         raise ValueError("--align-steps > 0 needs --lexicon (the dictionary to align)")
     if cfg.training.align_only and cfg.align.steps == 0:
         raise ValueError("--align-only needs --align-steps > 0")
+
+
+def _check_deepspeed_layout(cfg: RunConfig) -> None:
+    """The DeepSpeed backend is ZeRO data parallelism over tensor-parallel ranks; the other
+    parallelisms are megatron-core's and stay on the default backend."""
+    if not cfg.deepspeed.config:
+        return
+    parallel = cfg.parallel
+    refused = [(parallel.pipeline_model_parallel_size > 1, "--pipeline-model-parallel-size > 1",
+                "DeepSpeed's pipeline engine does not support ZeRO-2/3"),
+               (parallel.sequence_parallel, "--sequence-parallel", "megatron-core finalizes its gradients"),
+               (getattr(parallel, "context_parallel_size", 1) > 1, "--context-parallel-size > 1",
+                "megatron-core finalizes its gradients"),
+               (cfg.optim.use_distributed_optimizer, "--use-distributed-optimizer",
+                "ZeRO already shards the optimizer state")]
+    for bad, flag, why in refused:
+        if bad:
+            raise ValueError(f"--deepspeed-config does not support {flag} ({why}): drop {flag}, or train on "
+                             f"the default megatron-core backend (drop --deepspeed-config)")
+    path = cfg.deepspeed.config
+    check_deepspeed_json(read_deepspeed_json(path), path, bf16=cfg.model.bf16, fp16=cfg.model.fp16)
 
 
 def check_runtime_support(cfg: RunConfig) -> None:
@@ -180,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plan", action="store_true", default=False,
                         help="with --dry-run: print the run plan (parameters, memory per rank, FLOPs, the "
                              "pre-pass's share; see tools/plan_run.py) for WORLD_SIZE processes instead")
+    # The `deepspeed` launcher passes each process its local rank as an argument; the trainer
+    # reads it from LOCAL_RANK, which that launcher sets too.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     hints = {}
     for name, (cls, prefix) in SECTIONS.items():
         group = parser.add_argument_group(name)
@@ -242,7 +272,7 @@ def from_flat(values: dict[str, Any]) -> RunConfig:
     return RunConfig(**{name: SECTIONS[name][0](**kw) for name, kw in sections.items()}).validate()
 
 
-_NOT_CONFIG = ("help", "config", "dry_run", "plan")
+_NOT_CONFIG = ("help", "config", "dry_run", "plan", "local_rank")
 
 
 def parse_flat(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:

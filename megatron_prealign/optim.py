@@ -1,6 +1,8 @@
 """Optimizer and LR schedule from megatron-core (Adam with decoupled weight decay), shared by
 both stages: the alignment pre-pass builds its own from an `OptimConfig`, pretraining from the
-run's. megatron-core is imported by the builders, so the config can be read without it.
+run's. The DeepSpeed backend takes megatron-core's parameter groups (`param_groups`) and LR
+schedule from here too. megatron-core is imported by the builders, so the config can be read
+without it.
 """
 from __future__ import annotations
 
@@ -47,12 +49,10 @@ class OptimConfig:
             raise ValueError("--clip-grad must be >= 0")
 
 
-def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False, fp16: bool = False,
-                    pg_collection=None):
-    """megatron-core optimizer over the (DDP-wrapped) model chunks."""
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+def _mcore_config(cfg: OptimConfig, *, bf16: bool = False, fp16: bool = False):
+    from megatron.core.optimizer import OptimizerConfig
 
-    mcore_cfg = OptimizerConfig(
+    return OptimizerConfig(
         optimizer="adam",
         lr=cfg.lr,
         min_lr=cfg.min_lr,
@@ -65,10 +65,27 @@ def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False,
         fp16=fp16,
         use_distributed_optimizer=cfg.use_distributed_optimizer,
     )
+
+
+def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False, fp16: bool = False,
+                    pg_collection=None):
+    """megatron-core optimizer over the (DDP-wrapped) model chunks."""
+    from megatron.core.optimizer import get_megatron_optimizer
+
+    mcore_cfg = _mcore_config(cfg, bf16=bf16, fp16=fp16)
     # Gloo side-groups are only for the distributed optimizer's CPU state exchange; with an explicit
     # pg_collection megatron-core takes every group from it instead.
     return get_megatron_optimizer(mcore_cfg, model_chunks, pg_collection=pg_collection,
                                   use_gloo_process_groups=pg_collection is None)
+
+
+def param_groups(cfg: OptimConfig, model_chunks: list) -> list[dict]:
+    """megatron-core's parameter groups for an optimizer built outside megatron-core (the DeepSpeed
+    backend's AdamW): no weight decay on biases and 1-D parameters (`wd_mult` 0), each group's
+    `max_lr`/`min_lr`, so both backends decay and schedule the same parameters the same way."""
+    from megatron.core.optimizer import _get_param_groups
+
+    return _get_param_groups(model_chunks, _mcore_config(cfg), None)
 
 
 def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int):

@@ -46,9 +46,12 @@ def run(cfg: RunConfig) -> None:
     pgs = init_distributed(cfg.parallel, seed=cfg.training.seed)
     try:
         job = Run(cfg, pgs)
-        job.align()
-        if not cfg.training.align_only:
-            job.pretrain()
+        try:
+            job.align()
+            if not cfg.training.align_only:
+                job.pretrain()
+        finally:
+            job.close()
     finally:
         destroy_distributed()
 

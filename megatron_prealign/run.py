@@ -1,18 +1,21 @@
 """One PreAlign run on this rank, assembled from its `RunConfig`.
 
 `Run(cfg, pg_collection)` loads the tokenizer and the lexicon once, builds this rank's model
-chunk (megatron-core DDP) with its optimizer and schedule, and restores `--load` /
-`--pretrained-checkpoint`. Its two stages run in order:
+chunk and restores `--load` / `--pretrained-checkpoint`. Its two stages run in order:
 
     run.align()      # stage "align": the pre-pass, unless finished; fresh optimizer afterwards
     run.pretrain()   # stage "pretrain": the Trainer over the code-switched data
 
-Every piece receives the run's process groups explicitly.
+Each stage trains through its own backend (training/backend.py): megatron-core's DDP, optimizer
+and schedule by default, a DeepSpeed ZeRO engine with `--deepspeed-config`
+(megatron_prealign/deepspeed). Every piece receives the run's process groups explicitly.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,13 @@ import torch.distributed as dist
 
 from megatron_prealign.align import AlignReport, alignment_gap, evaluation_pairs, gap_words, run_align_prepass, \
     split_entries, write_gap_plot
-from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, read_checkpoint_state, save_checkpoint
+from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, load_scheduler_state, \
+    read_checkpoint_state, save_checkpoint
 from megatron_prealign.config import RunConfig
 from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.model import ModelConfig, build_model
-from megatron_prealign.optim import build_optimizer, build_scheduler
+from megatron_prealign.training.backend import MegatronBackend, TrainingBackend
 from megatron_prealign.training.data import build_datasets
 from megatron_prealign.training.ddp import wrap_ddp
 from megatron_prealign.training.loop import MetricsWriter, Trainer, TrainState, train_state_from_checkpoint
@@ -62,11 +66,39 @@ class Run:
         if start and start.get("source"):
             # The provenance of a converted model, so an export keeps its Hugging Face config.
             self.identity["source"] = start["source"]
-        self.model = wrap_ddp(build_model(self.model_cfg, cfg.parallel, pg_collection),
-                              use_distributed_optimizer=cfg.optim.use_distributed_optimizer,
-                              pg_collection=pg_collection)
-        self.optimizer, self.scheduler = self._new_optimizer()
+        self.deepspeed = None
+        if cfg.deepspeed.config:
+            from megatron_prealign.deepspeed import DeepSpeedStages
+
+            self.deepspeed = DeepSpeedStages(cfg, pg_collection, global_batch_size=self.global_batch_size)
+        module = build_model(self.model_cfg, cfg.parallel, pg_collection)
+        # DeepSpeed: the bare module, wrapped by each stage's engine once its weights are loaded.
+        self.model = module if self.deepspeed else wrap_ddp(
+            module, use_distributed_optimizer=cfg.optim.use_distributed_optimizer, pg_collection=pg_collection)
+        self._backend: TrainingBackend | None = None
         self.state = self._restore()
+
+    @property
+    def backend_name(self) -> str:
+        return "deepspeed" if self.deepspeed else "megatron"
+
+    @property
+    def backend(self) -> TrainingBackend:
+        """Pretraining's optimizer and LR schedule, built on first use (after the pre-pass, which
+        builds its own, and after the weights are loaded)."""
+        if self._backend is None:
+            cfg = self.cfg
+            if self.deepspeed is not None:
+                self._backend = self.deepspeed.pretraining_backend(self.model)
+            else:
+                self._backend = MegatronBackend(self.model, cfg.optim, train_iters=cfg.training.train_iters,
+                                                samples_per_step=self.global_batch_size, pg_collection=self.pgs)
+        return self._backend
+
+    def _close_backend(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
 
     @property
     def global_batch_size(self) -> int:
@@ -92,8 +124,10 @@ class Run:
             # Pre-pass records carry `align_step` (pretraining records carry `iteration`).
             metrics.write({"align_step": record.pop("step"), **{f"align_{k}": v for k, v in record.items()}})
 
+        self._close_backend()  # the pre-pass's own optimizer (and engine) is the only one attached
+        new_backend = partial(self.deepspeed.prepass_backend, self.model) if self.deepspeed else None
         try:
-            report = run_align_prepass(self.model, self.lexicon, cfg.align, self.pgs,
+            report = run_align_prepass(self.model, self.lexicon, cfg.align, self.pgs, new_backend=new_backend,
                                        pad_id=getattr(self.tokenizer, "pad", 0), on_step=log_step)
         finally:
             metrics.close()
@@ -103,7 +137,6 @@ class Run:
                            Path(cfg.training.save) / "alignment_gap_prepass.png",
                            title=f"Alignment gap by layer ({report.gap_split} words)")
         self.state.align_finished = True
-        self.optimizer, self.scheduler = self._new_optimizer()
         if cfg.training.save:
             self.save()
         return report
@@ -111,8 +144,8 @@ class Run:
     def pretrain(self) -> TrainState:
         """Stage "pretrain": the Trainer from the run's state to `--train-iters`."""
         cfg = self.cfg
-        trainer = Trainer(cfg.training, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                          datasets=self._datasets(), state=self.state, pg_collection=self.pgs,
+        trainer = Trainer(cfg.training, backend=self.backend, datasets=self._datasets(), state=self.state,
+                          pg_collection=self.pgs,
                           seq_length=cfg.model.seq_length, num_workers=cfg.data.num_workers,
                           save_fn=lambda state: self.save(), eval_hooks=self._eval_hooks())
         try:
@@ -120,20 +153,27 @@ class Run:
         finally:
             trainer.close()
 
+    def close(self) -> None:
+        """Release the current stage's optimizer state (and DeepSpeed engine)."""
+        self._close_backend()
+
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save(self) -> None:
         """A full training checkpoint of the current state to `--save` (collective)."""
         state = self.state
-        optimizer, scheduler = self.optimizer, self.scheduler
-        if state.iteration == 0:
-            # Before the first pretraining step (right after the pre-pass, or --train-iters 0) the
-            # optimizer holds no state to save; a resume starts it fresh, as the run would.
-            optimizer = scheduler = None
+        # Before the first pretraining step (right after the pre-pass, or --train-iters 0) the
+        # optimizer holds no state to save; a resume starts it fresh, as the run would.
+        backend = self._backend if state.iteration > 0 else None
         meta = {**dataclasses.asdict(state), **self.identity, "model": dataclasses.asdict(self.model_cfg),
-                "config": self.cfg.to_dict()}
+                "config": self.cfg.to_dict(), "backend": self.backend_name}
+        if self.deepspeed is not None:
+            self.deepspeed.save(self.cfg.training.save, module=self.model, backend=backend, state=meta,
+                                iteration=state.iteration)
+            return
         save_checkpoint(self.cfg.training.save, model=self.model, state=meta, iteration=state.iteration,
-                        optimizer=optimizer, scheduler=scheduler, pg_collection=self.pgs)
+                        optimizer=backend.optimizer if backend else None,
+                        scheduler=backend.scheduler if backend else None, pg_collection=self.pgs)
 
     def _start_checkpoint_meta(self) -> dict[str, Any] | None:
         """prealign_state.json of the checkpoint this run starts from (None when there is none yet)."""
@@ -171,9 +211,7 @@ class Run:
             raise
         check_compatible(path, meta, self.model_cfg, self.identity, training.override_checkpoint_mismatch)
         if training.load and meta.get("has_optimizer", False):
-            meta = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                                   pg_collection=self.pgs)
-            return train_state_from_checkpoint(meta)
+            return self._resume(path, meta)
         load_checkpoint(path, model=self.model, pg_collection=self.pgs)
         if training.load and meta.get("iteration") == 0:
             # Our own checkpoint from before the first pretraining step (e.g. --align-only):
@@ -181,15 +219,30 @@ class Run:
             return TrainState(align_finished=bool(meta.get("align_finished")))
         return TrainState()
 
-    # -- pieces --------------------------------------------------------------------------------
+    def _resume(self, path: str, meta: dict[str, Any]) -> TrainState:
+        """`--load` of a training checkpoint: weights, optimizer state, LR schedule, RNG streams
+        and data position. A checkpoint of the other backend continues from its weights, LR
+        schedule and data position with a fresh optimizer state (neither backend reads the
+        other's optimizer format)."""
+        saved_backend = meta.get("backend", "megatron")
+        if saved_backend == self.backend_name == "megatron":
+            meta = load_checkpoint(path, model=self.model, optimizer=self.backend.optimizer,
+                                   scheduler=self.backend.scheduler, pg_collection=self.pgs)
+            return train_state_from_checkpoint(meta)
+        if saved_backend == self.backend_name:
+            self.deepspeed.check_resumable(path, meta)
+        # The weights go into the bare module, before a DeepSpeed engine partitions it.
+        meta = load_checkpoint(path, model=self.model, pg_collection=self.pgs, with_rng=True)
+        if saved_backend == self.backend_name:
+            self.deepspeed.load_optimizer(path, self.backend)
+        else:
+            log_rank0(logger, "--load %s was written by the %s backend: continuing on the %s backend from its "
+                      "weights, LR schedule and data position with a fresh optimizer state", path, saved_backend,
+                      self.backend_name, level=logging.WARNING)
+            self.backend.scheduler.load_state_dict(load_scheduler_state(path))
+        return train_state_from_checkpoint(meta)
 
-    def _new_optimizer(self):
-        cfg = self.cfg
-        optimizer = build_optimizer(cfg.optim, [self.model], bf16=cfg.model.bf16, fp16=cfg.model.fp16,
-                                    pg_collection=self.pgs)
-        scheduler = build_scheduler(cfg.optim, optimizer, train_iters=cfg.training.train_iters,
-                                    global_batch_size=self.global_batch_size)
-        return optimizer, scheduler
+    # -- pieces --------------------------------------------------------------------------------
 
     def _datasets(self):
         """[train, valid, test] sized for the whole run (built on every rank: TP ranks other than

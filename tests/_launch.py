@@ -11,10 +11,15 @@ from pathlib import Path
 from tests._dist import free_port
 
 
-def launch(nproc: int, args: list[str], log: Path) -> subprocess.Popen:
-    """Start the trainer in its own process group (so a test can signal the whole job)."""
+def launch(nproc: int, args: list[str], log: Path, launcher: str = "torchrun") -> subprocess.Popen:
+    """Start the trainer in its own process group (so a test can signal the whole job), with
+    torchrun (`launcher="torchrun"`; one process runs without a launcher) or DeepSpeed's
+    (`launcher="deepspeed"`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    if nproc == 1:
+    if launcher == "deepspeed":
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
+               "--master_port", str(free_port()), "--module", "megatron_prealign.pretrain", *args]
+    elif nproc == 1:
         env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
         cmd = [sys.executable, "-m", "megatron_prealign.pretrain", *args]
     else:
@@ -44,9 +49,9 @@ def signal_job(proc: subprocess.Popen, sig: int) -> None:
         psutil.wait_procs(members, timeout=30)
 
 
-def run(nproc: int, args: list[str], log: Path, timeout: float = 300) -> None:
+def run(nproc: int, args: list[str], log: Path, timeout: float = 300, launcher: str = "torchrun") -> None:
     """Run the trainer to completion; fail with the log's tail otherwise."""
-    proc = launch(nproc, args, log)
+    proc = launch(nproc, args, log, launcher)
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

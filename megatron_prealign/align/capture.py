@@ -40,6 +40,7 @@ from megatron.core.utils import make_viewless_tensor
 
 from megatron_prealign.align.data import WordMicrobatch
 from megatron_prealign.align.loss import InjectAuxLoss, pool_hidden, pool_vocab_rows
+from megatron_prealign.deepspeed.engine import full_parameters
 
 __all__ = ["LayerTap", "WordForward", "slot_names", "unwrap_model"]
 
@@ -118,9 +119,12 @@ class LayerTap:
         else:
             weight = module.output_layer.weight
         tp_rank = dist.get_rank(self.tp_group) if self.tp_group is not None and dist.is_initialized() else 0
-        vocab_start = tp_rank * weight.shape[0]
-        return pool_vocab_rows(weight, batch.tokens, batch.word_mask, vocab_start=vocab_start,
-                               tp_group=self.tp_group)
+        # Read after the forward: under DeepSpeed ZeRO-3 the rows are partitioned again by then.
+        # The lookup's backward needs only the indices, so the gathered rows may be released.
+        with full_parameters([weight]):
+            vocab_start = tp_rank * weight.shape[0]
+            return pool_vocab_rows(weight, batch.tokens, batch.word_mask, vocab_start=vocab_start,
+                                   tp_group=self.tp_group)
 
     def _pool(self, hidden: torch.Tensor, batch: WordMicrobatch) -> torch.Tensor:
         return pool_hidden(hidden, batch.word_mask, self.sequence_group)

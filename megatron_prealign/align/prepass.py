@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Callable
 
@@ -47,7 +47,7 @@ from megatron_prealign.align.loss import all_gather_with_grad, collapse_penalty,
 from megatron_prealign.align.metrics import alignment_gap, evaluation_pairs, gap_words, sequence_multiple
 from megatron_prealign.lexicon import Lexicon
 from megatron_prealign.log import get_logger, log_rank0
-from megatron_prealign.optim import OptimConfig, build_optimizer, build_scheduler
+from megatron_prealign.optim import OptimConfig
 from megatron_prealign.platform import compute_device
 from megatron_prealign.schedule import run_schedule
 
@@ -179,7 +179,8 @@ class AlignmentObjective:
         self._stats = torch.zeros(2 * (self.num_layers + 2) + 1, dtype=torch.float64, device=device)
         seq_length, micro_batch_size = microbatches[0].tokens.shape[1], microbatches[0].tokens.shape[0]
         run_schedule(self.model, self._forward_step, iter(microbatches), num_microbatches=len(microbatches),
-                     seq_length=seq_length, micro_batch_size=micro_batch_size, pg_collection=self.pgs)
+                     seq_length=seq_length, micro_batch_size=micro_batch_size, pg_collection=self.pgs,
+                     loss_tokens=_num_words)
         self.tap.check_drained()
         stats = self._stats
         # Shares of the pool's words are summed over DP ranks; stages own disjoint slots (and only
@@ -199,6 +200,11 @@ class AlignmentObjective:
             "word_lm": word_lm,
             "per_layer": {self.names[s]: float(values[s]) for s in self.selected},
         }
+
+
+def _num_words(batch: WordMicrobatch) -> int:
+    """The `num_tokens` `_loss_func` reports for a microbatch: its words."""
+    return batch.tokens.shape[0]
 
 
 @dataclass
@@ -223,13 +229,14 @@ class AlignReport:
         return asdict(self)
 
 
-def _check_model(model, lexicon: Lexicon) -> None:
+def _check_model(model, lexicon: Lexicon, *, ddp: bool) -> None:
     from megatron.core.distributed import DistributedDataParallel
 
-    if not isinstance(model, DistributedDataParallel):
+    if ddp and not isinstance(model, DistributedDataParallel):
         raise TypeError(
             "run_align_prepass needs the model wrapped in megatron-core DDP "
-            "(megatron_prealign.training.ddp.wrap_ddp), the same wrapper pretraining uses"
+            "(megatron_prealign.training.ddp.wrap_ddp), the same wrapper pretraining uses, "
+            "or a `new_backend` that wraps it (the DeepSpeed backend)"
         )
     vocab = unwrap_model(model).vocab_size
     if len(lexicon.entry_flat) and int(lexicon.entry_flat.max()) >= vocab:
@@ -239,68 +246,78 @@ def _check_model(model, lexicon: Lexicon) -> None:
         )
 
 
+def megatron_backend(model, pg_collection, cfg: OptimConfig, train_iters: int):
+    """The pre-pass's own megatron-core optimizer and schedule over the DDP-wrapped `model`."""
+    from megatron_prealign.training.backend import MegatronBackend
+
+    cfg = replace(cfg, use_distributed_optimizer=model.ddp_config.use_distributed_optimizer)
+    return MegatronBackend(model, cfg, train_iters=train_iters, samples_per_step=1, pg_collection=pg_collection)
+
+
 def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, *, pad_id: int = 0,
-                      on_step: Callable[[dict[str, Any]], None] | None = None) -> AlignReport:
+                      on_step: Callable[[dict[str, Any]], None] | None = None,
+                      new_backend: Callable[[OptimConfig, int], Any] | None = None) -> AlignReport:
     """Run the alignment pre-pass on `model` (all ranks call it, after any checkpoint load).
 
     Args:
         model: this rank's model chunk wrapped with `training.ddp.wrap_ddp` (random or loaded
-            weights; they are trained in place).
+            weights; they are trained in place); the bare module with `new_backend`.
         lexicon: the compiled lexicon of the model's tokenizer.
         cfg: pre-pass config.
         pg_collection: megatron-core ProcessGroupCollection from `init_distributed`.
         pad_id: token id written into padding slots (masked everywhere; any valid id works).
         on_step: called on every rank with each step's record (`step`, losses, `per_layer`,
             `lr`, `grad_norm`, `step_seconds`), e.g. to write the metrics log.
+        new_backend: `new_backend(optim_cfg, steps) -> training.backend.TrainingBackend` builds
+            the pre-pass's own optimizer and LR schedule over `model` (the DeepSpeed backend: its
+            own engine); default `megatron_backend` (megatron-core's, `model` DDP-wrapped).
 
     Returns:
-        AlignReport (identical on every rank). The pre-pass uses its own optimizer and schedule
-        and leaves the DDP grad buffers zeroed; build the pretraining optimizer afterwards (an
-        optimizer built before would hold stale fp32 master weights under bf16/fp16).
+        AlignReport (identical on every rank). The pre-pass's backend is closed afterwards (its
+        optimizer state discarded, the DDP grad buffers zeroed); build the pretraining optimizer
+        afterwards (an optimizer built before would hold stale fp32 master weights under bf16/fp16).
     """
 
-    _check_model(model, lexicon)
+    _check_model(model, lexicon, ddp=new_backend is None)
+    if new_backend is None:
+        new_backend = partial(megatron_backend, model, pg_collection)
     started = time.perf_counter()
-    module = unwrap_model(model)
-    objective = AlignmentObjective(model, cfg, pg_collection)
     train_ids, heldout_ids = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
     gap_split = "heldout" if len(heldout_ids) else "train"
     eval_ids = gap_words(lexicon, heldout_ids if len(heldout_ids) else train_ids, max_words=cfg.eval_max_words,
                          seed=cfg.seed, max_word_tokens=cfg.max_word_tokens)
     aligned, unrelated = evaluation_pairs(lexicon, eval_ids, 1, cfg.seed)
     if len(aligned) and len(unrelated):
-        gap = partial(alignment_gap, model, lexicon, eval_ids, pg_collection, pad_id=pad_id, seed=cfg.seed)
+        gap = partial(alignment_gap, lexicon=lexicon, entry_ids=eval_ids, pg_collection=pg_collection,
+                      pad_id=pad_id, seed=cfg.seed)
     else:
         log_rank0(logger, "align: alignment gap not measured: the %d %s evaluation words hold %d translation "
                   "pairs and %d different-group pairs (it needs both)", len(eval_ids), gap_split, len(aligned),
                   len(unrelated), level=logging.WARNING)
 
-        def gap() -> dict[str, float]:
+        def gap(model) -> dict[str, float]:
             return {}
+    optim_cfg = OptimConfig(lr=cfg.lr, min_lr=cfg.min_lr, lr_decay_style="linear",
+                            lr_warmup_iters=int(round(cfg.warmup_fraction * cfg.steps)),
+                            weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.999,
+                            clip_grad=cfg.clip_grad)
+    # Built first: on the DeepSpeed backend the engine is what the forward (and the gap) runs on.
+    backend = new_backend(optim_cfg, cfg.steps) if cfg.steps > 0 else None
+    model = backend.model if backend is not None else model
+    objective = AlignmentObjective(model, cfg, pg_collection)
     report = AlignReport(steps=cfg.steps, selected_layers=[objective.names[s] for s in objective.selected],
                          gap_split=gap_split, num_eval_words=len(eval_ids))
-    report.gap_before = gap()
-    log_rank0(logger, "align: gap before (%s, %d words): %s", gap_split, len(eval_ids),
-              _format_gaps(report.gap_before))
-    if cfg.steps > 0:
-        sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
-                                  max_word_tokens=cfg.max_word_tokens)
-        report.num_train_entries = len(train_ids)
-        optim_cfg = OptimConfig(lr=cfg.lr, min_lr=cfg.min_lr, lr_decay_style="linear",
-                                lr_warmup_iters=int(round(cfg.warmup_fraction * cfg.steps)),
-                                weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.999,
-                                clip_grad=cfg.clip_grad,
-                                use_distributed_optimizer=model.ddp_config.use_distributed_optimizer)
-        optimizer = build_optimizer(optim_cfg, [model], bf16=module.config.bf16, fp16=module.config.fp16,
-                                    pg_collection=pg_collection)
-        scheduler = build_scheduler(optim_cfg, optimizer, train_iters=cfg.steps, global_batch_size=1)
-        dp_rank, dp_size = dist.get_rank(pg_collection.dp), dist.get_world_size(pg_collection.dp)
-        keys = _translation_keys(lexicon)
-        config = module.config
-        saved_scale = config.grad_scale_func
-        config.grad_scale_func = optimizer.scale_loss
-        model.train()
-        try:
+    try:
+        report.gap_before = gap(model)
+        log_rank0(logger, "align: gap before (%s, %d words): %s", gap_split, len(eval_ids),
+                  _format_gaps(report.gap_before))
+        if backend is not None:
+            sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
+                                      max_word_tokens=cfg.max_word_tokens)
+            report.num_train_entries = len(train_ids)
+            dp_rank, dp_size = dist.get_rank(pg_collection.dp), dist.get_world_size(pg_collection.dp)
+            keys = _translation_keys(lexicon)
+            model.train()
             with objective.attached():
                 for step in range(cfg.steps):
                     step_start = time.perf_counter()
@@ -308,13 +325,11 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                     microbatches = [mb.to(compute_device()) for mb in build_microbatches(
                         lexicon, pairs, dp_rank=dp_rank, dp_size=dp_size,
                         num_microbatches=cfg.num_microbatches, pad_id=pad_id, translation_keys=keys,
-                        seq_multiple=sequence_multiple(module.config, pg_collection))]
-                    model.zero_grad_buffer()
-                    optimizer.zero_grad()
+                        seq_multiple=sequence_multiple(unwrap_model(model).config, pg_collection))]
+                    backend.zero_grad()
                     record = objective.forward_backward(microbatches)
-                    record["lr"] = float(optimizer.param_groups[0]["lr"])
-                    ok, grad_norm, _ = optimizer.step()
-                    scheduler.step(increment=1)
+                    record["lr"] = backend.lr
+                    ok, grad_norm = backend.step()
                     record["grad_norm"] = float(grad_norm) if grad_norm is not None else None
                     record["skipped"] = not ok
                     # float(grad_norm) and the loss statistics' copy to the host synchronize the
@@ -328,10 +343,10 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                                   "collapse %.4f lr %.2e grad_norm %s", step + 1, cfg.steps, record["total"],
                                   record["contrastive"], record["word_lm"], record["collapse"], record["lr"],
                                   record["grad_norm"])
-        finally:
-            config.grad_scale_func = saved_scale
-            model.zero_grad_buffer()
-    report.gap_after = gap()
+        report.gap_after = gap(model)
+    finally:
+        if backend is not None:
+            backend.close()
     report.seconds = time.perf_counter() - started
     log_rank0(logger, "align: gap after: %s (%.1f s)", _format_gaps(report.gap_after), report.seconds)
     return report

@@ -113,8 +113,8 @@ class Trainer:
 
     Args:
         cfg: the training section of the run config.
-        model: this rank's DDP-wrapped model chunk.
-        optimizer / scheduler: megatron-core optimizer and OptimizerParamScheduler.
+        backend: the model with its optimizer and LR schedule (training/backend.py: megatron-core's
+            DDP and optimizer, or a DeepSpeed engine).
         datasets: [train, valid, test] from `build_datasets` (None on ranks that read no data).
         state: where the run stands (restored from a checkpoint when resuming).
         pg_collection: megatron-core ProcessGroupCollection of the run (`.tp`, `.pp`, `.dp`, ...).
@@ -124,10 +124,10 @@ class Trainer:
             (e.g. the alignment gap per layer).
     """
 
-    def __init__(self, cfg: TrainingConfig, *, model, optimizer, scheduler, datasets, state: TrainState,
+    def __init__(self, cfg: TrainingConfig, *, backend, datasets, state: TrainState,
                  pg_collection, seq_length: int, num_workers: int, save_fn, eval_hooks=()):
         self.cfg = cfg
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.backend, self.model = backend, backend.model
         self.train_ds, self.valid_ds, _ = datasets
         self.state = state
         self.seq_length = seq_length
@@ -216,14 +216,11 @@ class Trainer:
 
     # -- training --------------------------------------------------------------------------
     def train_step(self, data_iterator) -> tuple[float | None, float, bool]:
-        self.model.zero_grad_buffer()
-        self.optimizer.zero_grad()
+        self.backend.zero_grad()
         result = forward_backward(self.model, data_iterator, num_microbatches=self.num_microbatches,
                                   pg_collection=self.pgs,
                                   seq_length=self.seq_length, micro_batch_size=self.cfg.micro_batch_size)
-        update_ok, grad_norm, _ = self.optimizer.step()
-        if update_ok:
-            self.scheduler.step(increment=self.global_batch)
+        update_ok, grad_norm = self.backend.step()
         return result.lm_loss, float(grad_norm or 0.0), update_ok
 
     def train(self) -> TrainState:
@@ -255,7 +252,7 @@ class Trainer:
                     "iteration": state.iteration,
                     "consumed_samples": state.consumed_samples,
                     "lm_loss": loss,
-                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "lr": self.backend.lr,
                     "grad_norm": grad_norm,
                     "skipped_update": not update_ok,
                     "tokens_per_sec": tokens_per_step * window_iters / max(window_seconds, 1e-9),

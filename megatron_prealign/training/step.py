@@ -84,6 +84,11 @@ def reduce_lm_loss(losses: list[dict], dp_group) -> StepResult:
     return StepResult(lm_loss=(totals[0] / totals[1].clamp(min=1)).item(), num_tokens=local_tokens)
 
 
+def loss_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """The token count `lm_loss_func` will report for `batch`."""
+    return int(batch["loss_mask"].sum())
+
+
 def forward_backward(model, microbatches: list[dict] | Iterator, *, num_microbatches: int, seq_length: int,
                      micro_batch_size: int, pg_collection, forward_only: bool = False) -> StepResult:
     """Run megatron-core's schedule (1F1B under PP) over `num_microbatches` microbatches."""
@@ -91,5 +96,5 @@ def forward_backward(model, microbatches: list[dict] | Iterator, *, num_microbat
     losses = run_schedule(model, partial(forward_step, tp_group=pg_collection.tp), data_iterator,
                           num_microbatches=num_microbatches, seq_length=seq_length,
                           micro_batch_size=micro_batch_size, pg_collection=pg_collection,
-                          forward_only=forward_only)
+                          forward_only=forward_only, loss_tokens=loss_tokens)
     return reduce_lm_loss(losses, pg_collection.dp)

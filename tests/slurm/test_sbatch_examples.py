@@ -171,6 +171,20 @@ def test_dry_run_srun_script_launches_the_trainer_directly():
 
 
 @pytest.mark.parametrize("script", ["pretrain.sbatch", "pretrain_srun.sbatch"])
+def test_dry_run_selects_the_deepspeed_backend(script):
+    from megatron_prealign.config import parse_args
+
+    ds = str(REPO / "examples" / "deepspeed" / "zero3_offload.json")
+    env = {"SLURM_GPUS_ON_NODE": "8", "DATA_PATH": "/d/a", "TOKENIZER_MODEL": "/t/tok.model", "LEXICON": "/t/x.lex",
+           "CONFIG": str(REPO / "examples" / "configs" / "gpt_1b.yaml"), "DEEPSPEED_CONFIG": ds}
+    trainer = _after(_command(script, env), ["-m", "megatron_prealign.pretrain"])
+    cfg, _ = parse_args(trainer)  # CONFIG's distributed optimizer is turned off for ZeRO
+    assert cfg.deepspeed.config == ds and not cfg.optim.use_distributed_optimizer
+    cfg, _ = parse_args(_after(_command(script, {**env, "DEEPSPEED_CONFIG": ""}), ["-m", "megatron_prealign.pretrain"]))
+    assert cfg.deepspeed.config is None
+
+
+@pytest.mark.parametrize("script", ["pretrain.sbatch", "pretrain_srun.sbatch"])
 def test_dry_run_names_a_missing_setting(script):
     res = _dry_run(script, {"TOKENIZER_MODEL": "/t/tok.model"})
     assert res.returncode != 0 and "DATA_PATH" in res.stderr

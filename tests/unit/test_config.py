@@ -73,7 +73,7 @@ def test_pre_pass_is_off_unless_asked_and_round_trips():
     assert RunConfig().align.steps == 0
     flat = cfg.flat()
     assert flat["align_steps"] == 0 and flat["num_layers"] == cfg.model.num_layers
-    assert set(cfg.to_dict()) == {"model", "parallel", "optim", "data", "training", "align"}
+    assert set(cfg.to_dict()) == {"model", "parallel", "optim", "data", "training", "align", "deepspeed"}
 
 
 def test_half_precision_needs_cuda_at_run_time_but_dry_run_accepts_it(capsys):

@@ -121,7 +121,7 @@ def _rank(rank: int, world_size: int, port: int, args, results) -> None:
     from megatron_prealign.optim import OptimConfig
     from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.platform import activate_cpu_compat
-    from megatron_prealign.training.backend import MegatronBackend
+    from megatron_prealign.optim import MegatronBackend
     from megatron_prealign.training.ddp import wrap_ddp
     from megatron_prealign.training.step import forward_backward
 

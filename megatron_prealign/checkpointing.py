@@ -48,6 +48,28 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
+def _modules(model) -> list:
+    """The bare GPTModel chunks of a model chunk or a list of chunks (interleaved pipeline)."""
+    return [_unwrap(chunk) for chunk in (model if isinstance(model, (list, tuple)) else [model])]
+
+
+def _model_sharded_state(model) -> dict:
+    """`{"model": sharded state}` for one chunk, `{"model0": ..., "model1": ...}` for the chunks
+    of the interleaved pipeline (Megatron-LM's keys). Tensors are matched by their global names,
+    so either form loads into the other layout."""
+    modules = _modules(model)
+    if len(modules) == 1:
+        return {"model": modules[0].sharded_state_dict()}
+    return {f"model{index}": module.sharded_state_dict() for index, module in enumerate(modules)}
+
+
+def _load_model_state(model, loaded: dict, strict: bool) -> None:
+    modules = _modules(model)
+    keys = ["model"] if len(modules) == 1 else [f"model{index}" for index in range(len(modules))]
+    for module, key in zip(modules, keys):
+        module.load_state_dict(loaded[key], strict=strict)
+
+
 def _is_rank0() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
@@ -122,8 +144,8 @@ def _restore_rng(state: dict) -> None:
 
 
 def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool, pg_collection) -> dict:
-    model_sd = _unwrap(model).sharded_state_dict()
-    sharded = {"model": model_sd}
+    sharded = _model_sharded_state(model)
+    model_sd = dict(sharded)
     if optimizer is not None:
         # Distributed-optimizer state in megatron-core's layout-independent form (gathered over
         # data-parallel ranks at save); its default form needs flattened ShardedTensors, which
@@ -218,7 +240,7 @@ def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler
     sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=True, pg_collection=pg_collection)
     with deferred_preemption_signals():
         loaded = dist_checkpointing.load(sharded, str(ckpt))
-    _unwrap(model).load_state_dict(loaded["model"], strict=strict)
+    _load_model_state(model, loaded, strict)
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
     if scheduler is not None:
@@ -250,7 +272,7 @@ def save_model_weights(model, path: str | os.PathLike) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     _barrier()
-    dist_checkpointing.save(_unwrap(model).sharded_state_dict(), str(tmp))
+    dist_checkpointing.save(_model_sharded_state(model), str(tmp))
     _barrier()
     if _is_rank0():
         if final.exists():
@@ -263,9 +285,7 @@ def load_model_weights(model, path: str | os.PathLike, strict: bool = True) -> N
     """Load parameters saved by `save_model_weights` at any TP/PP layout into `model`."""
     if not Path(path).is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {path}")
-    module = _unwrap(model)
-    state = dist_checkpointing.load(module.sharded_state_dict(), str(path))
-    module.load_state_dict(state, strict=strict)
+    _load_model_state(model, dist_checkpointing.load(_model_sharded_state(model), str(path)), strict)
 
 
 @contextmanager
@@ -273,9 +293,8 @@ def params_holding_grads(model):
     """Temporarily point each parameter's data at its gradient, so that `sharded_state_dict()`
     describes gradients with the parameters' global names and shapes (used to compare
     gradients across layouts through an ordinary checkpoint)."""
-    module = _unwrap(model)
     saved = []
-    for param in module.parameters():
+    for param in (param for module in _modules(model) for param in module.parameters()):
         grad = getattr(param, "main_grad", None)
         if grad is None:
             grad = param.grad
@@ -284,7 +303,7 @@ def params_holding_grads(model):
         saved.append((param, param.data))
         param.data = grad.view_as(param).to(param.dtype)
     try:
-        yield module
+        yield model
     finally:
         for param, data in saved:
             param.data = data

@@ -90,7 +90,38 @@ class RunConfig:
         _check_layers_divisible_by_pp(self)
         _check_lexicon_for_align(self)
         _check_deepspeed_layout(self)
+        _check_virtual_pipeline(self)
+        _check_schedule_units(self)
         return self
+
+
+def _check_schedule_units(cfg: RunConfig) -> None:
+    optim, training = cfg.optim, cfg.training
+    if training.train_samples is not None and (optim.lr_warmup_iters or optim.lr_decay_iters):
+        raise ValueError("with --train-samples give the learning-rate schedule in samples: --lr-warmup-samples and "
+                         "--lr-decay-samples instead of --lr-warmup-iters/--lr-decay-iters")
+    if training.train_samples is None and (optim.lr_warmup_samples or optim.lr_decay_samples):
+        raise ValueError("--lr-warmup-samples/--lr-decay-samples go with --train-samples; with --train-iters use "
+                         "--lr-warmup-iters/--lr-decay-iters")
+    if training.rampup_batch_size and cfg.deepspeed.config:
+        raise ValueError("--rampup-batch-size is not supported with --deepspeed-config (its engine fixes the "
+                         "gradient-accumulation steps)")
+
+
+def _check_virtual_pipeline(cfg: RunConfig) -> None:
+    per_chunk = cfg.parallel.num_layers_per_virtual_pipeline_stage
+    if per_chunk is None:
+        return
+    pp = cfg.parallel.pipeline_model_parallel_size
+    if cfg.model.num_layers % (pp * per_chunk):
+        raise ValueError(f"--num-layers {cfg.model.num_layers} must be divisible by --pipeline-model-parallel-size "
+                         f"{pp} x --num-layers-per-virtual-pipeline-stage {per_chunk}")
+    if cfg.model.num_layers // (pp * per_chunk) < 2:
+        raise ValueError(f"--num-layers-per-virtual-pipeline-stage {per_chunk} gives one chunk per pipeline rank: "
+                         f"drop it (plain 1F1B) or lower it below --num-layers / --pipeline-model-parallel-size")
+    if cfg.align.steps and cfg.align.num_microbatches < pp:
+        raise ValueError(f"the interleaved schedule needs --align-num-microbatches >= --pipeline-model-parallel-size "
+                         f"{pp}, got {cfg.align.num_microbatches}")
 
 
 def _check_heads_divisible_by_tp(cfg: RunConfig) -> None:
@@ -256,6 +287,8 @@ def _load_yaml(path: str, known: set[str]) -> dict[str, Any]:
 
 def from_flat(values: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from flat keys (unknown keys are errors)."""
+    if values.get("train_samples") is not None and values.get("train_iters") is not None:
+        raise ValueError("--train-iters and --train-samples are mutually exclusive: size the run in steps or in samples")
     values = {**RUN_DEFAULTS, **values}
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     owners = {}

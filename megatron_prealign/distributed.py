@@ -36,8 +36,10 @@ def set_seeds(seed: int) -> None:
     tensor_parallel.model_parallel_cuda_manual_seed(stage_seed, force_reset_rng=True)
 
 
-def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | None = None):
-    """Create the default process group and megatron-core's model-parallel groups.
+def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | None = None, *,
+                     virtual_pipeline_size: int | None = None):
+    """Create the default process group and megatron-core's model-parallel groups
+    (`virtual_pipeline_size`: model chunks per pipeline rank of the interleaved schedule).
 
     Returns megatron-core's `ProcessGroupCollection` for the layout, to be passed explicitly to
     the components that need groups.
@@ -76,6 +78,7 @@ def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | N
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=cfg.tensor_model_parallel_size,
         pipeline_model_parallel_size=cfg.pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=virtual_pipeline_size,
     )
     set_seeds(seed)
     log_rank0(

@@ -7,6 +7,9 @@ without it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+from megatron_prealign.schedule import model_chunks
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,10 @@ class OptimConfig:
     """Linear warmup steps (--lr-warmup-iters)."""
     lr_decay_iters: int | None = None
     """Steps over which to decay; None = all training iterations (--lr-decay-iters)."""
+    lr_warmup_samples: int = 0
+    """Linear warmup in samples, for runs sized by --train-samples (--lr-warmup-samples)."""
+    lr_decay_samples: int | None = None
+    """Samples over which to decay; None = --train-samples (--lr-decay-samples)."""
     weight_decay: float = 0.1
     """Decoupled weight decay (--weight-decay)."""
     adam_beta1: float = 0.9
@@ -35,6 +42,15 @@ class OptimConfig:
     """Global gradient-norm clip; 0 disables (--clip-grad)."""
     use_distributed_optimizer: bool = False
     """Shard optimizer state across data-parallel ranks (--use-distributed-optimizer)."""
+    overlap_grad_reduce: bool = False
+    """Reduce gradient buckets during the backward pass instead of after it (--overlap-grad-reduce)."""
+    overlap_param_gather: bool = False
+    """All-gather the distributed optimizer's updated parameters during the next forward pass
+    (--overlap-param-gather; needs --use-distributed-optimizer)."""
+    accumulate_allreduce_grads_in_fp32: bool = True
+    """Keep gradient buffers and their data-parallel reduction in fp32 under bf16/fp16
+    (--accumulate-allreduce-grads-in-fp32; on by default here, unlike Megatron-LM, so bf16 runs
+    sum gradients of many microbatches and ranks without bf16 round-off)."""
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -45,8 +61,13 @@ class OptimConfig:
             raise ValueError("--lr-decay-style must be constant, linear or cosine")
         if self.lr_warmup_iters < 0:
             raise ValueError("--lr-warmup-iters must be >= 0")
+        if self.lr_warmup_samples < 0:
+            raise ValueError("--lr-warmup-samples must be >= 0")
         if self.clip_grad < 0:
             raise ValueError("--clip-grad must be >= 0")
+        if self.overlap_param_gather and not self.use_distributed_optimizer:
+            raise ValueError("--overlap-param-gather needs --use-distributed-optimizer (it overlaps the "
+                             "distributed optimizer's parameter all-gather)")
 
 
 def _mcore_config(cfg: OptimConfig, *, bf16: bool = False, fp16: bool = False):
@@ -88,27 +109,105 @@ def param_groups(cfg: OptimConfig, model_chunks: list) -> list[dict]:
     return _get_param_groups(model_chunks, _mcore_config(cfg), None)
 
 
-def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int):
-    """Megatron's OptimizerParamScheduler counted in samples (iterations x global batch)."""
+def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int,
+                    train_samples: int | None = None):
+    """Megatron's OptimizerParamScheduler counted in samples: warmup and decay given in
+    iterations (x global batch) for an iteration-based run, or in samples for a sample-based one
+    (`train_samples`, --train-samples)."""
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-    decay_iters = cfg.lr_decay_iters or train_iters
-    if cfg.lr_warmup_iters >= max(decay_iters, 1) and train_iters > 0:
-        raise ValueError(f"--lr-warmup-iters {cfg.lr_warmup_iters} must be smaller than the decay length "
-                         f"{decay_iters} (--lr-decay-iters or --train-iters)")
+    if train_samples is not None:
+        warmup = cfg.lr_warmup_samples
+        decay = cfg.lr_decay_samples or train_samples
+        if warmup >= max(decay, 1) and train_samples > 0:
+            raise ValueError(f"--lr-warmup-samples {warmup} must be smaller than the decay length {decay} "
+                             f"(--lr-decay-samples or --train-samples)")
+    else:
+        decay_iters = cfg.lr_decay_iters or train_iters
+        if cfg.lr_warmup_iters >= max(decay_iters, 1) and train_iters > 0:
+            raise ValueError(f"--lr-warmup-iters {cfg.lr_warmup_iters} must be smaller than the decay length "
+                             f"{decay_iters} (--lr-decay-iters or --train-iters)")
+        warmup, decay = cfg.lr_warmup_iters * global_batch_size, decay_iters * global_batch_size
     # megatron-core needs decay > warmup >= 0 even for a run with no steps (e.g. --train-iters 0
     # to write an initial checkpoint).
-    decay_iters = max(decay_iters, cfg.lr_warmup_iters + 1)
+    decay = max(decay, warmup + 1)
     return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0,
         max_lr=cfg.lr,
         min_lr=cfg.min_lr,
-        lr_warmup_steps=cfg.lr_warmup_iters * global_batch_size,
-        lr_decay_steps=decay_iters * global_batch_size,
+        lr_warmup_steps=warmup,
+        lr_decay_steps=decay,
         lr_decay_style=cfg.lr_decay_style,
         start_wd=cfg.weight_decay,
         end_wd=cfg.weight_decay,
-        wd_incr_steps=decay_iters * global_batch_size,
+        wd_incr_steps=decay,
         wd_incr_style="constant",
     )
+
+
+class TrainingBackend(Protocol):
+    model: Any
+    """What the schedule runs forward on (megatron-core DDP, or a DeepSpeed engine)."""
+
+    def zero_grad(self) -> None:
+        """Clear the gradients before a step's first microbatch."""
+
+    def step(self, samples: int | None = None) -> tuple[bool, float | None]:
+        """Apply the accumulated gradients; returns (update applied, gradient norm). A skipped
+        update (fp16 overflow) leaves the LR schedule where it was. `samples`: the step's global
+        batch, when it varies."""
+
+    @property
+    def lr(self) -> float:
+        """Learning rate of the first parameter group (after the last `step`)."""
+
+    def close(self) -> None:
+        """Release the optimizer's hold on the model (its state is discarded)."""
+
+
+class MegatronBackend:
+    """megatron-core optimizer and OptimizerParamScheduler over a DDP-wrapped model.
+
+    Args:
+        model: the model chunk, or the list of this rank's chunks, wrapped by `training.ddp.wrap_ddp`.
+        cfg: optimizer and schedule knobs.
+        train_iters: steps the schedule spans.
+        samples_per_step: samples per optimizer step (the schedule counts samples).
+        pg_collection: the run's process groups.
+    """
+
+    def __init__(self, model, cfg: OptimConfig, *, train_iters: int, samples_per_step: int, pg_collection,
+                 train_samples: int | None = None):
+        self.model = model
+        self.chunks = model_chunks(model)
+        config = self.chunks[0].config
+        self.optimizer = build_optimizer(cfg, self.chunks, bf16=config.bf16, fp16=config.fp16,
+                                         pg_collection=pg_collection)
+        self.scheduler = build_scheduler(cfg, self.optimizer, train_iters=train_iters,
+                                         global_batch_size=samples_per_step, train_samples=train_samples)
+        self.samples_per_step = samples_per_step
+        # megatron-core's schedule multiplies the loss by this (fp16 loss scaling; 1 otherwise).
+        self._saved_scale = config.grad_scale_func
+        config.grad_scale_func = self.optimizer.scale_loss
+
+    def zero_grad(self) -> None:
+        for chunk in self.chunks:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+
+    def step(self, samples: int | None = None) -> tuple[bool, float | None]:
+        """`samples`: this step's global batch when it varies (--rampup-batch-size)."""
+        update_ok, grad_norm, _ = self.optimizer.step()
+        if update_ok:
+            self.scheduler.step(increment=samples or self.samples_per_step)
+        return update_ok, grad_norm
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def close(self) -> None:
+        self.chunks[0].config.grad_scale_func = self._saved_scale
+        for chunk in self.chunks:
+            chunk.zero_grad_buffer()

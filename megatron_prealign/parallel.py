@@ -22,6 +22,12 @@ class ParallelConfig:
     """Pipeline stages the layers are split into (--pipeline-model-parallel-size)."""
     sequence_parallel: bool = False
     """Shard LayerNorm/dropout activations along the sequence under TP (--sequence-parallel)."""
+    num_layers_per_virtual_pipeline_stage: int | None = None
+    """Layers per model chunk of the interleaved 1F1B schedule: each pipeline rank holds
+    num_layers / (PP x this) chunks (--num-layers-per-virtual-pipeline-stage)."""
+    context_parallel_size: int = 1
+    """Ranks a sequence is split across in attention (--context-parallel-size); needs
+    TransformerEngine's attention in megatron-core 0.16, so only 1 is supported."""
     distributed_backend: str = "auto"
     """`nccl`, `gloo`, or `auto` (nccl when CUDA is present, else gloo)."""
     distributed_timeout_minutes: int = 10
@@ -34,8 +40,26 @@ class ParallelConfig:
             raise ValueError("--pipeline-model-parallel-size must be >= 1")
         if self.sequence_parallel and self.tensor_model_parallel_size == 1:
             raise ValueError("--sequence-parallel needs --tensor-model-parallel-size > 1")
+        if self.num_layers_per_virtual_pipeline_stage is not None:
+            if self.num_layers_per_virtual_pipeline_stage < 1:
+                raise ValueError("--num-layers-per-virtual-pipeline-stage must be >= 1")
+            if self.pipeline_model_parallel_size == 1:
+                raise ValueError("--num-layers-per-virtual-pipeline-stage (the interleaved schedule) needs "
+                                 "--pipeline-model-parallel-size > 1")
+        if self.context_parallel_size != 1:
+            raise ValueError("--context-parallel-size > 1 needs TransformerEngine's attention, which megatron-core "
+                             "0.16 requires for context parallelism; use --sequence-parallel with tensor "
+                             "parallelism for long sequences instead")
         if self.distributed_backend not in ("auto", "nccl", "gloo"):
             raise ValueError("--distributed-backend must be one of auto, nccl, gloo")
+
+
+    def virtual_pipeline_size(self, num_layers: int) -> int | None:
+        """Model chunks per pipeline rank under the interleaved schedule (None without it)."""
+        per_chunk = self.num_layers_per_virtual_pipeline_stage
+        if per_chunk is None:
+            return None
+        return num_layers // (self.pipeline_model_parallel_size * per_chunk)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ def run(cfg: RunConfig) -> None:
     environment, or RANK=0 WORLD_SIZE=1 for a single process)."""
     check_runtime_support(cfg)
     activate_cpu_compat()  # megatron-core on the CPU when there is no GPU; inert with CUDA
-    pgs = init_distributed(cfg.parallel, seed=cfg.training.seed)
+    pgs = init_distributed(cfg.parallel, seed=cfg.training.seed,
+                           virtual_pipeline_size=cfg.parallel.virtual_pipeline_size(cfg.model.num_layers))
     try:
         job = Run(cfg, pgs)
         try:

@@ -6,7 +6,7 @@ chunk and restores `--load` / `--pretrained-checkpoint`. Its two stages run in o
     run.align()      # stage "align": the pre-pass, unless finished; fresh optimizer afterwards
     run.pretrain()   # stage "pretrain": the Trainer over the code-switched data
 
-Each stage trains through its own backend (training/backend.py): megatron-core's DDP, optimizer
+Each stage trains through its own backend (optim.py): megatron-core's DDP, optimizer
 and schedule by default, a DeepSpeed ZeRO engine with `--deepspeed-config`
 (megatron_prealign/deepspeed). Every piece receives the run's process groups explicitly.
 """
@@ -29,7 +29,9 @@ from megatron_prealign.config import RunConfig
 from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.model import ModelConfig, build_model
-from megatron_prealign.training.backend import MegatronBackend, TrainingBackend
+from megatron_prealign.optim import MegatronBackend, TrainingBackend
+from megatron_prealign.schedule import model_chunks
+from megatron_prealign.training.batches import BatchSchedule
 from megatron_prealign.training.data import build_datasets
 from megatron_prealign.training.ddp import wrap_ddp
 from megatron_prealign.training.loop import MetricsWriter, Trainer, TrainState, train_state_from_checkpoint
@@ -73,8 +75,11 @@ class Run:
             self.deepspeed = DeepSpeedStages(cfg, pg_collection, global_batch_size=self.global_batch_size)
         module = build_model(self.model_cfg, cfg.parallel, pg_collection)
         # DeepSpeed: the bare module, wrapped by each stage's engine once its weights are loaded.
+        optim = cfg.optim
         self.model = module if self.deepspeed else wrap_ddp(
-            module, use_distributed_optimizer=cfg.optim.use_distributed_optimizer, pg_collection=pg_collection)
+            module, use_distributed_optimizer=optim.use_distributed_optimizer,
+            overlap_grad_reduce=optim.overlap_grad_reduce, overlap_param_gather=optim.overlap_param_gather,
+            grad_reduce_in_fp32=optim.accumulate_allreduce_grads_in_fp32, pg_collection=pg_collection)
         self._backend: TrainingBackend | None = None
         self.state = self._restore()
 
@@ -92,7 +97,8 @@ class Run:
                 self._backend = self.deepspeed.pretraining_backend(self.model)
             else:
                 self._backend = MegatronBackend(self.model, cfg.optim, train_iters=cfg.training.train_iters,
-                                                samples_per_step=self.global_batch_size, pg_collection=self.pgs)
+                                                samples_per_step=self.global_batch_size, pg_collection=self.pgs,
+                                                train_samples=cfg.training.train_samples)
         return self._backend
 
     def _close_backend(self) -> None:
@@ -171,9 +177,20 @@ class Run:
             self.deepspeed.save(self.cfg.training.save, module=self.model, backend=backend, state=meta,
                                 iteration=state.iteration)
             return
-        save_checkpoint(self.cfg.training.save, model=self.model, state=meta, iteration=state.iteration,
-                        optimizer=backend.optimizer if backend else None,
-                        scheduler=backend.scheduler if backend else None, pg_collection=self.pgs)
+        chunks = model_chunks(self.model)
+        if self.cfg.optim.overlap_param_gather:
+            # Finish the parameter all-gather the last step started (it would otherwise complete in
+            # the next forward), so the saved weights are the updated ones.
+            for chunk in chunks:
+                chunk.disable_forward_pre_hook(param_sync=True)
+        try:
+            save_checkpoint(self.cfg.training.save, model=self.model, state=meta, iteration=state.iteration,
+                            optimizer=backend.optimizer if backend else None,
+                            scheduler=backend.scheduler if backend else None, pg_collection=self.pgs)
+        finally:
+            if self.cfg.optim.overlap_param_gather:
+                for chunk in chunks:
+                    chunk.enable_forward_pre_hook()
 
     def _start_checkpoint_meta(self) -> dict[str, Any] | None:
         """prealign_state.json of the checkpoint this run starts from (None when there is none yet)."""
@@ -249,8 +266,9 @@ class Run:
         0 hold them but do not read; megatron-core builds the index cache on rank 0 first)."""
         cfg, gbs = self.cfg, self.global_batch_size
         training = cfg.training
-        evals = (training.train_iters // training.eval_interval + 1) if training.eval_interval else 1
-        num_samples = [training.train_iters * gbs, evals * training.eval_iters * gbs, training.eval_iters * gbs]
+        batches = BatchSchedule(training, self.pgs.dp.size())
+        evals = (batches.total_iterations // training.eval_interval + 1) if training.eval_interval else 1
+        num_samples = [batches.total_samples, evals * training.eval_iters * gbs, training.eval_iters * gbs]
         return build_datasets(cfg.data, self.tokenizer, seq_length=cfg.model.seq_length, seed=training.seed,
                               num_samples=num_samples, is_built_on_rank=lambda: True)
 

@@ -8,6 +8,7 @@ The groups come from the caller's `ProcessGroupCollection`, never from megatron-
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Iterator
 
 
@@ -21,6 +22,9 @@ def run_schedule(model, forward_step_func: Callable, data_iterator: Iterator, *,
     step's total before the first backward; megatron-core's schedules divide afterwards."""
     from megatron_prealign.deepspeed.engine import is_engine
 
+    if isinstance(data_iterator, list) and len(model_chunks(model)) == 1:
+        data_iterator = data_iterator[0]
+
     if is_engine(model):
         from megatron_prealign.deepspeed.engine import run_microbatches
 
@@ -28,20 +32,32 @@ def run_schedule(model, forward_step_func: Callable, data_iterator: Iterator, *,
                                 pg_collection=pg_collection, forward_only=forward_only, loss_tokens=loss_tokens)
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
+    chunks = model_chunks(model)
     pipeline = pg_collection.pp.size()
     kwargs: dict[str, Any] = {"pg_collection": pg_collection}
     if pipeline > 1:
         from megatron.core.pipeline_parallel.p2p_communication import P2PCommunicator
 
-        config = getattr(model, "config", None) or model.module.config
+        config = getattr(chunks[0], "config", None) or chunks[0].module.config
         kwargs["p2p_communicator"] = P2PCommunicator(pp_group=pg_collection.pp, config=config)
-    return get_forward_backward_func(pp_size=pipeline)(
+    if len(chunks) > 1 and not isinstance(data_iterator, list):
+        # The interleaved schedule pulls every microbatch once per chunk (each chunk's forward step
+        # needs the batch: the first stage's tokens, the last stage's labels, the pre-pass's word
+        # masks on every stage); one reader feeds them all.
+        data_iterator = list(itertools.tee(data_iterator, len(chunks))) if data_iterator is not None \
+            else [None] * len(chunks)
+    return get_forward_backward_func(pp_size=pipeline, vp_size=len(chunks) if len(chunks) > 1 else None)(
         forward_step_func=forward_step_func,
         data_iterator=data_iterator,
-        model=[model],
+        model=chunks,
         num_microbatches=num_microbatches,
         seq_length=seq_length,
         micro_batch_size=micro_batch_size,
         forward_only=forward_only,
         **kwargs,
     )
+
+
+def model_chunks(model) -> list:
+    """A model (one chunk) or the list of this rank's chunks (interleaved schedule), as a list."""
+    return list(model) if isinstance(model, (list, tuple)) else [model]

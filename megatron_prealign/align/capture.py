@@ -29,7 +29,7 @@ count.
 from __future__ import annotations
 
 from collections import deque
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -42,7 +42,7 @@ from megatron_prealign.align.data import WordMicrobatch
 from megatron_prealign.align.loss import InjectAuxLoss, pool_hidden, pool_vocab_rows
 from megatron_prealign.deepspeed.engine import full_parameters
 
-__all__ = ["LayerTap", "WordForward", "slot_names", "unwrap_model"]
+__all__ = ["ChunkTaps", "LayerTap", "WordForward", "slot_names", "unwrap_model"]
 
 
 def slot_names(num_layers: int) -> list[str]:
@@ -218,3 +218,46 @@ class LayerTap:
             yield record
         finally:
             self.current = None
+
+
+class ChunkTaps:
+    """One `LayerTap` per model chunk of this rank (one chunk, or the chunks of the interleaved
+    pipeline, each holding its own slots); the schedule's forward step finds its chunk's tap.
+
+    Args:
+        model: a model chunk or the list of this rank's chunks (possibly DDP-wrapped).
+        tp_group: tensor-parallel group.
+    """
+
+    def __init__(self, model, tp_group=None):
+        self.chunks = list(model) if isinstance(model, (list, tuple)) else [model]
+        self.taps = [LayerTap(chunk, tp_group=tp_group) for chunk in self.chunks]
+        self._by_id = {}
+        for chunk, tap in zip(self.chunks, self.taps):
+            self._by_id[id(chunk)] = self._by_id[id(tap.module)] = tap
+        self.num_layers = self.taps[0].num_layers
+        self.stage_slots = sorted(slot for tap in self.taps for slot in tap.stage_slots)
+        self.output_tap = next((tap for tap in self.taps if tap.post_process), None)
+        """The tap of the chunk holding the output layer (last stage), if this rank has it."""
+
+    def __iter__(self):
+        return iter(self.taps)
+
+    def for_model(self, chunk) -> LayerTap:
+        """The tap of `chunk` (as the schedule passes it to the forward step)."""
+        return self._by_id[id(chunk)]
+
+    @property
+    def recomputed_injections(self) -> int:
+        return sum(tap.recomputed_injections for tap in self.taps)
+
+    def check_drained(self) -> None:
+        for tap in self.taps:
+            tap.check_drained()
+
+    @contextmanager
+    def attached(self) -> Iterator["ChunkTaps"]:
+        with ExitStack() as stack:
+            for tap in self.taps:
+                stack.enter_context(tap.attached())
+            yield self

@@ -16,12 +16,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from megatron_prealign.align.capture import LayerTap, slot_names, unwrap_model
+from megatron_prealign.align.capture import ChunkTaps, slot_names, unwrap_model
 from megatron_prealign.align.data import WordMicrobatch, pad_words
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon import Lexicon
 from megatron_prealign.platform import compute_device
-from megatron_prealign.schedule import run_schedule
+from megatron_prealign.schedule import model_chunks, run_schedule
 
 __all__ = ["alignment_gap", "evaluation_pairs", "write_gap_plot"]
 
@@ -109,11 +109,12 @@ def alignment_gap(model, lexicon: Lexicon, entry_ids, pg_collection, *, num_rand
             f"the {len(words)} evaluation entries contain {len(aligned)} translation pairs and "
             f"{len(random_pairs)} different-group pairs; the alignment gap needs both"
         )
-    tap = LayerTap(model, tp_group=pg_collection.tp)
-    names = slot_names(tap.num_layers)
+    taps = ChunkTaps(model, tp_group=pg_collection.tp)
+    chunks = model_chunks(model)
+    names = slot_names(taps.num_layers)
     all_slots = range(len(names))
     lengths = np.diff(lexicon.entry_offsets)[words]
-    multiple = sequence_multiple(unwrap_model(model).config, pg_collection)
+    multiple = sequence_multiple(unwrap_model(chunks[0]).config, pg_collection)
     seq_length = -(-int(lengths.max()) // multiple) * multiple
     num_batches = -(-len(words) // micro_batch_size)
     # Every microbatch has the same shape (pipeline stages exchange fixed-shape tensors): the
@@ -130,32 +131,35 @@ def alignment_gap(model, lexicon: Lexicon, entry_ids, pg_collection, *, num_rand
             negative_mask=torch.zeros(len(chunk), 0, dtype=torch.bool),
             pool_offset=0, num_pool_anchors=0, num_lm_tokens_global=0, num_words_global=len(words),
         ).to(device))
-    captured: dict[int, list[torch.Tensor]] = {slot: [] for slot in tap.stage_slots}
+    captured: dict[int, list[torch.Tensor]] = {slot: [] for slot in taps.stage_slots}
 
     def loss_func(batch, output_tensor):
+        tap = taps.output_tap
         captured[tap.output_slot].append(tap.output_embedding_rep(batch))
         return output_tensor.float().sum() * 0, torch.tensor(0, dtype=torch.int, device=device), {}
 
     def forward_step(data_iterator, chunk):
         batch = next(data_iterator)
-        with tap.forward(batch, all_slots) as forward:
+        with taps.for_model(chunk).forward(batch, all_slots) as forward:
             output = chunk(batch.tokens, batch.position_ids, None, labels=batch.labels)
         for slot, rep in forward.reps.items():
             captured[slot].append(rep)
         return output, (lambda out, b=batch: loss_func(b, out))
 
-    was_training = model.training
-    model.eval()
+    was_training = chunks[0].training
+    for chunk in chunks:
+        chunk.eval()
     try:
-        with tap.attached(), torch.no_grad():
-            run_schedule(model, forward_step, iter(microbatches), num_microbatches=num_batches,
+        with taps.attached(), torch.no_grad():
+            run_schedule(model, forward_step, [iter(microbatches) for _ in chunks], num_microbatches=num_batches,
                          seq_length=seq_length, micro_batch_size=micro_batch_size,
                          pg_collection=pg_collection, forward_only=True)
     finally:
-        model.train(was_training)
+        for chunk in chunks:
+            chunk.train(was_training)
 
     gaps = torch.zeros(len(names), dtype=torch.float64, device=device)
-    for slot in tap.stage_slots:
+    for slot in taps.stage_slots:
         reps = torch.cat(captured[slot])[: len(words)]
         gaps[slot] = _mean_cosine(reps, aligned) - _mean_cosine(reps, random_pairs)
     if dist.is_initialized() and pg_collection.pp is not None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_prealign.align.capture import LayerTap, slot_names, unwrap_model
+from megatron_prealign.align.capture import ChunkTaps, slot_names, unwrap_model
 from megatron_prealign.align.config import AlignConfig
 from megatron_prealign.align.data import (
     WordMicrobatch,
@@ -49,7 +49,7 @@ from megatron_prealign.lexicon import Lexicon
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.optim import OptimConfig
 from megatron_prealign.platform import compute_device
-from megatron_prealign.schedule import run_schedule
+from megatron_prealign.schedule import model_chunks, run_schedule
 
 __all__ = ["AlignConfig", "AlignReport", "AlignmentObjective", "run_align_prepass"]
 
@@ -57,11 +57,12 @@ logger = get_logger(__name__)
 
 
 class AlignmentObjective:
-    """The pre-pass loss on one model chunk: hooks, forward_step/loss_func for megatron-core's
-    schedule, and the per-step statistics.
+    """The pre-pass loss on this rank's model chunks: hooks, forward_step/loss_func for
+    megatron-core's schedule, and the per-step statistics.
 
     Args:
-        model: this rank's DDP-wrapped model chunk.
+        model: this rank's DDP-wrapped model chunk, or its list of chunks (interleaved pipeline:
+            each chunk injects the terms of the slots it holds, as a pipeline stage does).
         cfg: the pre-pass config (temperature, weights, layers, microbatches).
         pg_collection: megatron-core `ProcessGroupCollection` (uses `.tp`, `.pp`, `.dp`).
     """
@@ -69,17 +70,19 @@ class AlignmentObjective:
     def __init__(self, model, cfg: AlignConfig, pg_collection):
         self.model = model
         self.cfg = cfg
-        self.module = unwrap_model(model)
+        self.chunks = model_chunks(model)
+        self.module = unwrap_model(self.chunks[0])
         self.pgs = pg_collection
         self.dp_group = pg_collection.dp
         self.pp_group = pg_collection.pp
-        self.tap = LayerTap(model, tp_group=pg_collection.tp)
-        self.num_layers = self.tap.num_layers
+        self.taps = ChunkTaps(model, tp_group=pg_collection.tp)
+        self.num_layers = self.taps.num_layers
         self.names = slot_names(self.num_layers)
         self.selected = cfg.layer_slots(self.num_layers)
-        self.stage_selected = [s for s in self.tap.stage_slots if s in self.selected]
-        self.tap.stage_end = self._stage_end
-        self.tap.grad_scale = self._grad_scale
+        self.stage_selected = [s for s in self.taps.stage_slots if s in self.selected]
+        for tap in self.taps:
+            tap.stage_end = self._stage_end
+            tap.grad_scale = self._grad_scale
         self._stats: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- per-microbatch terms
@@ -143,8 +146,9 @@ class AlignmentObjective:
         lm_tokens = max(batch.num_lm_tokens_global, 1)
         loss = self.cfg.lm_weight * (batch.num_words_global / lm_tokens) * lm_sum
         self._stats[-1] += lm_sum.detach() / lm_tokens
-        if self.tap.output_slot in self.stage_selected:
-            forward.reps[self.tap.output_slot] = self.tap.output_embedding_rep(batch)
+        output_tap = self.taps.output_tap
+        if output_tap.output_slot in self.stage_selected:
+            forward.reps[output_tap.output_slot] = output_tap.output_embedding_rep(batch)
         slots = [s for s in self.stage_selected if s in forward.reps]
         if slots:
             loss = loss + self._terms(forward, slots)
@@ -153,7 +157,7 @@ class AlignmentObjective:
 
     def _forward_step(self, data_iterator, model):
         batch = next(data_iterator)
-        with self.tap.forward(batch, self.selected) as forward:
+        with self.taps.for_model(model).forward(batch, self.selected) as forward:
             output = model(batch.tokens, batch.position_ids, None, labels=batch.labels)
         return output, partial(self._loss_func, forward)
 
@@ -162,8 +166,13 @@ class AlignmentObjective:
     @contextmanager
     def attached(self):
         """Hooks registered and fp16 loss scaling wired for the duration of the block."""
-        with self.tap.attached():
+        with self.taps.attached():
             yield self
+
+    @property
+    def recomputed_injections(self) -> int:
+        """Layer outputs that got their gradient at recomputation (full recompute; tests)."""
+        return self.taps.recomputed_injections
 
     def forward_backward(self, microbatches: list[WordMicrobatch]) -> dict[str, Any]:
         """Forward and backward of one step over this rank's microbatches (inside `attached()`);
@@ -178,10 +187,11 @@ class AlignmentObjective:
         device = microbatches[0].tokens.device
         self._stats = torch.zeros(2 * (self.num_layers + 2) + 1, dtype=torch.float64, device=device)
         seq_length, micro_batch_size = microbatches[0].tokens.shape[1], microbatches[0].tokens.shape[0]
-        run_schedule(self.model, self._forward_step, iter(microbatches), num_microbatches=len(microbatches),
+        run_schedule(self.model, self._forward_step, [iter(microbatches) for _ in self.chunks],
+                     num_microbatches=len(microbatches),
                      seq_length=seq_length, micro_batch_size=micro_batch_size, pg_collection=self.pgs,
                      loss_tokens=_num_words)
-        self.tap.check_drained()
+        self.taps.check_drained()
         stats = self._stats
         # Shares of the pool's words are summed over DP ranks; stages own disjoint slots (and only
         # the last stage has the LM term), so a sum over the pipeline group assembles them.
@@ -232,13 +242,14 @@ class AlignReport:
 def _check_model(model, lexicon: Lexicon, *, ddp: bool) -> None:
     from megatron.core.distributed import DistributedDataParallel
 
-    if ddp and not isinstance(model, DistributedDataParallel):
+    chunks = model_chunks(model)
+    if ddp and not all(isinstance(chunk, DistributedDataParallel) for chunk in chunks):
         raise TypeError(
             "run_align_prepass needs the model wrapped in megatron-core DDP "
             "(megatron_prealign.training.ddp.wrap_ddp), the same wrapper pretraining uses, "
             "or a `new_backend` that wraps it (the DeepSpeed backend)"
         )
-    vocab = unwrap_model(model).vocab_size
+    vocab = unwrap_model(chunks[0]).vocab_size
     if len(lexicon.entry_flat) and int(lexicon.entry_flat.max()) >= vocab:
         raise ValueError(
             f"lexicon token ids go up to {int(lexicon.entry_flat.max())} but the model's vocabulary has "
@@ -248,9 +259,9 @@ def _check_model(model, lexicon: Lexicon, *, ddp: bool) -> None:
 
 def megatron_backend(model, pg_collection, cfg: OptimConfig, train_iters: int):
     """The pre-pass's own megatron-core optimizer and schedule over the DDP-wrapped `model`."""
-    from megatron_prealign.training.backend import MegatronBackend
+    from megatron_prealign.optim import MegatronBackend
 
-    cfg = replace(cfg, use_distributed_optimizer=model.ddp_config.use_distributed_optimizer)
+    cfg = replace(cfg, use_distributed_optimizer=model_chunks(model)[0].ddp_config.use_distributed_optimizer)
     return MegatronBackend(model, cfg, train_iters=train_iters, samples_per_step=1, pg_collection=pg_collection)
 
 
@@ -268,7 +279,7 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
         pad_id: token id written into padding slots (masked everywhere; any valid id works).
         on_step: called on every rank with each step's record (`step`, losses, `per_layer`,
             `lr`, `grad_norm`, `step_seconds`), e.g. to write the metrics log.
-        new_backend: `new_backend(optim_cfg, steps) -> training.backend.TrainingBackend` builds
+        new_backend: `new_backend(optim_cfg, steps) -> optim.TrainingBackend` builds
             the pre-pass's own optimizer and LR schedule over `model` (the DeepSpeed backend: its
             own engine); default `megatron_backend` (megatron-core's, `model` DDP-wrapped).
 
@@ -317,7 +328,8 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
             report.num_train_entries = len(train_ids)
             dp_rank, dp_size = dist.get_rank(pg_collection.dp), dist.get_world_size(pg_collection.dp)
             keys = _translation_keys(lexicon)
-            model.train()
+            for chunk in model_chunks(model):
+                chunk.train()
             with objective.attached():
                 for step in range(cfg.steps):
                     step_start = time.perf_counter()
@@ -325,7 +337,7 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                     microbatches = [mb.to(compute_device()) for mb in build_microbatches(
                         lexicon, pairs, dp_rank=dp_rank, dp_size=dp_size,
                         num_microbatches=cfg.num_microbatches, pad_id=pad_id, translation_keys=keys,
-                        seq_multiple=sequence_multiple(unwrap_model(model).config, pg_collection))]
+                        seq_multiple=sequence_multiple(unwrap_model(model_chunks(model)[0]).config, pg_collection))]
                     backend.zero_grad()
                     record = objective.forward_backward(microbatches)
                     record["lr"] = backend.lr

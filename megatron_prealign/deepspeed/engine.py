@@ -96,7 +96,8 @@ class DeepSpeedBackend:
     def zero_grad(self) -> None:
         """Nothing to do: the ZeRO optimizer clears its gradients at the end of each step."""
 
-    def step(self) -> tuple[bool, float | None]:
+    def step(self, samples: int | None = None) -> tuple[bool, float | None]:
+        # The batch is constant on this backend (--rampup-batch-size is refused with it).
         self.engine.step()
         update_ok = bool(self.engine.was_step_applied())
         if update_ok:

@@ -38,6 +38,9 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig) -> Transforme
         init_method_std=cfg.init_method_std,
         tensor_model_parallel_size=parallel.tensor_model_parallel_size,
         pipeline_model_parallel_size=parallel.pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=parallel.virtual_pipeline_size(cfg.num_layers),
+        overlap_p2p_comm=parallel.virtual_pipeline_size(cfg.num_layers) is not None,
+        batch_p2p_comm=parallel.virtual_pipeline_size(cfg.num_layers) is None,
         sequence_parallel=parallel.sequence_parallel,
         params_dtype=cfg.params_dtype,
         pipeline_dtype=cfg.params_dtype,
@@ -68,30 +71,41 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig) -> Transforme
     )
 
 
-def build_model(cfg: ModelConfig, parallel: ParallelConfig, pg_collection=None) -> GPTModel:
-    """Build this rank's pipeline stage of the GPT model, on the compute device.
+def build_model(cfg: ModelConfig, parallel: ParallelConfig, pg_collection=None):
+    """Build this rank's pipeline stage of the GPT model, on the compute device: one GPTModel, or
+    with `--num-layers-per-virtual-pipeline-stage` the list of this rank's model chunks (the
+    interleaved schedule; chunk v holds the layers of virtual stage v).
 
-    The returned model's forward takes (input_ids, position_ids, attention_mask, labels=None)
-    and returns per-token losses [b, s] when labels are given (last stage), else logits or the
-    hidden states passed to the next stage.
+    A GPTModel's forward takes (input_ids, position_ids, attention_mask, labels=None) and returns
+    per-token losses [b, s] when labels are given (last stage), else logits or the hidden states
+    passed to the next stage.
     """
     if pg_collection is None:
         pg_collection = ProcessGroupCollection.use_mpu_process_groups()
-    tp = parallel.tensor_model_parallel_size
+    vp = parallel.virtual_pipeline_size(cfg.num_layers)
+    config = transformer_config(cfg, parallel)  # shared by the chunks: the schedules read its hooks
+    if vp is None:
+        return _build_chunk(cfg, parallel, config, pg_collection, None)
+    return [_build_chunk(cfg, parallel, config, pg_collection, v) for v in range(vp)]
+
+
+def _build_chunk(cfg: ModelConfig, parallel: ParallelConfig, config, pg_collection, vp_stage: int | None) -> GPTModel:
     stage, stages = pg_collection.pp.rank(), pg_collection.pp.size()
-    config = transformer_config(cfg, parallel)
+    chunks = parallel.virtual_pipeline_size(cfg.num_layers) or 1
+    chunk = vp_stage or 0
     model = GPTModel(
         config=config,
-        transformer_layer_spec=get_prealign_block_spec(cfg, config, pp_rank=stage),
-        vocab_size=cfg.padded_vocab_size(tp),
+        transformer_layer_spec=get_prealign_block_spec(cfg, config, pp_rank=stage, vp_stage=vp_stage),
+        vocab_size=cfg.padded_vocab_size(parallel.tensor_model_parallel_size),
         max_sequence_length=cfg.max_position_embeddings or cfg.seq_length,
-        pre_process=stage == 0,
-        post_process=stage == stages - 1,
+        pre_process=stage == 0 and chunk == 0,
+        post_process=stage == stages - 1 and chunk == chunks - 1,
         share_embeddings_and_output_weights=not cfg.untie_embeddings_and_output_weights,
         position_embedding_type=cfg.position_embedding_type,
         rotary_base=cfg.rotary_base,
         rope_scaling=cfg.use_rope_scaling,
         rope_scaling_factor=cfg.rope_scaling_factor,
         pg_collection=pg_collection,
+        vp_stage=vp_stage,
     )
     return model.to(compute_device())

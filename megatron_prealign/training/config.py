@@ -15,7 +15,13 @@ class TrainingConfig:
     global_batch_size: int | None = None
     """Samples per optimizer step over all ranks; None = micro-batch-size x DP (--global-batch-size)."""
     train_iters: int = 100
-    """Optimizer steps of pretraining (--train-iters)."""
+    """Optimizer steps of pretraining (--train-iters); see --train-samples."""
+    train_samples: int | None = None
+    """Size the run in samples instead of steps: train until this many samples are consumed
+    (--train-samples; the learning-rate schedule is then given in samples too)."""
+    rampup_batch_size: tuple[int, ...] | None = None
+    """START INCREMENT SAMPLES: grow the global batch from START by INCREMENT in equal intervals
+    over the first SAMPLES samples (--rampup-batch-size; needs --train-samples)."""
     seed: int = 1234
     """Seed of initialization, data order and code-switching (--seed)."""
     save: str | None = None
@@ -45,6 +51,11 @@ class TrainingConfig:
     """Resume even if the checkpoint's lexicon or tokenizer differs (--override-checkpoint-mismatch)."""
     exit_signal_handler: bool = True
     """On SIGTERM/SIGUSR1 finish the step, save and exit 0 (--exit-signal-handler)."""
+    exit_interval: int | None = None
+    """Save and exit 0 after every N-th iteration, e.g. to fit a time slot (--exit-interval)."""
+    exit_duration_in_mins: float | None = None
+    """Save and exit 0 once the training loop has run this many minutes; a requeued job continues
+    (--exit-duration-in-mins)."""
 
     def __post_init__(self) -> None:
         if self.micro_batch_size < 1:
@@ -53,9 +64,23 @@ class TrainingConfig:
             raise ValueError("--global-batch-size must be a multiple of --micro-batch-size")
         if self.train_iters < 0:
             raise ValueError("--train-iters must be >= 0")
+        if self.train_samples is not None and self.train_samples < 0:
+            raise ValueError("--train-samples must be >= 0")
+        if self.rampup_batch_size is not None:
+            if len(self.rampup_batch_size) != 3 or min(self.rampup_batch_size) < 0 or self.rampup_batch_size[:2].count(0):
+                raise ValueError("--rampup-batch-size takes START INCREMENT SAMPLES (positive START and INCREMENT)")
+            if self.train_samples is None:
+                raise ValueError("--rampup-batch-size needs --train-samples (the ramp is counted in samples)")
+            start, increment, _ = self.rampup_batch_size
+            final = self.global_batch_size
+            if final is None or final < start or (final - start) % increment:
+                raise ValueError(f"--rampup-batch-size {start} {increment} ...: --global-batch-size must be given, "
+                                 f">= START and reachable from it in INCREMENT steps")
+        if self.exit_duration_in_mins is not None and self.exit_duration_in_mins <= 0:
+            raise ValueError("--exit-duration-in-mins must be > 0")
         if self.load and self.pretrained_checkpoint:
             raise ValueError("use either --load (resume) or --pretrained-checkpoint (fresh start), not both")
-        for name in ("save_interval", "eval_interval", "log_interval"):
+        for name in ("save_interval", "eval_interval", "log_interval", "exit_interval"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

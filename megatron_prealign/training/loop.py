@@ -21,6 +21,8 @@ from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.preemption import PREEMPTION_SIGNALS
 from megatron_prealign.training.data import SwitchCounter, build_loader, counting, dataset_name
 from megatron_prealign.training.step import forward_backward
+from megatron_prealign.schedule import model_chunks
+from megatron_prealign.training.batches import BatchSchedule
 from megatron_prealign.training.config import TrainingConfig
 
 logger = get_logger(__name__)
@@ -47,11 +49,12 @@ class PreemptionFlag:
     def _handle(self, signum, frame) -> None:
         self.received = True
 
-    def any_rank(self) -> bool:
-        # Every rank must stop at the same step: agree over the whole job.
-        flag = torch.tensor([1 if self.received else 0], dtype=torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=dist.group.WORLD)
-        return bool(flag.item())
+    def any_rank(self, *conditions: bool) -> tuple[bool, ...]:
+        """(signal received, *conditions), each true if it is on any rank: every rank must stop
+        at the same step."""
+        flags = torch.tensor([self.received, *conditions], dtype=torch.int32)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=dist.group.WORLD)
+        return tuple(bool(flag) for flag in flags.tolist())
 
 
 class MetricsWriter:
@@ -113,7 +116,7 @@ class Trainer:
 
     Args:
         cfg: the training section of the run config.
-        backend: the model with its optimizer and LR schedule (training/backend.py: megatron-core's
+        backend: the model with its optimizer and LR schedule (optim.py: megatron-core's
             DDP and optimizer, or a DeepSpeed engine).
         datasets: [train, valid, test] from `build_datasets` (None on ranks that read no data).
         state: where the run stands (restored from a checkpoint when resuming).
@@ -128,6 +131,7 @@ class Trainer:
                  pg_collection, seq_length: int, num_workers: int, save_fn, eval_hooks=()):
         self.cfg = cfg
         self.backend, self.model = backend, backend.model
+        self.chunks = model_chunks(backend.model)
         self.train_ds, self.valid_ds, _ = datasets
         self.state = state
         self.seq_length = seq_length
@@ -138,12 +142,9 @@ class Trainer:
         self.dp_rank, self.dp_size = pg_collection.dp.rank(), pg_collection.dp.size()
         self.first_stage = pg_collection.pp.rank() == 0
         self.last_stage = pg_collection.pp.rank() == pg_collection.pp.size() - 1
-        self.global_batch = cfg.global_batch_size or cfg.micro_batch_size * self.dp_size
-        if self.global_batch % (cfg.micro_batch_size * self.dp_size):
-            raise ValueError(
-                f"--global-batch-size {self.global_batch} must be a multiple of --micro-batch-size x "
-                f"data-parallel size = {cfg.micro_batch_size} x {self.dp_size}"
-            )
+        self.batches = BatchSchedule(cfg, self.dp_size)
+        # Evaluation always uses the final global batch, so evaluations compare across a ramp-up.
+        self.global_batch = self.batches.final
         self.num_microbatches = self.global_batch // (cfg.micro_batch_size * self.dp_size)
         self.metrics = MetricsWriter(cfg.metrics_log, cfg.tensorboard_dir)
         self.preemption = PreemptionFlag(cfg.exit_signal_handler)
@@ -185,7 +186,8 @@ class Trainer:
             return {}
         components = getattr(self.valid_ds, "datasets", None) or [self.valid_ds]
         results: dict[str, float] = {}
-        self.model.eval()
+        for chunk in self.chunks:
+            chunk.eval()
         for index, dataset in enumerate(components):
             # A blend gives each component only its share of the validation samples.
             num_batches = min(self.cfg.eval_iters, len(dataset) // self.global_batch) if dataset is not None else 0
@@ -208,54 +210,62 @@ class Trainer:
                     count += 1
             loss, _ = self._reduce_for_logging(total / count if count else None)
             results[name] = loss
-        self.model.train()
+        for chunk in self.chunks:
+            chunk.train()
         record: dict[str, Any] = {"eval_loss": results}
         for hook in self.eval_hooks:
             record.update(hook(self.model))
         return record
 
     # -- training --------------------------------------------------------------------------
-    def train_step(self, data_iterator) -> tuple[float | None, float, bool]:
+    def train_step(self, data_iterator, num_microbatches: int, global_batch: int) -> tuple[float | None, float, bool]:
         self.backend.zero_grad()
-        result = forward_backward(self.model, data_iterator, num_microbatches=self.num_microbatches,
-                                  pg_collection=self.pgs,
+        result = forward_backward(self.model, data_iterator, num_microbatches=num_microbatches, pg_collection=self.pgs,
                                   seq_length=self.seq_length, micro_batch_size=self.cfg.micro_batch_size)
-        update_ok, grad_norm = self.backend.step()
+        update_ok, grad_norm = self.backend.step(samples=global_batch)
         return result.lm_loss, float(grad_norm or 0.0), update_ok
 
     def train(self) -> TrainState:
-        """Run until --train-iters, saving, evaluating and logging on their intervals.
+        """Run until --train-iters (or --train-samples), saving, evaluating and logging on their
+        intervals.
 
-        Returns the final state; on SIGTERM/SIGUSR1 saves and returns early.
+        Returns the final state; on SIGTERM/SIGUSR1, --exit-interval or --exit-duration-in-mins
+        saves and returns early.
         """
-        cfg, state = self.cfg, self.state
-        data_iterator = self._train_iterator() if state.iteration < cfg.train_iters else None
-        tokens_per_step = self.global_batch * self.seq_length
-        log_rank0(logger, "pretraining: iterations %d -> %d, global batch %d (%d microbatches x %d x DP %d)",
-                  state.iteration, cfg.train_iters, self.global_batch, self.num_microbatches,
-                  cfg.micro_batch_size, self.dp_size)
+        cfg, state, batches = self.cfg, self.state, self.batches
+        total = batches.total_iterations
+        data_iterator = self._train_iterator() if not batches.finished(state.iteration, state.consumed_samples) else None
+        log_rank0(logger, "pretraining: iterations %d -> %d, global batch %d (%d microbatches x %d x DP %d)%s",
+                  state.iteration, total, batches.global_batch(state.consumed_samples),
+                  batches.num_microbatches(state.consumed_samples), cfg.micro_batch_size, self.dp_size,
+                  " ramping up to %d" % batches.final if cfg.rampup_batch_size else "")
         start_iteration, loop_start = state.iteration, time.perf_counter()
-        window_seconds, window_iters = 0.0, 0  # step time only: evaluation and saving excluded
-        while state.iteration < cfg.train_iters:
+        window_seconds, window_iters, window_tokens = 0.0, 0, 0  # step time only: no evaluation or saving
+        while not batches.finished(state.iteration, state.consumed_samples):
+            global_batch = batches.global_batch(state.consumed_samples)
             step_start = time.perf_counter()
-            lm_loss, grad_norm, update_ok = self.train_step(data_iterator)
+            lm_loss, grad_norm, update_ok = self.train_step(data_iterator, batches.num_microbatches(state.consumed_samples),
+                                                            global_batch)
             window_seconds += time.perf_counter() - step_start
             state.iteration += 1
-            state.consumed_samples += self.global_batch
+            state.consumed_samples += global_batch
             window_iters += 1
-            if state.iteration % cfg.log_interval == 0 or state.iteration == cfg.train_iters:
+            window_tokens += global_batch * self.seq_length
+            last = batches.finished(state.iteration, state.consumed_samples)
+            if state.iteration % cfg.log_interval == 0 or last:
                 loss, switches = self._reduce_for_logging(lm_loss)
                 done = state.iteration - start_iteration
-                eta = (time.perf_counter() - loop_start) / done * (cfg.train_iters - state.iteration)
+                eta = (time.perf_counter() - loop_start) / done * (total - state.iteration)
                 switched, eligible, switched_tokens, tokens, checksum = switches.tolist()
                 record = {
                     "iteration": state.iteration,
                     "consumed_samples": state.consumed_samples,
+                    "global_batch_size": global_batch,
                     "lm_loss": loss,
                     "lr": self.backend.lr,
                     "grad_norm": grad_norm,
                     "skipped_update": not update_ok,
-                    "tokens_per_sec": tokens_per_step * window_iters / max(window_seconds, 1e-9),
+                    "tokens_per_sec": window_tokens / max(window_seconds, 1e-9),
                     "data_checksum": int(checksum),
                     "switch_rate": switched / eligible if eligible else 0.0,
                     "switched_token_share": switched_tokens / tokens if tokens else 0.0,
@@ -264,25 +274,41 @@ class Trainer:
                 }
                 self.metrics.write(record)
                 log_rank0(logger, "iter %d/%d | lm loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | "
-                          "switch %.2f%% | ETA %s", state.iteration, cfg.train_iters, loss, record["lr"],
+                          "switch %.2f%% | ETA %s", state.iteration, total, loss, record["lr"],
                           grad_norm, record["tokens_per_sec"], 100 * record["switch_rate"], _format_eta(eta))
                 self.switches.reset()
-                window_seconds, window_iters = 0.0, 0
+                window_seconds, window_iters, window_tokens = 0.0, 0, 0
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"lm loss is {loss} at iteration {state.iteration}")
-            if cfg.eval_interval and state.iteration % cfg.eval_interval == 0 and state.iteration < cfg.train_iters:
+            if cfg.eval_interval and state.iteration % cfg.eval_interval == 0 and not last:
                 self._log_eval()
-            if cfg.save and cfg.save_interval and state.iteration % cfg.save_interval == 0:
+            saved = bool(cfg.save and cfg.save_interval and state.iteration % cfg.save_interval == 0)
+            if saved:
                 self.save_fn(state)
-            if self.preemption.any_rank():
-                log_rank0(logger, "exit signal received: saving at iteration %d and stopping", state.iteration)
-                if cfg.save and not (cfg.save_interval and state.iteration % cfg.save_interval == 0):
+            reason = self._exit_reason(loop_start)
+            if reason and not last:
+                log_rank0(logger, "%s: saving at iteration %d and stopping", reason, state.iteration)
+                if cfg.save and not saved:
                     self.save_fn(state)
                 return state
         self._log_eval()
         if cfg.save and not (cfg.save_interval and state.iteration % cfg.save_interval == 0):
             self.save_fn(state)
         return state
+
+    def _exit_reason(self, loop_start: float) -> str | None:
+        """Why to stop after this step, agreed by every rank (one all-reduce per step)."""
+        cfg = self.cfg
+        interval = bool(cfg.exit_interval and self.state.iteration % cfg.exit_interval == 0)
+        duration = bool(cfg.exit_duration_in_mins and time.perf_counter() - loop_start >= 60 * cfg.exit_duration_in_mins)
+        signal_received, interval, duration = self.preemption.any_rank(interval, duration)
+        if signal_received:
+            return "exit signal received"
+        if interval:
+            return f"--exit-interval {cfg.exit_interval} reached"
+        if duration:
+            return f"--exit-duration-in-mins {cfg.exit_duration_in_mins} reached"
+        return None
 
     def _log_eval(self) -> None:
         record = self.evaluate()

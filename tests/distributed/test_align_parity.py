@@ -119,7 +119,7 @@ def _run_layout(rank, world_size, tp, pp, workdir, role, sp=False, recompute=Non
         with objective.attached():
             out[f"stats_{variant}"] = objective.forward_backward(microbatches)
         # Under full recomputation every layer's first capture is matched by one injection.
-        out[f"recomputed_{variant}"] = objective.tap.recomputed_injections
+        out[f"recomputed_{variant}"] = objective.recomputed_injections
         with params_holding_grads(ddp):
             save_model_weights(ddp, work / f"grads_{variant}_{role}")
         ddp.zero_grad_buffer()

@@ -2,8 +2,6 @@
 allocates on each rank of a TP=2 x PP=2 layout (models built on the meta device; one spawn)."""
 from __future__ import annotations
 
-import dataclasses
-
 from tests._dist import run_on_ranks
 
 MODELS = {

@@ -90,8 +90,6 @@ def _main_grads(module):
 def _single_process(rank, world_size, workdir):
     import dataclasses
 
-    import torch
-
     from megatron_prealign.align import AlignConfig, AlignmentObjective, run_align_prepass, write_gap_plot
     from megatron_prealign.align.data import WordPairSampler, build_microbatches, clone_lexicon, split_entries
     from megatron_prealign.distributed import destroy_distributed, init_distributed

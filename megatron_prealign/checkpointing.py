@@ -162,7 +162,7 @@ def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool
 def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], iteration: int | None,
                     optimizer=None, scheduler=None, with_rng: bool = True, pg_collection=None,
                     write_optimizer: Callable[[Path], None] | None = None,
-                    model_context: Callable[[], ContextManager] | None = None) -> Path:
+                    model_context: Callable[[], ContextManager] | None = None, async_queue=None) -> Path:
     """Collectively write a checkpoint and point the tracker at it. All ranks must call this.
 
     Args:
@@ -177,6 +177,10 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
             backend's, in DeepSpeed's own files).
         model_context: entered around reading the model's tensors (the DeepSpeed backend gathers
             ZeRO-3 partitioned parameters there).
+        async_queue: megatron-core's `AsyncCallsQueue` (--async-save): the shards are written by
+            a forked process while training goes on, and the rest (state file, rename, tracker)
+            runs when the queue finalizes the save; until then the tracker names the previous
+            checkpoint. The fork snapshots the tensors, so later steps cannot leak into the files.
     """
     root = Path(root)
     final = root / checkpoint_name(iteration)
@@ -189,7 +193,39 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=False, pg_collection=pg_collection)
         with deferred_preemption_signals():  # its writer processes must outlive a Slurm SIGTERM
             _fork_writer_results_queue()
-            dist_checkpointing.save(sharded, str(tmp))
+            if async_queue is None:
+                dist_checkpointing.save(sharded, str(tmp))
+            else:
+                request = dist_checkpointing.save(sharded, str(tmp), sharded_strategy=_async_strategy(),
+                                                  async_sharded_save=True)
+                request.add_finalize_fn(lambda: _commit_checkpoint(root, tmp, final, iteration, state, optimizer,
+                                                                   write_optimizer, with_rng, pg_collection))
+                async_queue.schedule_async_request(request)
+                log_rank0(logger, "checkpoint %s: writing in the background (--async-save)", final)
+                return final
+    _commit_checkpoint(root, tmp, final, iteration, state, optimizer, write_optimizer, with_rng, pg_collection)
+    return final
+
+
+def _async_strategy():
+    from megatron.core.dist_checkpointing.strategies.torch import TorchDistSaveShardedStrategy
+
+    return TorchDistSaveShardedStrategy("torch_dist", 1)
+
+
+def new_async_queue():
+    """The queue of background checkpoint writes for --async-save. Its writers are forked per
+    save (not a persistent spawned worker): a fork is what snapshots CPU tensors, which megatron-core's
+    host copy leaves in place when they already live on the CPU."""
+    from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+    return AsyncCallsQueue(persistent=False)
+
+
+def _commit_checkpoint(root: Path, tmp: Path, final: Path, iteration: int | None, state: dict[str, Any],
+                       optimizer, write_optimizer, with_rng: bool, pg_collection) -> None:
+    """The collective end of a save: state file, then one rename of the whole directory, then
+    the tracker, so a reader never sees a checkpoint without its state."""
     if write_optimizer is not None:
         write_optimizer(tmp)
     if _is_rank0():
@@ -206,7 +242,6 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         os.replace(tracker_tmp, root / TRACKER_FILE)
     _barrier()
     log_rank0(logger, "saved checkpoint %s", final)
-    return final
 
 
 def _fork_writer_results_queue() -> None:

@@ -103,6 +103,11 @@ def _check_schedule_units(cfg: RunConfig) -> None:
     if training.train_samples is None and (optim.lr_warmup_samples or optim.lr_decay_samples):
         raise ValueError("--lr-warmup-samples/--lr-decay-samples go with --train-samples; with --train-iters use "
                          "--lr-warmup-iters/--lr-decay-iters")
+    if training.async_save and cfg.deepspeed.config:
+        raise ValueError("--async-save is not supported with --deepspeed-config (DeepSpeed writes its own "
+                         "checkpoint files synchronously): drop --async-save")
+    if training.async_save and not training.save:
+        raise ValueError("--async-save needs --save (the checkpoint root to write)")
     if training.rampup_batch_size and cfg.deepspeed.config:
         raise ValueError("--rampup-batch-size is not supported with --deepspeed-config (its engine fixes the "
                          "gradient-accumulation steps)")

@@ -171,6 +171,8 @@ class ActivationShape:
 def resolve_attention(model: ModelConfig, device: str) -> str:
     """`--attention-backend auto` as the builder resolves it: SDPA on CUDA, local on CPU
     (TransformerEngine's attention is planned as SDPA: neither keeps the [s, s] scores)."""
+    if model.attention_backend == "te":
+        return "sdpa"
     if model.attention_backend != "auto":
         return model.attention_backend
     return "sdpa" if device == "cuda" else "local"

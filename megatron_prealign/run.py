@@ -24,7 +24,7 @@ import torch.distributed as dist
 from megatron_prealign.align import AlignReport, alignment_gap, evaluation_pairs, gap_words, run_align_prepass, \
     split_entries, write_gap_plot
 from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, load_scheduler_state, \
-    read_checkpoint_state, save_checkpoint
+    new_async_queue, read_checkpoint_state, save_checkpoint
 from megatron_prealign.config import RunConfig
 from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 from megatron_prealign.log import get_logger, log_rank0
@@ -81,6 +81,7 @@ class Run:
             overlap_grad_reduce=optim.overlap_grad_reduce, overlap_param_gather=optim.overlap_param_gather,
             grad_reduce_in_fp32=optim.accumulate_allreduce_grads_in_fp32, pg_collection=pg_collection)
         self._backend: TrainingBackend | None = None
+        self._async_saves = new_async_queue() if cfg.training.async_save else None
         self.state = self._restore()
 
     @property
@@ -153,15 +154,28 @@ class Run:
         trainer = Trainer(cfg.training, backend=self.backend, datasets=self._datasets(), state=self.state,
                           pg_collection=self.pgs,
                           seq_length=cfg.model.seq_length, num_workers=cfg.data.num_workers,
-                          save_fn=lambda state: self.save(), eval_hooks=self._eval_hooks())
+                          save_fn=lambda state: self.save(), eval_hooks=self._eval_hooks(),
+                          after_step=(lambda: self.finalize_saves(blocking=False)) if self._async_saves is not None else None)
         try:
             return trainer.train()
         finally:
             trainer.close()
 
     def close(self) -> None:
-        """Release the current stage's optimizer state (and DeepSpeed engine)."""
-        self._close_backend()
+        """Wait for background checkpoint writes, then release the current stage's optimizer
+        state (and DeepSpeed engine)."""
+        try:
+            if self._async_saves is not None:
+                self.finalize_saves(blocking=True)
+                self._async_saves.close()
+                self._async_saves = None
+        finally:
+            self._close_backend()
+
+    def finalize_saves(self, blocking: bool) -> None:
+        """Commit the background checkpoint writes that every rank has finished (all of them,
+        waiting, when `blocking`); collective."""
+        self._async_saves.maybe_finalize_async_calls(blocking=blocking)
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -186,7 +200,8 @@ class Run:
         try:
             save_checkpoint(self.cfg.training.save, model=self.model, state=meta, iteration=state.iteration,
                             optimizer=backend.optimizer if backend else None,
-                            scheduler=backend.scheduler if backend else None, pg_collection=self.pgs)
+                            scheduler=backend.scheduler if backend else None, pg_collection=self.pgs,
+                            async_queue=self._async_saves)
         finally:
             if self.cfg.optim.overlap_param_gather:
                 for chunk in chunks:

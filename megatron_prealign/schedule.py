@@ -40,6 +40,16 @@ def run_schedule(model, forward_step_func: Callable, data_iterator: Iterator, *,
 
         config = getattr(chunks[0], "config", None) or chunks[0].module.config
         kwargs["p2p_communicator"] = P2PCommunicator(pp_group=pg_collection.pp, config=config)
+    if len(chunks) > 1:
+        config = getattr(chunks[0], "config", None) or chunks[0].module.config
+        if num_microbatches < pipeline:
+            raise ValueError(f"the interleaved schedule (--num-layers-per-virtual-pipeline-stage) needs at least "
+                             f"--pipeline-model-parallel-size {pipeline} microbatches per step, got {num_microbatches}: "
+                             f"raise --global-batch-size or drop --num-layers-per-virtual-pipeline-stage")
+        # megatron-core walks the microbatches in groups of N per chunk and refuses a last group
+        # smaller than PP; one group of all M is the same schedule without that restriction
+        # (a ramped-up batch or the alignment metric's word count need not be a multiple of PP).
+        config.microbatch_group_size_per_vp_stage = pipeline if num_microbatches % pipeline == 0 else num_microbatches
     if len(chunks) > 1 and not isinstance(data_iterator, list):
         # The interleaved schedule pulls every microbatch once per chunk (each chunk's forward step
         # needs the batch: the first stage's tokens, the last stage's labels, the pre-pass's word

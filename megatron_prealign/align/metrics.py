@@ -117,6 +117,8 @@ def alignment_gap(model, lexicon: Lexicon, entry_ids, pg_collection, *, num_rand
     multiple = sequence_multiple(unwrap_model(chunks[0]).config, pg_collection)
     seq_length = -(-int(lengths.max()) // multiple) * multiple
     num_batches = -(-len(words) // micro_batch_size)
+    if len(chunks) > 1:  # the interleaved schedule runs at least PP microbatches
+        num_batches = max(num_batches, pg_collection.pp.size())
     # Every microbatch has the same shape (pipeline stages exchange fixed-shape tensors): the
     # last one is filled up with repeats of the first word, which are dropped afterwards.
     padded = np.concatenate([words, np.full(num_batches * micro_batch_size - len(words), words[0])])

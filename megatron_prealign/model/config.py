@@ -69,10 +69,10 @@ class ModelConfig:
     transformer_impl: str = "auto"
     """`transformer_engine`, `local`, or `auto` (TE when importable and CUDA is present)."""
     attention_backend: str = "auto"
-    """Core attention of the local spec (--attention-backend): `sdpa` (torch's fused
+    """Core attention (--attention-backend): `sdpa` (torch's fused
     scaled_dot_product_attention: FlashAttention/cuDNN kernels on CUDA, no [s, s] scores kept),
-    `local` (megatron-core's DotProductAttention), or `auto` (TE's attention with TE, else sdpa on
-    CUDA and local on CPU)."""
+    `local` (megatron-core's DotProductAttention), `te` (TransformerEngine's fused attention; needs
+    TE and CUDA), or `auto` (TE's attention with TE, else sdpa on CUDA and local on CPU)."""
     recompute_granularity: str | None = None
     """Activation recomputation (--recompute-granularity): `selective` recomputes the core
     attention in backward, `full` whole layers (with --recompute-method/--recompute-num-layers)."""
@@ -109,8 +109,11 @@ class ModelConfig:
         if self.attention_backend in ("flash", "fused", "unfused"):
             raise ValueError(f"--attention-backend {self.attention_backend} selects a TransformerEngine kernel; "
                              "without TransformerEngine use sdpa (torch's fused kernels) or local")
-        if self.attention_backend not in ("auto", "sdpa", "local"):
-            raise ValueError("--attention-backend must be auto, sdpa or local")
+        if self.attention_backend not in ("auto", "sdpa", "local", "te"):
+            raise ValueError("--attention-backend must be auto, sdpa, local or te")
+        if self.attention_backend == "te" and self.transformer_impl == "local":
+            raise ValueError("--attention-backend te needs --transformer-impl transformer_engine (or auto), "
+                             "not --transformer-impl local")
         self._check_recompute()
 
     def _check_window(self) -> None:

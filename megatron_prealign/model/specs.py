@@ -29,7 +29,7 @@ def resolve_transformer_impl(cfg: ModelConfig) -> str:
 
 
 def resolve_attention_backend(cfg: ModelConfig) -> str:
-    """`transformer_engine` (TE's own attention), `sdpa` or `local`.
+    """`transformer_engine` (TE's own attention: `te`, or `auto` with TE), `sdpa` or `local`.
 
     `auto` takes TE's attention with the TE layer spec; without TE, torch's fused SDPA on CUDA
     (the local score-materializing attention would cost memory quadratic in the sequence) and
@@ -37,6 +37,11 @@ def resolve_attention_backend(cfg: ModelConfig) -> str:
     one is megatron-core's reference path.
     """
     impl = resolve_transformer_impl(cfg)
+    if cfg.attention_backend == "te":
+        if impl != "transformer_engine":
+            raise ValueError("--attention-backend te needs TransformerEngine and a CUDA device; "
+                             "without them use --attention-backend sdpa (torch's fused kernels) or local")
+        return "transformer_engine"
     if cfg.attention_backend == "auto":
         if impl == "transformer_engine":
             return "transformer_engine"

@@ -32,6 +32,9 @@ class TrainingConfig:
     """Weights to start from with a fresh optimizer at iteration 0 (--pretrained-checkpoint)."""
     save_interval: int | None = None
     """Save every N iterations; a final checkpoint is always written with --save (--save-interval)."""
+    async_save: bool = False
+    """Write checkpoints in a background process while training goes on; the tracker moves to a
+    checkpoint once it is complete on every rank (--async-save)."""
     eval_interval: int | None = None
     """Evaluate every N iterations; None = only at the end (--eval-interval)."""
     eval_iters: int = 10

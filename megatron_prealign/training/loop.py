@@ -123,12 +123,14 @@ class Trainer:
         pg_collection: megatron-core ProcessGroupCollection of the run (`.tp`, `.pp`, `.dp`, ...).
         seq_length: tokens per sample.
         save_fn: `save_fn(state)` writes a checkpoint (collective).
+        after_step: called after every step on every rank (collective), e.g. to finalize
+            background checkpoint writes.
         eval_hooks: callables `hook(model) -> dict` adding metrics at every evaluation
             (e.g. the alignment gap per layer).
     """
 
     def __init__(self, cfg: TrainingConfig, *, backend, datasets, state: TrainState,
-                 pg_collection, seq_length: int, num_workers: int, save_fn, eval_hooks=()):
+                 pg_collection, seq_length: int, num_workers: int, save_fn, eval_hooks=(), after_step=None):
         self.cfg = cfg
         self.backend, self.model = backend, backend.model
         self.chunks = model_chunks(backend.model)
@@ -137,6 +139,7 @@ class Trainer:
         self.seq_length = seq_length
         self.num_workers = num_workers
         self.save_fn = save_fn
+        self.after_step = after_step
         self.eval_hooks = list(eval_hooks)
         self.pgs = pg_collection
         self.dp_rank, self.dp_size = pg_collection.dp.rank(), pg_collection.dp.size()
@@ -285,6 +288,8 @@ class Trainer:
             saved = bool(cfg.save and cfg.save_interval and state.iteration % cfg.save_interval == 0)
             if saved:
                 self.save_fn(state)
+            if self.after_step is not None:
+                self.after_step()
             reason = self._exit_reason(loop_start)
             if reason and not last:
                 log_rank0(logger, "%s: saving at iteration %d and stopping", reason, state.iteration)

@@ -1,5 +1,5 @@
 """Tier 3 (multi-process gloo): the alignment pre-pass at TP=2 (with and without sequence
-parallelism), PP=2 and DP=2, and with full and selective activation recomputation, matches one
+parallelism), PP=2 (plain and interleaved) and DP=2, and with full and selective activation recomputation, matches one
 process without any of them.
 
 One module fixture runs the process groups, each once:
@@ -8,7 +8,7 @@ One module fixture runs the process groups, each once:
      `run_align_prepass` (step losses, gradient norms, gaps before/after).
   2. TP=2, 3. TP=2 with sequence parallelism (words pooled from each rank's slice of the
      positions), 4. PP=2 (1F1B over 2 microbatches; stage 0's loss terms injected into its
-     backward), 5. DP=2 (negatives all-gathered with gradient), 6./7. one process with full
+     backward) and PP=2 with 2 virtual stages (interleaved; every chunk's terms injected), 5. DP=2 (negatives all-gathered with gradient), 6./7. one process with full
      (uniform, 1 layer per chunk: every layer tap fires twice) and selective recomputation: the
      same, starting from the `init_*` weights.
 The lexicon has 3-way groups whose clones are not translations of each other, so the
@@ -36,15 +36,16 @@ ATOL_OF_MAX = 1e-6
 BASE_VOCAB = 40
 
 
-def _setup(tp: int, pp: int, sp: bool = False, recompute: str | None = None):
+def _setup(tp: int, pp: int, sp: bool = False, recompute: str | None = None, per_chunk: int | None = None):
     from megatron_prealign.align import AlignConfig
     from megatron_prealign.align.data import clone_lexicon
     from megatron_prealign.distributed import init_distributed
     from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig
 
-    parallel = ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, sequence_parallel=sp)
-    pgs = init_distributed(parallel, seed=4321)
+    parallel = ParallelConfig(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, sequence_parallel=sp,
+                              num_layers_per_virtual_pipeline_stage=per_chunk)
+    pgs = init_distributed(parallel, seed=4321, virtual_pipeline_size=parallel.virtual_pipeline_size(4))
     # 12 groups of 3 (word, clone 1, clone 2; the clones are not each other's translations). With
     # 16 pairs per step from the 9 training groups, groups repeat within a pool.
     lexicon = clone_lexicon(12, BASE_VOCAB, num_clones=2, max_word_tokens=3, seed=3)
@@ -81,7 +82,7 @@ RECOMPUTE = {
 }
 
 
-def _run_layout(rank, world_size, tp, pp, workdir, role, sp=False, recompute=None):
+def _run_layout(rank, world_size, tp, pp, workdir, role, sp=False, recompute=None, per_chunk=None):
     import torch.distributed as dist
 
     from megatron_prealign.align import AlignmentObjective, alignment_gap, run_align_prepass
@@ -89,10 +90,11 @@ def _run_layout(rank, world_size, tp, pp, workdir, role, sp=False, recompute=Non
     from megatron_prealign.checkpointing import load_model_weights, params_holding_grads, save_model_weights
     from megatron_prealign.distributed import destroy_distributed
     from megatron_prealign.model import build_model
+    from megatron_prealign.schedule import model_chunks
     from megatron_prealign.training.ddp import wrap_ddp
 
     work = Path(workdir)
-    parallel, pgs, lexicon, model_cfg, cfg = _setup(tp, pp, sp, recompute)
+    parallel, pgs, lexicon, model_cfg, cfg = _setup(tp, pp, sp, recompute, per_chunk)
     out = {}
     train_ids, heldout_ids = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
     sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
@@ -115,14 +117,16 @@ def _run_layout(rank, world_size, tp, pp, workdir, role, sp=False, recompute=Non
             load_model_weights(model, work / f"init_{variant}")
         ddp = wrap_ddp(model, pg_collection=pgs)
         objective = AlignmentObjective(ddp, cfg, pgs)
-        ddp.zero_grad_buffer()
+        for chunk in model_chunks(ddp):
+            chunk.zero_grad_buffer()
         with objective.attached():
             out[f"stats_{variant}"] = objective.forward_backward(microbatches)
         # Under full recomputation every layer's first capture is matched by one injection.
         out[f"recomputed_{variant}"] = objective.recomputed_injections
         with params_holding_grads(ddp):
             save_model_weights(ddp, work / f"grads_{variant}_{role}")
-        ddp.zero_grad_buffer()
+        for chunk in model_chunks(ddp):
+            chunk.zero_grad_buffer()
 
     # The metric (forward-only schedule) and a short full pre-pass with its own optimizer.
     out["gap"] = alignment_gap(ddp, lexicon, heldout_ids, pgs, num_random_pairs=256, micro_batch_size=4)
@@ -142,6 +146,8 @@ def runs(tmp_path_factory):
         "reference": run_on_ranks(_run_layout, 1, 1, 1, str(work), "reference"),
         "tp2": run_on_ranks(_run_layout, 2, 2, 1, str(work), "tp2"),
         "pp2": run_on_ranks(_run_layout, 2, 1, 2, str(work), "pp2"),
+        # interleaved 1F1B: 2 chunks of 1 layer per rank, the loss terms injected into every chunk
+        "pp2vpp2": run_on_ranks(_run_layout, 2, 1, 2, str(work), "pp2vpp2", False, None, 1),
         "dp2": run_on_ranks(_run_layout, 2, 1, 1, str(work), "dp2"),
         "tp2sp": run_on_ranks(_run_layout, 2, 2, 1, str(work), "tp2sp", True),
         "full": run_on_ranks(_run_layout, 1, 1, 1, str(work), "full", False, "full"),
@@ -150,7 +156,7 @@ def runs(tmp_path_factory):
     }
 
 
-LAYOUTS = ["tp2", "tp2sp", "pp2", "dp2", "full", "selective"]
+LAYOUTS = ["tp2", "tp2sp", "pp2", "pp2vpp2", "dp2", "full", "selective"]
 
 
 def test_reference_batch_exercises_every_term(runs):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests._launch import eval_records as _eval_records
 from tests._launch import launch as _launch
@@ -172,3 +173,61 @@ def test_align_only_checkpoint_resumes_without_repeating_the_pre_pass(tmp_path, 
     log = (tmp_path / "pretrain.log").read_text()
     assert "align step" not in log, "the finished pre-pass ran again"
     assert sorted(_train_records(tmp_path / "pretrain.jsonl")) == [1, 2, 3]
+
+
+def _without(args: list[str], *flags: str) -> list[str]:
+    out, skip = [], 0
+    for arg in args:
+        if skip:
+            skip -= 1
+        elif arg in flags:
+            skip = 1
+        else:
+            out.append(arg)
+    return out
+
+
+def test_sample_schedule_ramps_up_and_exit_interval_saves(tmp_path, data_prefixes, data_lexicon_path):
+    """--train-samples with --rampup-batch-size: the global batch grows 4, 4, 6, 6, 8, ... as
+    megatron-core's calculator says; --exit-interval saves and exits 0 mid-run; --load then
+    finishes the run at exactly --train-samples with the same batches."""
+    from tests.conftest import ASSETS
+
+    args = _without(_args(data_prefixes, data_lexicon_path, str(ASSETS / "tiny_sp.model"), tmp_path, "ramp",
+                          save=tmp_path / "ckpt"), "--train-iters", "--lr-warmup-iters", "--eval-interval")
+    args += ["--train-samples", "60", "--lr-warmup-samples", "8", "--rampup-batch-size", "4", "2", "16",
+             "--eval-interval", "100"]
+    _run(1, args + ["--exit-interval", "3"], tmp_path / "first.log")
+    assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text() == "3"
+    first = _train_records(tmp_path / "ramp.jsonl")
+    assert sorted(first) == [1, 2, 3], (tmp_path / "first.log").read_text()[-3000:]
+    _run(1, args + ["--load", str(tmp_path / "ckpt")], tmp_path / "second.log")
+    records = _train_records(tmp_path / "ramp.jsonl")
+    batches = [records[i]["global_batch_size"] for i in sorted(records)]
+    # The ramp 4 -> 8 in steps of 2 over 16 samples moves every 16 / ((8 - 4) / 2) = 8 samples.
+    assert batches == [4, 4, 6, 6, 8, 8, 8, 8, 8], batches
+    assert records[max(records)]["consumed_samples"] == 60
+    assert [records[i]["consumed_samples"] for i in (1, 2, 3)] == [first[i]["consumed_samples"] for i in (1, 2, 3)]
+
+
+def test_async_save_writes_what_a_synchronous_save_writes(tmp_path, data_prefixes, data_lexicon_path):
+    """--async-save at TP=2: the background-written checkpoints of iterations 3 and 6 hold exactly
+    the tensors a synchronous run saves (the forked writer snapshots them; later steps cannot
+    leak in), the tracker names the last one, and no temporary directory is left."""
+    from megatron_prealign.checkpointing import read_full_checkpoint
+    from tests.conftest import ASSETS
+
+    for name, extra in (("sync", []), ("async", ["--async-save"])):
+        args = _args(data_prefixes, data_lexicon_path, str(ASSETS / "tiny_sp.model"), tmp_path, name,
+                     save=tmp_path / name, train_iters=6, save_interval=3, tensor_model_parallel_size=2)
+        _run(2, args + extra, tmp_path / f"{name}.log")
+    assert "writing in the background" in (tmp_path / "async.log").read_text()
+    assert (tmp_path / "async" / "latest_checkpointed_iteration.txt").read_text() == "6"
+    assert sorted(p.name for p in (tmp_path / "async").iterdir() if p.name.startswith((".", "iter_"))) == \
+        ["iter_0000003", "iter_0000006"]
+    for iteration in ("iter_0000003", "iter_0000006"):
+        sync = read_full_checkpoint(tmp_path / "sync" / iteration)
+        written = read_full_checkpoint(tmp_path / "async" / iteration)
+        assert sync.keys() == written.keys()
+        for key in sync:
+            assert torch.equal(sync[key], written[key]), (iteration, key)

@@ -135,6 +135,7 @@ def test_dry_run_torchrun_script_resolves_the_slurm_layout():
     assert cfg.data.data_path == ("0.7", "/d/a_text_document", "0.3", "/d/b")
     assert cfg.data.lexicon == "/t/en de.lex"
     assert cfg.parallel.tensor_model_parallel_size == 2
+    assert cfg.parallel.sequence_parallel  # TP > 1 brings sequence parallelism
     assert cfg.model.num_layers == 2  # from CONFIG
     assert cfg.model.hidden_size == 96  # CONFIG < MODEL_ARGS < EXTRA_ARGS
     assert cfg.align.steps == 7
@@ -149,7 +150,8 @@ def test_dry_run_cpu_defaults_leave_unset_settings_to_the_config():
     assert _option(torchrun, "--master-addr") == "localhost"
     trainer = _after(cmd, ["-m", "megatron_prealign.pretrain"])
     assert _option(trainer, "--distributed-backend") == "gloo"
-    for absent in ("--config", "--lexicon", "--tensor-model-parallel-size", "--pipeline-model-parallel-size"):
+    for absent in ("--config", "--lexicon", "--tensor-model-parallel-size", "--pipeline-model-parallel-size",
+                   "--sequence-parallel"):
         assert absent not in trainer
     assert _option(trainer, "--save") == "checkpoints/prealign-pretrain"
     cmd = _command("pretrain.sbatch", {**env, "NPROC_PER_NODE": "3"})
@@ -178,10 +180,14 @@ def test_dry_run_selects_the_deepspeed_backend(script):
     env = {"SLURM_GPUS_ON_NODE": "8", "DATA_PATH": "/d/a", "TOKENIZER_MODEL": "/t/tok.model", "LEXICON": "/t/x.lex",
            "CONFIG": str(REPO / "examples" / "configs" / "gpt_1b.yaml"), "DEEPSPEED_CONFIG": ds}
     trainer = _after(_command(script, env), ["-m", "megatron_prealign.pretrain"])
-    cfg, _ = parse_args(trainer)  # CONFIG's distributed optimizer is turned off for ZeRO
+    cfg, _ = parse_args(trainer)  # CONFIG's distributed optimizer and its overlap are turned off for ZeRO
     assert cfg.deepspeed.config == ds and not cfg.optim.use_distributed_optimizer
+    assert not (cfg.optim.overlap_grad_reduce or cfg.optim.overlap_param_gather)
+    cfg, _ = parse_args(_after(_command(script, {**env, "TP": "2"}), ["-m", "megatron_prealign.pretrain"]))
+    assert not cfg.parallel.sequence_parallel  # refused by the DeepSpeed backend, so not added
     cfg, _ = parse_args(_after(_command(script, {**env, "DEEPSPEED_CONFIG": ""}), ["-m", "megatron_prealign.pretrain"]))
     assert cfg.deepspeed.config is None
+    assert cfg.optim.overlap_grad_reduce and cfg.optim.overlap_param_gather  # gpt_1b.yaml's
 
 
 @pytest.mark.parametrize("script", ["pretrain.sbatch", "pretrain_srun.sbatch"])

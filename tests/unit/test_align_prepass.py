@@ -29,6 +29,9 @@ def _reference_step_loss(module, lexicon, pools, cfg, slots):
     import torch
     import torch.nn.functional as F
 
+    from megatron_prealign.platform import compute_device
+
+    device = compute_device()
     num_layers = module.config.num_layers
     captured = {}
     handles = [module.embedding.register_forward_hook(lambda m, a, out: captured.__setitem__(0, out))]
@@ -42,10 +45,10 @@ def _reference_step_loss(module, lexicon, pools, cfg, slots):
         for pool in pools:
             reps = {slot: [] for slot in range(num_layers + 2)}
             for entry in pool:
-                word = torch.tensor(lexicon.entry_tokens(int(entry)), dtype=torch.int64)
+                word = torch.tensor(lexicon.entry_tokens(int(entry)), dtype=torch.int64, device=device)
                 n = len(word)
-                labels = torch.cat([word[1:], torch.zeros(1, dtype=torch.int64)])
-                token_losses = module(word[None], torch.arange(n)[None], None, labels=labels[None])  # [1, n]
+                labels = torch.cat([word[1:], torch.zeros(1, dtype=torch.int64, device=device)])
+                token_losses = module(word[None], torch.arange(n, device=device)[None], None, labels=labels[None])
                 lm_sum = lm_sum + token_losses[0, : n - 1].sum()
                 lm_tokens += n - 1
                 for slot in range(num_layers + 1):
@@ -95,6 +98,7 @@ def _single_process(rank, world_size, workdir):
     from megatron_prealign.distributed import destroy_distributed, init_distributed
     from megatron_prealign.parallel import ParallelConfig
     from megatron_prealign.model import ModelConfig, build_model
+    from megatron_prealign.platform import compute_device
     from megatron_prealign.training.ddp import wrap_ddp
 
     parallel = ParallelConfig()
@@ -110,7 +114,8 @@ def _single_process(rank, world_size, workdir):
     cfg = AlignConfig(pairs_per_batch=8, num_microbatches=2, collapse_weight=0.7, align_weight=0.5)
     train_ids, _ = split_entries(lexicon, 0.2, cfg.seed)
     pairs = WordPairSampler(lexicon, train_ids, pairs_per_batch=8, seed=cfg.seed, max_word_tokens=3).global_pairs(0)
-    microbatches = build_microbatches(lexicon, pairs, dp_rank=0, dp_size=1, num_microbatches=2, pad_id=0)
+    microbatches = [mb.to(compute_device())  # the model's device (CUDA on a GPU machine)
+                    for mb in build_microbatches(lexicon, pairs, dp_rank=0, dp_size=1, num_microbatches=2, pad_id=0)]
     slots = cfg.layer_slots(2)
 
     def objective_grads(step_cfg):

@@ -2,6 +2,8 @@
 as a module and inside a whole GPTModel."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -112,6 +114,11 @@ def test_attention_backend_flag():
     assert resolve_attention_backend(ModelConfig()) == ("sdpa" if torch.cuda.is_available() else "local")
     with pytest.raises(ValueError, match="TransformerEngine kernel.*sdpa"):
         ModelConfig(attention_backend="flash")
+    with pytest.raises(ValueError, match="--attention-backend te needs --transformer-impl"):
+        ModelConfig(attention_backend="te", transformer_impl="local")
+    if not importlib.util.find_spec("transformer_engine") or not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--attention-backend te needs TransformerEngine.*sdpa"):
+            resolve_attention_backend(ModelConfig(attention_backend="te"))
     with pytest.raises(ValueError, match="--recompute-granularity full needs --recompute-method"):
         ModelConfig(recompute_granularity="full")
     with pytest.raises(ValueError, match="only to --recompute-granularity full"):

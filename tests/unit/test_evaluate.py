@@ -48,6 +48,7 @@ def _model(pgs, seed=0):
 
 def test_continuation_logprobs_match_logits(pgs):
     from megatron_prealign.evaluate.scoring import continuation_logprobs
+    from megatron_prealign.platform import compute_device
 
     model, _ = _model(pgs)
     model.eval()
@@ -55,10 +56,11 @@ def test_continuation_logprobs_match_logits(pgs):
     items = [(rng.integers(0, VOCAB_SIZE, size=int(rng.integers(1, 9))).tolist(),
               rng.integers(0, VOCAB_SIZE, size=int(rng.integers(1, 4))).tolist()) for _ in range(11)]
     got = continuation_logprobs(model, items, batch_size=4)
+    device = compute_device()
     with torch.no_grad():
         for (prompt, continuation), value in zip(items, got):
-            ids = torch.tensor([prompt + continuation])
-            logits = model(ids, torch.arange(ids.shape[1]).unsqueeze(0), None)  # [1, s, V]
+            ids = torch.tensor([prompt + continuation], device=device)
+            logits = model(ids, torch.arange(ids.shape[1], device=device).unsqueeze(0), None)  # [1, s, V]
             logp = torch.log_softmax(logits.double(), dim=-1)[0]
             expected = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(continuation))
             assert value == pytest.approx(expected, abs=1e-4)

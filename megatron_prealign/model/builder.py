@@ -39,6 +39,8 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig) -> Transforme
         tensor_model_parallel_size=parallel.tensor_model_parallel_size,
         pipeline_model_parallel_size=parallel.pipeline_model_parallel_size,
         virtual_pipeline_model_parallel_size=parallel.virtual_pipeline_size(cfg.num_layers),
+        # Interleaving overlaps its p2p instead of batching it, as Megatron-LM's defaults do
+        # (batched isend/irecv under the interleaved schedule gave wrong losses on gloo).
         overlap_p2p_comm=parallel.virtual_pipeline_size(cfg.num_layers) is not None,
         batch_p2p_comm=parallel.virtual_pipeline_size(cfg.num_layers) is None,
         sequence_parallel=parallel.sequence_parallel,

@@ -4,7 +4,7 @@
         [--measure-steps 6] [--threads 1] [--json out.json]
 
 Two configurations:
-  demo  the English-Clone demo (DESIGN.md §5): GPT 4 layers, d=160, context 128, vocab 8000,
+  demo  the English-Clone demo (docs/DESIGN.md §5): GPT 4 layers, d=160, context 128, vocab 8000,
         ~1.64M pretraining tokens; pre-pass 200 steps x 256 pairs.
   1b    a 1B-class Llama (22 layers, d=2048, 32 heads / 4 KV groups, SwiGLU 5632, vocab 32000,
         context 2048) pretrained Chinchilla-style on 20 tokens per parameter; the authors'

@@ -288,7 +288,7 @@ def build_microbatches(lexicon: Lexicon, pairs: np.ndarray, *, dp_rank: int, dp_
 
 def clone_lexicon(num_words: int, base_vocab: int, *, num_clones: int = 1, max_word_tokens: int = 3,
                   first_token: int = 4, seed: int = 0) -> Lexicon:
-    """A synthetic lexicon in the style of the English-Clone benchmark (DESIGN.md §5), for tests,
+    """A synthetic lexicon in the style of the English-Clone benchmark (docs/DESIGN.md §5), for tests,
     smoke runs and benchmarks without a tokenizer or dictionary files.
 
     `num_words` distinct random words of 1..`max_word_tokens` base tokens (ids `first_token` ..

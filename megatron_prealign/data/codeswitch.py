@@ -1,4 +1,4 @@
-"""Input-only code-switching of one pretraining sample (PreAlign stage 2, DESIGN.md §1).
+"""Input-only code-switching of one pretraining sample (PreAlign stage 2, docs/DESIGN.md §1).
 
 Vocabulary used here and in the rest of ``megatron_prealign.data``:
 

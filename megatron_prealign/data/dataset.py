@@ -136,7 +136,7 @@ class CodeSwitchGPTDatasetConfig(GPTDatasetConfig):
 
 
 class CodeSwitchGPTDataset(GPTDataset):
-    """GPTDataset whose samples are input-only code-switched (DESIGN.md §1, stage 2).
+    """GPTDataset whose samples are input-only code-switched (docs/DESIGN.md §1, stage 2).
 
     ``__getitem__`` returns GPTDataset's keys (``tokens``, ``labels``, ``loss_mask``,
     ``position_ids`` and, when ``create_attention_mask``, ``attention_mask``) with the same

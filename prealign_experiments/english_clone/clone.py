@@ -1,4 +1,4 @@
-"""The English-Clone language (DESIGN.md §5) as an ordinary SentencePiece model.
+"""The English-Clone language (docs/DESIGN.md §5) as an ordinary SentencePiece model.
 
 Every English token id ``i`` (vocabulary ``V``) gets a twin ``i + V``: the clone has English's
 grammar and statistics but shares no token with it. So that the whole library (preprocessing,

@@ -1,4 +1,4 @@
-"""The English-Clone setting (DESIGN.md §5): the source files of the controlled experiment,
+"""The English-Clone setting (docs/DESIGN.md §5): the source files of the controlled experiment,
 and the whole build.
 
     python -m prealign_experiments.english_clone.setting --output-dir runs/demo/setting \

@@ -1,4 +1,4 @@
-"""A real, private Slurm cluster on this machine, for tier-4 tests (see DESIGN.md §6).
+"""A real, private Slurm cluster on this machine, for tier-4 tests (see docs/DESIGN.md §6).
 
 ``LocalSlurmCluster`` installs Debian's ``munge slurmctld slurmd slurm-client`` when they are
 missing, then starts one ``munged``, one ``slurmctld`` and one ``slurmd`` per emulated node, all

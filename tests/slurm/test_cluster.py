@@ -1,6 +1,6 @@
 """Tier 4 (real services): a real Slurm cluster on this machine runs real sbatch jobs.
 
-These pin the Slurm behaviour the trainer's launch scripts rely on (DESIGN.md §6):
+These pin the Slurm behaviour the trainer's launch scripts rely on (docs/DESIGN.md §6):
 ``srun`` task ids, multi-node environment and rendezvous on the first host of the node list,
 signal delivery to a batch script that traps SIGTERM (preemption save), requeue with
 ``SLURM_RESTART_COUNT``, and a teardown that leaves none of our processes behind.

@@ -1,6 +1,6 @@
 """Tier 1 (pure functions, milliseconds): input-only code-switching label semantics.
 
-Hand-made examples pin the targets of DESIGN.md §1 stage 2; hypothesis checks the compiled
+Hand-made examples pin the targets of docs/DESIGN.md §1 stage 2; hypothesis checks the compiled
 switch (``_C.CodeSwitcher``) against the plain-Python oracle ``reference_codeswitch``
 (tests/_codeswitch_reference.py); the hash is pinned to known splitmix64 values, and the
 compiled decisions' switch rate checked statistically.

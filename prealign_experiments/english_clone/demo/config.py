@@ -9,13 +9,13 @@ Every run has two phases, both through the trainer (`megatron_prealign.pretrain.
    the transfer skill at high weight, mixed with the same English and clone text; code-switching
    arms keep switching. Facts spread thinly over pretraining were not learned even in English by
    the 4-layer model (250 exposures each at 7% of the tokens: chance accuracy), while a short
-   dense phase teaches them (DESIGN.md §5 suggested an English-only fact phase).
+   dense phase teaches them.
 
 Perplexity and the alignment gap are measured at the end of phase 1 (the pretraining comparison);
 knowledge and transfer at the end of phase 2.
 
-Budget rule (DESIGN.md §5: the pre-pass feeds the model extra tokens, so "identical token
-budgets" must count them): every arm processes the same number of tokens. An arm with the
+Budget rule (docs/DESIGN.md §5: the pre-pass feeds the model extra tokens, so equal token
+budgets count them): every arm processes the same number of tokens. An arm with the
 alignment pre-pass spends ``align_steps x 2 x align_pairs x (mean dictionary-word length)``
 tokens there and ``train_iters`` iterations of phase 1; an arm without it runs phase 1 for
 ``train_iters + extra`` iterations, ``extra`` being the pre-pass tokens in whole iterations.
@@ -56,7 +56,7 @@ class DemoConfig:
     """Arms to run, from joint, prepass, codeswitch, prealign (--arms)."""
     seeds: tuple[int, ...] = (1234,)
     """One run per arm per seed (--seeds)."""
-    # model (DESIGN.md §5 trial: 4 layers, d=160, context 128, untied)
+    # model (docs/DESIGN.md §5 trial: 4 layers, d=160, context 128, untied)
     num_layers: int = 4
     """Transformer layers (--num-layers)."""
     hidden_size: int = 160

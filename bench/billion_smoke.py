@@ -106,6 +106,7 @@ def _descendants(root: int) -> list[int]:
 
 def train_flags(args, work: Path) -> list[str]:
     flags = ["--config", "examples/configs/gpt_1b.yaml", "--no-bf16", "--no-use-distributed-optimizer",
+             "--no-overlap-param-gather",
              "--tensor-model-parallel-size", "2", "--seq-length", str(args.seq_length),
              "--max-position-embeddings", str(args.seq_length), "--micro-batch-size", "1", "--global-batch-size", "1",
              "--lr-warmup-iters", "1", "--log-interval", "1", "--eval-iters", "1", "--split", "99,1,0",

@@ -248,13 +248,39 @@ def _fork_writer_results_queue() -> None:
     """megatron-core's checkpoint writers report through a queue served by a `spawn`ed Manager
     process, created on first save. A spawned process starts with a clean signal mask, so Slurm's
     SIGTERM to the whole job step kills it mid-save. Serve that queue from a forked Manager
-    instead (created here, inside `deferred_preemption_signals`), which inherits the blocked mask."""
+    instead (created inside `deferred_preemption_signals`, so it inherits the blocked mask).
+
+    Call it early (`start_checkpoint_writer_queue`): a fork keeps every page the parent had at
+    that moment alive for as long as the parent changes them, so forking a trainer that holds a
+    model and an optimizer doubles its memory. And the Manager must not outlive its trainer: it
+    asks the kernel to kill it when the parent dies (SIGKILL included)."""
     import multiprocessing
+    from multiprocessing.managers import SyncManager
 
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
     if getattr(filesystem_async, "_results_queue", None) is None:
-        filesystem_async._results_queue = multiprocessing.get_context("fork").Manager().Queue()
+        manager = SyncManager(ctx=multiprocessing.get_context("fork"))
+        manager.start(initializer=_die_with_parent)
+        filesystem_async._results_queue = manager.Queue()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the Manager is still ended at normal exit
+        pass
+
+
+def start_checkpoint_writer_queue() -> None:
+    """Fork the checkpoint writers' Manager now, while this process is small (before the model
+    is built); a later save reuses it."""
+    with deferred_preemption_signals():
+        _fork_writer_results_queue()
 
 
 def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler=None,

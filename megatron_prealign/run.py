@@ -24,7 +24,7 @@ import torch.distributed as dist
 from megatron_prealign.align import AlignReport, alignment_gap, evaluation_pairs, gap_words, run_align_prepass, \
     split_entries, write_gap_plot
 from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, load_scheduler_state, \
-    new_async_queue, read_checkpoint_state, save_checkpoint
+    new_async_queue, read_checkpoint_state, save_checkpoint, start_checkpoint_writer_queue
 from megatron_prealign.config import RunConfig
 from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 from megatron_prealign.log import get_logger, log_rank0
@@ -73,6 +73,8 @@ class Run:
             from megatron_prealign.deepspeed import DeepSpeedStages
 
             self.deepspeed = DeepSpeedStages(cfg, pg_collection, global_batch_size=self.global_batch_size)
+        if cfg.training.save:
+            start_checkpoint_writer_queue()  # forked before the model exists (see its docstring)
         module = build_model(self.model_cfg, cfg.parallel, pg_collection)
         # DeepSpeed: the bare module, wrapped by each stage's engine once its weights are loaded.
         optim = cfg.optim

@@ -112,7 +112,10 @@ def train_flags(args, work: Path) -> list[str]:
              "--lr-warmup-iters", "1", "--log-interval", "1", "--eval-iters", "1", "--split", "99,1,0",
              "--save-interval", "1000", "--align-steps", "2", "--align-pairs-per-batch", "16",
              "--align-eval-max-words", "64", "--align-log-interval", "1", "--codeswitch-ratio", "0.05",
-             "--num-workers", "1", "--data-path", str(work / "data" / "sotu_text_document"),
+             # Samples are read in the trainer: a DataLoader worker forked from a trainer holding the
+             # model in host memory keeps a copy-on-write image of it, and every optimizer step
+             # then duplicates the pages it writes (the 1.2B run was OOM-killed that way).
+             "--num-workers", "0", "--data-path", str(work / "data" / "sotu_text_document"),
              "--tokenizer-model", str(args.tokenizer_model), "--lexicon", str(work / "en_de.lex"),
              "--save", str(work / "ckpt"), "--metrics-log", str(work / "metrics.jsonl")]
     if args.num_layers:

@@ -100,6 +100,13 @@ def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def holds_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a checkpoint root with a tracker or a checkpoint directory itself
+    (broken or not: reading it says what is wrong)."""
+    path = Path(path)
+    return (path / TRACKER_FILE).is_file() or (path / STATE_FILE).is_file()
+
+
 def read_checkpoint_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """Return (checkpoint dir, its prealign_state.json) without touching tensors or groups."""
     ckpt = resolve_checkpoint_dir(path)

@@ -51,6 +51,45 @@ ALIASES: dict[str, tuple[str, Any]] = {
     "--disable-bias-linear": ("add_bias_linear", False),
 }
 
+# Megatron-LM flags that ask for what is always so here: accepted, and nothing to do.
+ACCEPTED_NO_OPS: dict[str, str] = {
+    "--use-mcore-models": "the model is always megatron-core's GPTModel",
+    "--group-query-attention": "grouped-query attention is on whenever --num-query-groups is below "
+                               "--num-attention-heads",
+    "--no-masked-softmax-fusion": "fused softmax is used only when its kernels are importable",
+    "--no-gradient-accumulation-fusion": "gradient-accumulation fusion is used only when its kernel is importable",
+}
+
+# Megatron-LM flags this project does not implement, refused by name with the reason (and listed
+# in docs/DESIGN.md), never with argparse's "unrecognized arguments".
+UNSUPPORTED: dict[str, str] = {
+    "--num-experts": "mixture-of-experts layers are not part of the PreAlign model provider (dense GPT only)",
+    "--expert-model-parallel-size": "mixture-of-experts layers are not part of the PreAlign model provider",
+    "--moe-router-topk": "mixture-of-experts layers are not part of the PreAlign model provider",
+    "--fp8-format": "FP8 training needs TransformerEngine recipes, which are not wired in (bf16/fp16 only)",
+    "--fp8": "FP8 training needs TransformerEngine recipes, which are not wired in (bf16/fp16 only)",
+    "--tp-comm-overlap": "TP communication overlap needs TransformerEngine's userbuffers, which are not wired in",
+    "--use-torch-fsdp2": "FSDP is not a backend here: use --use-distributed-optimizer, or --deepspeed-config "
+                         "with ZeRO-3",
+    "--use-megatron-fsdp": "FSDP is not a backend here: use --use-distributed-optimizer, or --deepspeed-config "
+                           "with ZeRO-3",
+    "--decoder-first-pipeline-num-layers": "uneven pipeline stages are not supported: --num-layers must divide "
+                                           "evenly over --pipeline-model-parallel-size",
+    "--decoder-last-pipeline-num-layers": "uneven pipeline stages are not supported: --num-layers must divide "
+                                          "evenly over --pipeline-model-parallel-size",
+    "--mock-data": "training needs a preprocessed dataset (tools/preprocess_data.py; a tiny one takes seconds)",
+    "--vocab-file": "GPT-2 style vocab/merges files are read through their tokenizer.json: "
+                    "--tokenizer-type HuggingFaceTokenizer --tokenizer-model DIR",
+    "--merge-file": "GPT-2 style vocab/merges files are read through their tokenizer.json: "
+                    "--tokenizer-type HuggingFaceTokenizer --tokenizer-model DIR",
+    "--use-flash-attn": "use --attention-backend sdpa (FlashAttention kernels through torch) or te",
+}
+
+
+class _Refused(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not supported: {UNSUPPORTED[option_string]}")
+
 
 def _key(prefix: str, name: str) -> str:
     return name if name.startswith(prefix) else prefix + name
@@ -266,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, (key, value) in ALIASES.items():
         parser.add_argument(flag, dest=key, action="store_const", const=value,
                             help=f"Megatron-LM spelling of --{key.replace('_', '-')}={value}")
+    compat = parser.add_argument_group("Megatron-LM flags accepted with nothing to do, and refused ones")
+    for flag, why in ACCEPTED_NO_OPS.items():
+        compat.add_argument(flag, dest="accepted_no_op", action="store_true", help=f"accepted: {why}")
+    for flag in UNSUPPORTED:
+        compat.add_argument(flag, nargs="*", action=_Refused, help=argparse.SUPPRESS)
     return parser
 
 
@@ -310,7 +354,7 @@ def from_flat(values: dict[str, Any]) -> RunConfig:
     return RunConfig(**{name: SECTIONS[name][0](**kw) for name, kw in sections.items()}).validate()
 
 
-_NOT_CONFIG = ("help", "config", "dry_run", "plan", "local_rank")
+_NOT_CONFIG = ("help", "config", "dry_run", "plan", "local_rank", "accepted_no_op")
 
 
 def parse_flat(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:

@@ -30,6 +30,9 @@ class OptimConfig:
     """Linear warmup in samples, for runs sized by --train-samples (--lr-warmup-samples)."""
     lr_decay_samples: int | None = None
     """Samples over which to decay; None = --train-samples (--lr-decay-samples)."""
+    lr_warmup_fraction: float | None = None
+    """Warmup as a fraction of the decay length, instead of --lr-warmup-iters/-samples
+    (--lr-warmup-fraction)."""
     weight_decay: float = 0.1
     """Decoupled weight decay (--weight-decay)."""
     adam_beta1: float = 0.9
@@ -65,6 +68,12 @@ class OptimConfig:
             raise ValueError("--lr-warmup-samples must be >= 0")
         if self.clip_grad < 0:
             raise ValueError("--clip-grad must be >= 0")
+        if self.lr_warmup_fraction is not None:
+            if not 0 <= self.lr_warmup_fraction < 1:
+                raise ValueError(f"--lr-warmup-fraction must be in [0, 1), got {self.lr_warmup_fraction}")
+            if self.lr_warmup_iters or self.lr_warmup_samples:
+                raise ValueError("--lr-warmup-fraction and --lr-warmup-iters/--lr-warmup-samples are alternatives: "
+                                 "give the warmup one way")
         if self.overlap_param_gather and not self.use_distributed_optimizer:
             raise ValueError("--overlap-param-gather needs --use-distributed-optimizer (it overlaps the "
                              "distributed optimizer's parameter all-gather)")
@@ -109,13 +118,11 @@ def param_groups(cfg: OptimConfig, model_chunks: list) -> list[dict]:
     return _get_param_groups(model_chunks, _mcore_config(cfg), None)
 
 
-def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int,
-                    train_samples: int | None = None):
-    """Megatron's OptimizerParamScheduler counted in samples: warmup and decay given in
-    iterations (x global batch) for an iteration-based run, or in samples for a sample-based one
-    (`train_samples`, --train-samples)."""
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-
+def lr_schedule_lengths(cfg: OptimConfig, *, train_iters: int, global_batch_size: int,
+                        train_samples: int | None = None) -> tuple[int, int]:
+    """(warmup, decay) in samples: given in iterations (x global batch) for an iteration-based
+    run, in samples for a sample-based one (--train-samples), or the warmup as a fraction of the
+    decay (--lr-warmup-fraction). A warmup as long as the decay is an error."""
     if train_samples is not None:
         warmup = cfg.lr_warmup_samples
         decay = cfg.lr_decay_samples or train_samples
@@ -128,6 +135,18 @@ def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_bat
             raise ValueError(f"--lr-warmup-iters {cfg.lr_warmup_iters} must be smaller than the decay length "
                              f"{decay_iters} (--lr-decay-iters or --train-iters)")
         warmup, decay = cfg.lr_warmup_iters * global_batch_size, decay_iters * global_batch_size
+    if cfg.lr_warmup_fraction is not None:
+        warmup = int(cfg.lr_warmup_fraction * decay)
+    return warmup, decay
+
+
+def build_scheduler(cfg: OptimConfig, optimizer, *, train_iters: int, global_batch_size: int,
+                    train_samples: int | None = None):
+    """Megatron's OptimizerParamScheduler counted in samples (`lr_schedule_lengths`)."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    warmup, decay = lr_schedule_lengths(cfg, train_iters=train_iters, global_batch_size=global_batch_size,
+                                        train_samples=train_samples)
     # megatron-core needs decay > warmup >= 0 even for a run with no steps (e.g. --train-iters 0
     # to write an initial checkpoint).
     decay = max(decay, warmup + 1)

@@ -18,7 +18,8 @@ quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 from megatron_prealign.config import RunConfig, check_runtime_support, parse_args  # noqa: E402
 from megatron_prealign.distributed import destroy_distributed, init_distributed  # noqa: E402
 from megatron_prealign.platform import activate_cpu_compat  # noqa: E402
-from megatron_prealign.run import Run  # noqa: E402
+from megatron_prealign.checkpointing import CheckpointError  # noqa: E402
+from megatron_prealign.run import Run, resolve_dry_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         print(plan_from_flat(parse_flat(argv)[0], world_size=int(os.environ.get("WORLD_SIZE", "1"))).render(), end="")
         return 0
     if args.dry_run:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        import os
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        try:
+            resolved = resolve_dry_run(cfg, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        except (OSError, ValueError, CheckpointError) as exc:  # what the run would stop on, as it would say it
+            print(f"python -m megatron_prealign.pretrain: error: {exc}", file=sys.stderr)
+            return 2
+        print(yaml.safe_dump({"resolved": resolved}, sort_keys=False), end="")
         return 0
     run(cfg)
     return 0

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from megatron_prealign.align import AlignReport, alignment_gap, evaluation_pairs, gap_words, run_align_prepass, \
     split_entries, write_gap_plot
 from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, load_scheduler_state, \
-    new_async_queue, read_checkpoint_state, save_checkpoint, start_checkpoint_writer_queue
+    holds_checkpoint, new_async_queue, read_checkpoint_state, save_checkpoint, start_checkpoint_writer_queue
 from megatron_prealign.config import RunConfig
 from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 from megatron_prealign.log import get_logger, log_rank0
@@ -32,7 +32,7 @@ from megatron_prealign.model import ModelConfig, build_model
 from megatron_prealign.optim import MegatronBackend, TrainingBackend
 from megatron_prealign.schedule import model_chunks
 from megatron_prealign.training.batches import BatchSchedule
-from megatron_prealign.training.data import build_datasets
+from megatron_prealign.training.data import build_datasets, check_prefixes_exist
 from megatron_prealign.training.ddp import wrap_ddp
 from megatron_prealign.training.loop import MetricsWriter, Trainer, TrainState, train_state_from_checkpoint
 
@@ -209,16 +209,24 @@ class Run:
                 for chunk in chunks:
                     chunk.enable_forward_pre_hook()
 
+    def _start_point(self) -> tuple[str | None, bool]:
+        """(checkpoint this run starts from, whether it is --load's). Megatron-LM's rule: --load
+        when it holds a checkpoint, else --pretrained-checkpoint; an empty --load root alone is
+        the first start of a requeueable job."""
+        training = self.cfg.training
+        if training.load and (holds_checkpoint(training.load) or not training.pretrained_checkpoint):
+            return training.load, True
+        return training.pretrained_checkpoint, False
+
     def _start_checkpoint_meta(self) -> dict[str, Any] | None:
         """prealign_state.json of the checkpoint this run starts from (None when there is none yet)."""
-        training = self.cfg.training
-        path = training.load or training.pretrained_checkpoint
+        path, is_load = self._start_point()
         if not path:
             return None
         try:
             return read_checkpoint_state(path)[1]
         except CheckpointError:
-            if training.pretrained_checkpoint:
+            if not is_load:
                 raise
             return None  # an empty --load root: first start of a requeueable job
 
@@ -233,21 +241,24 @@ class Run:
         a requeueable job).
         """
         training = self.cfg.training
-        path = training.load or training.pretrained_checkpoint
+        path, is_load = self._start_point()
         if not path:
             return TrainState()
         try:
             _, meta = read_checkpoint_state(path)
         except CheckpointError:
-            if training.load and not training.pretrained_checkpoint:
+            if is_load:
                 log_rank0(logger, "--load %s holds no checkpoint yet: starting from scratch", path)
                 return TrainState()
             raise
+        if training.load and not is_load:
+            log_rank0(logger, "--load %s holds no checkpoint yet: starting from --pretrained-checkpoint %s",
+                      training.load, path)
         check_compatible(path, meta, self.model_cfg, self.identity, training.override_checkpoint_mismatch)
-        if training.load and meta.get("has_optimizer", False):
+        if is_load and meta.get("has_optimizer", False):
             return self._resume(path, meta)
         load_checkpoint(path, model=self.model, pg_collection=self.pgs)
-        if training.load and meta.get("iteration") == 0:
+        if is_load and meta.get("iteration") == 0:
             # Our own checkpoint from before the first pretraining step (e.g. --align-only):
             # resume it, so a finished pre-pass is not run again.
             return TrainState(align_finished=bool(meta.get("align_finished")))
@@ -360,3 +371,85 @@ def check_compatible(path: str, meta: dict[str, Any], model_cfg: ModelConfig, id
             if not override:
                 raise CheckpointError(message)
             log_rank0(logger, "WARNING: %s", message)
+
+
+def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
+    """What `--dry-run` prints: everything the run resolves before its first step without a
+    GPU or process groups, and the same errors the run would stop on (tokenizer, lexicon and
+    checkpoint identity, data files, learning-rate schedule, layout)."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_prealign.data.sidecar import CodeSwitchSidecar
+    from megatron_prealign.optim import lr_schedule_lengths
+
+    data, training, parallel = cfg.data, cfg.training, cfg.parallel
+    model_parallel = parallel.tensor_model_parallel_size * parallel.pipeline_model_parallel_size
+    if world_size % model_parallel:
+        raise ValueError(f"WORLD_SIZE {world_size} is not divisible by TP x PP = {model_parallel}")
+    dp = world_size // model_parallel
+    tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
+    lexicon = load_lexicon(data.lexicon, tokenizer) if data.lexicon else None
+    start = None
+    for path in (training.load, training.pretrained_checkpoint):
+        if path and holds_checkpoint(path):
+            start = read_checkpoint_state(path)[1]
+            break
+    model = resolve_model_config(cfg, tokenizer, start)
+    if start is not None:
+        check_compatible(training.load or training.pretrained_checkpoint, start, model,
+                         {"lexicon_sha256": lexicon.sha256 if lexicon is not None else None,
+                          "tokenizer_fingerprint": getattr(tokenizer, "fingerprint", None)},
+                         training.override_checkpoint_mismatch)
+
+    datasets = []
+    if not training.align_only:
+        per_split = data.blend_per_split()
+        blends = per_split if per_split else [data.blend()]
+        for split, blend in zip(("train", "valid", "test") if per_split else ("all",), blends):
+            if blend is None:
+                continue
+            prefixes, weights = blend
+            for i, prefix in enumerate(prefixes):
+                check_prefixes_exist([prefix])
+                tokens = IndexedDataset(prefix)
+                row = {"prefix": prefix, "split": split, "weight": weights[i] if weights else 1.0,
+                       "documents": int(len(tokens.document_indices) - 1),
+                       "tokens": int(tokens.sequence_lengths.sum(dtype="int64"))}
+                if tokenizer is not None and row["tokens"]:
+                    top = int(max(tokens[d].max() for d in range(min(len(tokens), 64))))
+                    if top >= model.vocab_size:
+                        raise ValueError(f"--data-path {prefix}: token id {top} is outside the tokenizer's "
+                                         f"{model.vocab_size} ids: the dataset was made with another tokenizer")
+                if data.codeswitch_ratio > 0:
+                    CodeSwitchSidecar(prefix).check_matches(tokens, lexicon_sha256=lexicon.sha256)
+                datasets.append(row)
+
+    batches = BatchSchedule(training, dp)
+    warmup, decay = lr_schedule_lengths(cfg.optim, train_iters=batches.total_iterations,
+                                        global_batch_size=batches.final, train_samples=training.train_samples)
+    samples = batches.total_samples
+    out: dict[str, Any] = {
+        "tokenizer": {"type": data.tokenizer_type, "model": data.tokenizer_model,
+                      "vocab_size": model.vocab_size, "padded_vocab_size": model.padded_vocab_size(
+                          parallel.tensor_model_parallel_size)},
+        "layout": {"world_size": world_size, "tensor_parallel": parallel.tensor_model_parallel_size,
+                   "pipeline_parallel": parallel.pipeline_model_parallel_size, "data_parallel": dp,
+                   "virtual_stages": parallel.virtual_pipeline_size(model.num_layers),
+                   "sequence_parallel": parallel.sequence_parallel},
+        "schedule": {"iterations": batches.total_iterations, "samples": samples,
+                     "tokens": samples * model.seq_length, "global_batch_size": batches.final,
+                     "lr_warmup_samples": warmup, "lr_decay_samples": decay},
+        "start": {"checkpoint": (training.load if start and training.load and holds_checkpoint(training.load)
+                                 else training.pretrained_checkpoint) if start else None,
+                  "iteration": (start or {}).get("iteration")},
+    }
+    if datasets:
+        total_tokens = sum(row["tokens"] for row in datasets if row["split"] in ("all", "train"))
+        out["data"] = datasets
+        if total_tokens:
+            out["schedule"]["epochs_of_the_data"] = round(samples * model.seq_length / total_tokens, 3)
+    if cfg.align.steps:
+        out["prepass"] = {"steps": cfg.align.steps, "pairs_per_step": cfg.align.pairs_per_batch,
+                          "lexicon_entries": lexicon.num_entries if lexicon is not None else None,
+                          "finished_in_checkpoint": bool((start or {}).get("align_finished"))}
+    return out

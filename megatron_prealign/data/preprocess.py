@@ -43,7 +43,7 @@ from tqdm import tqdm
 from megatron_prealign.data.sidecar import SidecarWriter, append_documents, sidecar_prefix
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon.lexicon import load_lexicon
-from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPES, build_tokenizer
+from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type
 from megatron_prealign.log import get_logger
 
 __all__ = ["INPUT_FORMATS", "PreprocessConfig", "PreprocessSummary", "check_inputs", "preprocess"]
@@ -69,7 +69,8 @@ class PreprocessConfig:
     output_prefix: str
     """Outputs are <output_prefix>_<key>_document.{bin,idx} [+ _codeswitch.{bin,idx,json}] (--output-prefix)."""
     tokenizer_type: str
-    """One of TOKENIZER_TYPES (--tokenizer-type)."""
+    """SentencePieceTokenizer or HuggingFaceTokenizer; Megatron-LM's GPTSentencePieceTokenizer and
+    Llama2Tokenizer name the first (--tokenizer-type)."""
     tokenizer_model: str
     """SentencePiece .model, or tokenizer.json / directory (--tokenizer-model)."""
     json_keys: tuple[str, ...] = ("text",)
@@ -98,8 +99,7 @@ class PreprocessConfig:
             raise ValueError(f"--json-keys has duplicates: {list(self.json_keys)}")
         if self.input_format not in INPUT_FORMATS:
             raise ValueError(f"--input-format must be one of {', '.join(INPUT_FORMATS)}, got {self.input_format!r}")
-        if self.tokenizer_type not in TOKENIZER_TYPES:
-            raise ValueError(f"--tokenizer-type must be one of {', '.join(TOKENIZER_TYPES)}, got {self.tokenizer_type!r}")
+        object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(self.tokenizer_type))
 
 
 def check_inputs(cfg: PreprocessConfig) -> PreprocessConfig:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from megatron_prealign.lexicon.dictionary import FORMATS, read_dictionary
 from megatron_prealign.lexicon.lexicon import MODES, Lexicon, compile_lexicon
-from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPES, build_tokenizer
+from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type
 from megatron_prealign.log import get_logger
 
 __all__ = ["BuildLexiconConfig", "build_lexicon", "format_summary"]
@@ -31,7 +31,8 @@ class BuildLexiconConfig:
     dictionary: str
     """Dictionary file: MUSE pairs, TSV, JSONL or trans (--dictionary)."""
     tokenizer_type: str
-    """One of TOKENIZER_TYPES (--tokenizer-type)."""
+    """SentencePieceTokenizer or HuggingFaceTokenizer; Megatron-LM's GPTSentencePieceTokenizer and
+    Llama2Tokenizer name the first (--tokenizer-type)."""
     tokenizer_model: str
     """.model file, tokenizer.json or Hugging Face directory (--tokenizer-model)."""
     output: str
@@ -50,8 +51,7 @@ class BuildLexiconConfig:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.tokenizer_type not in TOKENIZER_TYPES:
-            raise ValueError(f"--tokenizer-type must be one of {', '.join(TOKENIZER_TYPES)}, got {self.tokenizer_type!r}")
+        object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(self.tokenizer_type))
 
 
 def build_lexicon(cfg: BuildLexiconConfig) -> Lexicon:

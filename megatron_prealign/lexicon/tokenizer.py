@@ -33,6 +33,7 @@ __all__ = [
     "CONTINUATION",
     "OTHER",
     "TOKENIZER_TYPES",
+    "canonical_tokenizer_type",
     "WORD_START",
     "HuggingFaceTokenizer",
     "SentencePieceTokenizer",
@@ -52,6 +53,20 @@ CONTINUATION = 2
 """A word-internal piece: a match may not end right before one."""
 
 TOKENIZER_TYPES = ("SentencePieceTokenizer", "HuggingFaceTokenizer")
+# Megatron-LM's names for the same wrappers (its GPTSentencePieceTokenizer and Llama2Tokenizer
+# both encode with the SentencePiece model as is, adding no BOS).
+TOKENIZER_TYPE_ALIASES = {"GPTSentencePieceTokenizer": "SentencePieceTokenizer",
+                          "Llama2Tokenizer": "SentencePieceTokenizer"}
+
+
+def canonical_tokenizer_type(name: str) -> str:
+    """`name` as one of TOKENIZER_TYPES (Megatron-LM's spellings accepted); a clear error otherwise."""
+    name = TOKENIZER_TYPE_ALIASES.get(name, name)
+    if name not in TOKENIZER_TYPES:
+        accepted = ", ".join((*TOKENIZER_TYPES, *TOKENIZER_TYPE_ALIASES))
+        raise ValueError(f"--tokenizer-type {name!r} is not supported; use one of {accepted} (a SentencePiece "
+                         f".model or a Hugging Face tokenizer.json / directory covers GPT-2 BPE, Llama, Qwen, ...)")
+    return name
 
 # Probe used to discover the word-start marker and the "after a space" encoding of a word:
 # the anchor is a lowercase letter every tokenizer encodes as a standalone piece.
@@ -423,6 +438,7 @@ def build_tokenizer(tokenizer_type: str, tokenizer_model: str | os.PathLike) -> 
         ValueError: unknown `tokenizer_type`.
         FileNotFoundError: `tokenizer_model` does not exist.
     """
+    tokenizer_type = canonical_tokenizer_type(tokenizer_type)
     if tokenizer_type == "SentencePieceTokenizer":
         return SentencePieceTokenizer(tokenizer_model)
     if tokenizer_type == "HuggingFaceTokenizer":

@@ -29,7 +29,9 @@ class TrainingConfig:
     load: str | None = None
     """Checkpoint root to resume from (model, optimizer, iteration, data position) (--load)."""
     pretrained_checkpoint: str | None = None
-    """Weights to start from with a fresh optimizer at iteration 0 (--pretrained-checkpoint)."""
+    """Weights to start from with a fresh optimizer at iteration 0 (--pretrained-checkpoint).
+    With --load too, as in Megatron-LM: --load when it holds a checkpoint (a requeued job
+    resumes), this otherwise (its first start)."""
     save_interval: int | None = None
     """Save every N iterations; a final checkpoint is always written with --save (--save-interval)."""
     async_save: bool = False
@@ -81,8 +83,6 @@ class TrainingConfig:
                                  f">= START and reachable from it in INCREMENT steps")
         if self.exit_duration_in_mins is not None and self.exit_duration_in_mins <= 0:
             raise ValueError("--exit-duration-in-mins must be > 0")
-        if self.load and self.pretrained_checkpoint:
-            raise ValueError("use either --load (resume) or --pretrained-checkpoint (fresh start), not both")
         for name in ("save_interval", "eval_interval", "log_interval", "exit_interval"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -97,8 +97,16 @@ class DataConfig:
     """Dataset prefixes, optionally weighted: `PREFIX` or `W1 PREFIX1 W2 PREFIX2 ...` (--data-path)."""
     split: str = "969,30,1"
     """Train/valid/test proportions of each prefix's documents (--split)."""
+    train_data_path: tuple[str, ...] = ()
+    """The training split's own prefixes, written as --data-path's, instead of --data-path and
+    --split (--train-data-path)."""
+    valid_data_path: tuple[str, ...] = ()
+    """The validation split's own prefixes, with --train-data-path (--valid-data-path)."""
+    test_data_path: tuple[str, ...] = ()
+    """The test split's own prefixes, with --train-data-path (--test-data-path)."""
     tokenizer_type: str = "SentencePieceTokenizer"
-    """`SentencePieceTokenizer` or `HuggingFaceTokenizer` (--tokenizer-type)."""
+    """`SentencePieceTokenizer` or `HuggingFaceTokenizer`; Megatron-LM's `GPTSentencePieceTokenizer`
+    and `Llama2Tokenizer` name the first (--tokenizer-type)."""
     tokenizer_model: str | None = None
     """Tokenizer file or directory (--tokenizer-model)."""
     lexicon: str | None = None
@@ -130,18 +138,48 @@ class DataConfig:
             raise ValueError(f"--codeswitch-seed must be an integer in [0, 2**64), got {seed!r}")
         if self.num_workers < 0:
             raise ValueError("--num-workers must be >= 0")
+        from megatron_prealign.lexicon.tokenizer import canonical_tokenizer_type
+
+        object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(self.tokenizer_type))
+        per_split = self.train_data_path or self.valid_data_path or self.test_data_path
+        if self.data_path and per_split:
+            raise ValueError("--data-path and --train-data-path/--valid-data-path/--test-data-path are alternatives: "
+                             "one blend split by --split, or one blend per split")
+        if per_split and not self.train_data_path:
+            raise ValueError("--valid-data-path/--test-data-path need --train-data-path")
 
     def blend(self) -> tuple[list[str], list[float] | None]:
         """(prefixes, weights) from `--data-path`, as megatron-core's `blend` expects."""
-        items = list(self.data_path)
-        if not items:
-            raise ValueError("--data-path is required for pretraining")
-        if len(items) == 1:
-            return items, None
-        if len(items) % 2:
-            raise ValueError("--data-path with several prefixes needs weight/prefix pairs: W1 P1 W2 P2 ...")
-        try:
-            weights = [float(w) for w in items[0::2]]
-        except ValueError:
-            raise ValueError("--data-path: expected `W1 PREFIX1 W2 PREFIX2 ...` with numeric weights") from None
-        return items[1::2], weights
+        if not self.data_path:
+            raise ValueError("--data-path (or --train-data-path) is required for pretraining")
+        return _blend(self.data_path, "--data-path")
+
+    def blend_per_split(self) -> list | None:
+        """[train, valid, test] blends from --train/valid/test-data-path (None for an absent split),
+        or None when the data comes from --data-path and --split."""
+        if not self.train_data_path:
+            return None
+        return [_blend(items, f"--{name}-data-path") if items else None
+                for name, items in (("train", self.train_data_path), ("valid", self.valid_data_path),
+                                    ("test", self.test_data_path))]
+
+    def prefixes(self) -> list[str]:
+        """Every dataset prefix the run reads."""
+        if self.data_path:
+            return self.blend()[0]
+        return [p for blend in self.blend_per_split() or [] if blend for p in blend[0]]
+
+
+def _blend(items, flag: str) -> tuple[list[str], list[float] | None]:
+    items = list(items)
+    if len(items) == 1:
+        return items, None
+    if len(items) % 2:
+        raise ValueError(f"{flag} with several prefixes needs weight/prefix pairs: W1 P1 W2 P2 ...")
+    try:
+        weights = [float(w) for w in items[0::2]]
+    except ValueError:
+        raise ValueError(f"{flag}: expected `W1 PREFIX1 W2 PREFIX2 ...` with numeric weights") from None
+    if any(w <= 0 for w in weights):
+        raise ValueError(f"{flag}: blend weights must be > 0, got {weights}")
+    return items[1::2], weights

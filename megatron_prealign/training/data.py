@@ -41,13 +41,12 @@ def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, nu
 
     from megatron_prealign.data import CodeSwitchGPTDataset, CodeSwitchGPTDatasetConfig
 
-    prefixes, weights = cfg.blend()
-    check_prefixes_exist(prefixes)
+    per_split = cfg.blend_per_split()
+    check_prefixes_exist(cfg.prefixes())
     ds_cfg = CodeSwitchGPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
-        blend=(prefixes, weights),
-        split=cfg.split,
+        **({"blend_per_split": per_split} if per_split else {"blend": cfg.blend(), "split": cfg.split}),
         tokenizer=tokenizer,
         reset_position_ids=False,
         reset_attention_mask=False,

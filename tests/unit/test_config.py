@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from megatron_prealign.config import RunConfig, cli_flags, parse_args
+from tests.conftest import ASSETS
 
 GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "cli_flags.txt"
 
@@ -56,7 +57,6 @@ def test_booleans_can_be_turned_off_and_lists_parse():
     (["--num-layers", "3", "--pipeline-model-parallel-size", "2"], "--num-layers 3"),
     (["--align-steps", "10"], "--align-steps > 0 needs --lexicon"),
     (["--codeswitch-ratio", "0.1"], "needs --lexicon"),
-    (["--load", "a", "--pretrained-checkpoint", "b"], "either --load"),
     (["--window-size", "4", "0", "1"], "--window-size takes two integers"),
     (["--hidden-size", "100", "--num-attention-heads", "8"], "(or set --kv-channels)"),
     (["--use-rope-scaling", "--position-embedding-type", "learned_absolute"], "--use-rope-scaling needs"),
@@ -76,13 +76,14 @@ def test_pre_pass_is_off_unless_asked_and_round_trips():
     assert set(cfg.to_dict()) == {"model", "parallel", "optim", "data", "training", "align", "deepspeed"}
 
 
-def test_half_precision_needs_cuda_at_run_time_but_dry_run_accepts_it(capsys):
+def test_half_precision_needs_cuda_at_run_time_but_dry_run_accepts_it(capsys, data_prefixes):
     import torch
 
     from megatron_prealign.config import check_runtime_support
     from megatron_prealign.pretrain import main
 
-    assert main(["--dry-run", "--bf16"]) == 0
+    data = ["--data-path", data_prefixes[0], "--tokenizer-model", str(ASSETS / "tiny_sp.model")]
+    assert main(["--dry-run", "--bf16", *data]) == 0
     if not torch.cuda.is_available():
         cfg, _ = parse_args(["--bf16"])
         with pytest.raises(ValueError, match="need a CUDA device"):
@@ -103,10 +104,11 @@ def test_distributed_optimizer_checkpoints_need_fused_adam_here():
     check_runtime_support(parse_args(["--use-distributed-optimizer"])[0])  # training alone is fine
 
 
-def test_dry_run_prints_resolved_config(capsys):
+def test_dry_run_prints_resolved_config(capsys, data_prefixes):
     from megatron_prealign.pretrain import main
 
-    assert main(["--dry-run", "--num-layers", "3"]) == 0
+    data = ["--data-path", data_prefixes[0], "--tokenizer-model", str(ASSETS / "tiny_sp.model")]
+    assert main(["--dry-run", "--num-layers", "3", *data]) == 0
     assert "num_layers: 3" in capsys.readouterr().out
 
 

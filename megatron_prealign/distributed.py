@@ -7,6 +7,7 @@ read in parallel.py; NCCL on GPU, gloo on CPU.
 from __future__ import annotations
 
 import datetime
+import os
 import random
 import socket
 from contextlib import contextmanager
@@ -34,6 +35,13 @@ def set_seeds(seed: int) -> None:
     np.random.seed(stage_seed % 2**32)
     torch.manual_seed(stage_seed)
     tensor_parallel.model_parallel_cuda_manual_seed(stage_seed, force_reset_rng=True)
+
+
+def _launch_label(launch: LaunchEnv, env) -> str:
+    """Who started this world, for the log: RANK/WORLD_SIZE alone may be a tool's own single process."""
+    if launch.launcher != "torchrun" or "TORCHELASTIC_RUN_ID" in env:
+        return f"{launch.launcher} launch"
+    return "one process" if launch.world_size == 1 else "RANK/WORLD_SIZE environment"
 
 
 def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | None = None, *,
@@ -83,10 +91,10 @@ def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | N
     set_seeds(seed)
     log_rank0(
         logger,
-        "initialized %s world of %d (%s launch): TP=%d PP=%d DP=%d",
+        "initialized %s world of %d (%s): TP=%d PP=%d DP=%d",
         backend,
         launch.world_size,
-        launch.launcher,
+        _launch_label(launch, os.environ if environ is None else environ),
         cfg.tensor_model_parallel_size,
         cfg.pipeline_model_parallel_size,
         parallel_state.get_data_parallel_world_size(),

@@ -41,10 +41,21 @@ def log_rank0(logger: logging.Logger, msg: str, *args, level: int = logging.INFO
 
 def quiet_optional_accelerator_warnings() -> None:
     """Silence megatron-core's import-time notices that TransformerEngine/Apex are absent (it
-    falls back to torch, which is what a CPU or TE-less machine wants) so a run's log starts with
-    our own lines. Entry points call this before importing megatron-core; library code does not."""
+    falls back to torch, which is what a CPU or TE-less machine wants), the deprecation notices
+    torch's checkpoint reader prints on every load, and megatron-core's note that a blend's
+    small index is not cached, so a run's log starts with our own lines and a real warning
+    stands out. Entry points call this before importing megatron-core; library code does not."""
     import warnings
 
     for message in (r"Transformer Engine and Apex are not installed", r"Apex is not installed",
                     r"The following imports from `dynamic_context.py`", r"`torch.jit.script_method` is deprecated"):
         warnings.filterwarnings("ignore", message=message)
+    for message in (r"`load_state_dict` is deprecated", r"Please use DTensor instead and we are deprecating "
+                    r"ShardedTensor"):
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+    logging.getLogger("megatron.core.datasets.blended_dataset").addFilter(_DropUncachedBlendNotice())
+
+
+class _DropUncachedBlendNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "indexes because path_to_cache is None" not in record.getMessage()

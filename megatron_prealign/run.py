@@ -26,6 +26,7 @@ from megatron_prealign.align import AlignReport, alignment_gap, evaluation_pairs
 from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, load_scheduler_state, \
     holds_checkpoint, new_async_queue, read_checkpoint_state, save_checkpoint, start_checkpoint_writer_queue
 from megatron_prealign.config import RunConfig
+from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.model import ModelConfig, build_model
@@ -318,14 +319,21 @@ class Run:
                       "%d unrelated pairs, it needs both (raise --align-heldout-fraction or use a larger lexicon)",
                       len(words), len(aligned), len(unrelated))
             return []
-        history: dict[str, dict[str, float]] = {}
         pad_id = getattr(self.tokenizer, "pad", 0)
+        # The curves of earlier evaluations live beside the plot, so a resumed run extends it.
+        record = Path(cfg.training.save) / "alignment_gap.json" if cfg.training.save else None
+        history: dict[str, dict[str, float]] = {}
+        if record is not None and record.is_file():
+            history = {k: v for k, v in json.loads(record.read_text()).items()
+                       if int(k.split()[-1]) <= self.state.iteration}
 
         def hook(model) -> dict:
             gaps = alignment_gap(model, lexicon, words, self.pgs, seed=align.seed, pad_id=pad_id)
-            history[f"eval {len(history) + 1}"] = gaps
-            if cfg.training.save and dist.get_rank() == 0:
-                write_gap_plot(history, Path(cfg.training.save) / "alignment_gap.png")
+            history[f"iteration {self.state.iteration}"] = gaps
+            if record is not None and dist.get_rank() == 0:
+                write_gap_plot(history, record.with_suffix(".png"))
+                with atomic_path(record) as tmp:
+                    tmp.write_text(json.dumps(history, indent=1))
             return {"alignment_gap": gaps}
 
         return [hook]

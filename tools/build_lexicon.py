@@ -13,9 +13,14 @@ import argparse
 import sys
 from typing import Sequence
 
+from megatron_prealign.log import quiet_optional_accelerator_warnings
+
+quiet_optional_accelerator_warnings()  # before megatron-core is imported below
+
 from megatron_prealign.lexicon import (
     FORMATS,
     MODES,
+    TOKENIZER_TYPE_ALIASES,
     TOKENIZER_TYPES,
     BuildLexiconConfig,
     LexiconError,
@@ -31,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dictionary", required=True, help="dictionary file (MUSE pairs, TSV, JSONL, trans)")
     p.add_argument("--format", default="auto", choices=FORMATS)
-    p.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
+    p.add_argument("--tokenizer-type", required=True, choices=(*TOKENIZER_TYPES, *TOKENIZER_TYPE_ALIASES))
     p.add_argument("--tokenizer-model", required=True, help=".model file, tokenizer.json or HF directory")
     p.add_argument("--output", required=True, help="output .lex file (written atomically)")
     p.add_argument("--skip-invalid", action="store_true", help="count malformed lines instead of failing")

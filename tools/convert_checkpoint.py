@@ -16,6 +16,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from megatron_prealign.log import quiet_optional_accelerator_warnings
+
+quiet_optional_accelerator_warnings()  # before megatron-core is imported below
+
 from megatron_prealign.log import get_logger
 
 logger = get_logger("megatron_prealign.tools.convert_checkpoint")

@@ -19,6 +19,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from megatron_prealign.log import quiet_optional_accelerator_warnings
+
+quiet_optional_accelerator_warnings()  # before megatron-core is imported below
+
 from megatron_prealign.checkpointing import CheckpointError
 from megatron_prealign.convert import ConversionError
 from megatron_prealign.convert.vocab import INIT_METHODS, extend_checkpoint, extend_tokenizer

@@ -13,6 +13,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from megatron_prealign.log import quiet_optional_accelerator_warnings
+
+quiet_optional_accelerator_warnings()  # before megatron-core is imported below
+
 from megatron_prealign.data.merge import MergeError, merge_datasets
 from megatron_prealign.data.sidecar import SidecarError
 from megatron_prealign.log import get_logger

@@ -13,8 +13,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from megatron_prealign.log import quiet_optional_accelerator_warnings
+
+quiet_optional_accelerator_warnings()  # before megatron-core is imported below
+
 from megatron_prealign.data.preprocess import INPUT_FORMATS, PreprocessConfig, check_inputs, preprocess
-from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPES
+from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPE_ALIASES, TOKENIZER_TYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--input-format", choices=INPUT_FORMATS, default="auto")
     group.add_argument("--json-keys", nargs="+", default=["text"], help="keys to extract (one output per key)")
     group = parser.add_argument_group("tokenizer")
-    group.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
+    group.add_argument("--tokenizer-type", required=True, choices=(*TOKENIZER_TYPES, *TOKENIZER_TYPE_ALIASES))
     group.add_argument("--tokenizer-model", required=True, help="SentencePiece .model, or tokenizer.json / directory")
     group.add_argument("--append-eod", action="store_true", help="append the end-of-document token to every document")
     group = parser.add_argument_group("code-switching")

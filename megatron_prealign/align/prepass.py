@@ -354,7 +354,7 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                         log_rank0(logger, "align step %d/%d: total %.4f contrastive %.4f word_lm %.4f "
                                   "collapse %.4f lr %.2e grad_norm %s", step + 1, cfg.steps, record["total"],
                                   record["contrastive"], record["word_lm"], record["collapse"], record["lr"],
-                                  record["grad_norm"])
+                                  "n/a" if record["grad_norm"] is None else f"{record['grad_norm']:.4g}")
         report.gap_after = gap(model)
     finally:
         if backend is not None:

@@ -121,9 +121,85 @@ def write_hf_checkpoint(output: str | os.PathLike, hf_state: Mapping[str, torch.
                 f"--output {out} already holds {stale} from another model; choose an empty directory")
     with atomic_path(out / SAFETENSORS_FILE) as tmp:
         save_file(dict(hf_state), str(tmp), metadata={"format": "pt"})
+        _plain_file_mode(tmp)  # safetensors creates its file owner-only
     with atomic_path(out / CONFIG_FILE) as tmp:
         tmp.write_text(config.to_json_string(use_diff=True))
     return out
+
+
+def _plain_file_mode(path: Path) -> None:
+    """The mode `open()` gives a new file under this process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def tokenizer_files_of_run(state: Mapping[str, Any], destination: str | os.PathLike) -> list[str]:
+    """Hugging Face tokenizer files for the tokenizer a training run recorded (`--tokenizer-type`,
+    `--tokenizer-model`), written into `destination`, so `AutoTokenizer.from_pretrained` loads an
+    export that had no `hf_assets/`. Returns the names written ([] when the recorded tokenizer is
+    not readable here).
+
+    A Hugging Face tokenizer's files are copied. A SentencePiece model becomes a `tokenizer.json`
+    (unigram models: the model's pieces and scores, its whitespace and dummy-prefix rules; BPE
+    models, Llama's kind: `tokenizer.model` read by transformers' `LlamaTokenizer`), encoding as
+    the run did: no BOS or EOS added."""
+    data = ((state.get("config") or {}).get("data") or {}) if isinstance(state.get("config"), Mapping) else {}
+    kind, model = data.get("tokenizer_type"), data.get("tokenizer_model")
+    if not kind or not model or not Path(model).exists():
+        return []
+    from megatron_prealign.lexicon import build_tokenizer, canonical_tokenizer_type
+
+    trained = state.get("tokenizer_fingerprint")
+    if trained and build_tokenizer(kind, model).fingerprint != trained:
+        logger.warning("--tokenizer-model %s has changed since the run recorded it: not exported", model)
+        return []
+    dst = Path(destination)
+    dst.mkdir(parents=True, exist_ok=True)
+    if canonical_tokenizer_type(kind) == "HuggingFaceTokenizer":
+        source = Path(model)
+        if source.is_dir():
+            return copy_hf_assets(source, dst)
+        with atomic_path(dst / "tokenizer.json") as tmp:
+            shutil.copyfile(source, tmp)
+        _write_json(dst / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast"})
+        return ["tokenizer.json", "tokenizer_config.json"]
+    return _sentencepiece_files(Path(model), dst)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _sentencepiece_files(model: Path, dst: Path) -> list[str]:
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    trainer, normalizer = proto.trainer_spec, proto.normalizer_spec
+    specials = {name: proto.pieces[index].piece for name, index in
+                (("bos_token", trainer.bos_id), ("eos_token", trainer.eos_id), ("unk_token", trainer.unk_id),
+                 ("pad_token", trainer.pad_id)) if 0 <= index < len(proto.pieces)}
+    common = {**specials, "add_bos_token": False, "add_eos_token": False}
+    if trainer.model_type != sentencepiece_model_pb2.TrainerSpec.UNIGRAM:
+        with atomic_path(dst / "tokenizer.model") as tmp:
+            shutil.copyfile(model, tmp)
+        _write_json(dst / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizer", "legacy": True, **common})
+        return ["tokenizer.model", "tokenizer_config.json"]
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    tokenizer = Tokenizer(models.Unigram([(p.piece, p.score) for p in proto.pieces], unk_id=trainer.unk_id,
+                                         byte_fallback=trainer.byte_fallback))
+    if normalizer.remove_extra_whitespaces:
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")])
+    scheme = "always" if normalizer.add_dummy_prefix else "never"
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme=scheme, split=False)
+    with atomic_path(dst / "tokenizer.json") as tmp:
+        tokenizer.save(str(tmp))
+    _write_json(dst / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast", **specials})
+    return ["tokenizer.json", "tokenizer_config.json"]
 
 
 def copy_hf_assets(source: str | os.PathLike, destination: str | os.PathLike,
@@ -339,10 +415,10 @@ def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike,
             raise FileNotFoundError(f"--hf-assets {assets} is not a directory")
         check_assets_tokenizer(assets, state)
     out = write_hf_checkpoint(output, hf_state, config)
-    copied = copy_hf_assets(assets, out) if assets is not None else []
+    copied = copy_hf_assets(assets, out) if assets is not None else tokenizer_files_of_run(state, out)
     if not copied:
-        logger.warning("%s carries no tokenizer files or generation config: copy them into %s yourself "
-                       "(or pass --hf-assets)", ckpt, out)
+        logger.warning("%s carries no tokenizer files or generation config, and the tokenizer the run recorded "
+                       "is not readable here: copy them into %s yourself (or pass --hf-assets)", ckpt, out)
     logger.info("exported %s -> %s (%d tensors, %s; %s)", ckpt, out, len(hf_state), dtype,
                 ", ".join(copied) or "no tokenizer files")
     return out
@@ -350,6 +426,6 @@ def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike,
 
 __all__ = [
     "ASSETS_DIR", "HF_ASSET_FILES", "convert_hf_to_mcore", "convert_mcore_to_hf", "copy_hf_assets",
-    "find_hf_assets", "hf_weight_files", "read_hf_config", "read_hf_state", "read_mcore_tensors",
+    "find_hf_assets", "hf_weight_files", "tokenizer_files_of_run", "read_hf_config", "read_hf_state", "read_mcore_tensors",
     "read_model_checkpoint", "read_model_config", "save_release", "write_assets_dir", "write_hf_checkpoint",
 ]

@@ -13,6 +13,7 @@ from megatron_prealign.lexicon.reference import reference_scan, reference_scan_e
 from megatron_prealign.lexicon.tokenizer import (
     CONTINUATION,
     OTHER,
+    TOKENIZER_TYPE_ALIASES,
     TOKENIZER_TYPES,
     canonical_tokenizer_type,
     WORD_START,
@@ -29,6 +30,7 @@ __all__ = [
     "FORMATS",
     "MODES",
     "OTHER",
+    "TOKENIZER_TYPE_ALIASES",
     "TOKENIZER_TYPES",
     "canonical_tokenizer_type",
     "WORD_START",

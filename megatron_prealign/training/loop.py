@@ -320,8 +320,7 @@ class Trainer:
         if record:
             record["iteration"] = self.state.iteration
             self.metrics.write(record)
-            log_rank0(logger, "eval at iteration %d: %s", self.state.iteration,
-                      json.dumps({k: v for k, v in record.items() if k != "iteration"}, sort_keys=True))
+            log_rank0(logger, "%s", format_eval(record))
 
     def close(self) -> None:
         """Stop DataLoader workers explicitly: they block the preemption signals (see
@@ -341,3 +340,19 @@ def train_state_from_checkpoint(meta: dict[str, Any]) -> TrainState:
 
 def train_state_dict(state: TrainState) -> dict[str, Any]:
     return asdict(state)
+
+
+def format_eval(record: dict[str, Any]) -> str:
+    """One log line per evaluation, 4 significant digits (the metrics log keeps them exact):
+    `eval iter 100 | loss a_text_document 4.123 (ppl 61.74) | gap embedding +0.031 layer_1 ...`."""
+    parts = [f"eval iter {record['iteration']}"]
+    losses = record.get("eval_loss") or {}
+    if losses:
+        parts.append("loss " + ", ".join(f"{name} {loss:.4g} (ppl {math.exp(min(loss, 50)):.4g})"
+                                         for name, loss in losses.items()))
+    gaps = record.get("alignment_gap") or {}
+    if gaps:
+        parts.append("gap " + " ".join(f"{name} {gap:+.3f}" for name, gap in gaps.items()))
+    parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+              if k not in ("iteration", "eval_loss", "alignment_gap")]
+    return " | ".join(parts)

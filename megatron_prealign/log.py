@@ -48,7 +48,8 @@ def quiet_optional_accelerator_warnings() -> None:
     import warnings
 
     for message in (r"Transformer Engine and Apex are not installed", r"Apex is not installed",
-                    r"The following imports from `dynamic_context.py`", r"`torch.jit.script_method` is deprecated"):
+                    r"The following imports from `dynamic_context.py`", r"`torch.jit.script_method` is deprecated",
+                    r"full scope is deprecated"):  # megatron-core's own default for cuda_graph_scope
         warnings.filterwarnings("ignore", message=message)
     for message in (r"`load_state_dict` is deprecated", r"Please use DTensor instead and we are deprecating "
                     r"ShardedTensor"):

@@ -13,16 +13,18 @@ import json
 import sys
 from typing import Any, Optional, Sequence
 
-from megatron_prealign.evaluate.perplexity import format_perplexity, parse_named_prefix
+from megatron_prealign.evaluate.perplexity import format_perplexity, parse_data_paths
 from megatron_prealign.log import quiet_optional_accelerator_warnings
+from megatron_prealign.training.data import check_prefixes_exist
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m megatron_prealign.evaluate",
                                      description="Held-out perplexity of a megatron_prealign checkpoint.")
     parser.add_argument("--load", required=True, help="checkpoint root or checkpoint directory")
-    parser.add_argument("--data-path", nargs="+", required=True, metavar="NAME=PREFIX",
-                        help="token datasets (<prefix>.bin/.idx) to measure perplexity on")
+    parser.add_argument("--data-path", nargs="+", required=True, metavar="PREFIX",
+                        help="token datasets (<prefix>.bin/.idx) to measure perplexity on: PREFIX or NAME=PREFIX "
+                             "items, or pretraining's `W1 PREFIX1 W2 PREFIX2 ...` (weights ignored)")
     parser.add_argument("--max-tokens", type=int, default=32768, help="predicted tokens per dataset at most")
     parser.add_argument("--batch-size", type=int, default=16, help="windows of the model's context per forward")
     parser.add_argument("--output", help="write the results as JSON here")
@@ -33,8 +35,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        named = [parse_named_prefix(item) for item in args.data_path]
-    except ValueError as exc:
+        named = parse_data_paths(args.data_path)
+        check_prefixes_exist([prefix for _, prefix in named])
+    except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     if args.max_tokens < 1 or args.batch_size < 1:
         parser.error("--max-tokens and --batch-size must be >= 1")

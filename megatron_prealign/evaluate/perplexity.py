@@ -9,12 +9,14 @@ one token for token (shifted), so the two perplexities are measured on the same 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["dataset_perplexities", "format_perplexity", "heldout_perplexity", "parse_named_prefix", "read_stream"]
+__all__ = ["dataset_perplexities", "format_perplexity", "heldout_perplexity", "parse_data_paths", "parse_named_prefix",
+           "read_stream"]
 
 
 def read_stream(prefix: str, max_tokens: int) -> np.ndarray:
@@ -80,15 +82,35 @@ def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int =
 
 
 def parse_named_prefix(item: str) -> tuple[str, str]:
-    """``NAME=PREFIX`` -> (name, prefix).
+    """``NAME=PREFIX`` -> (name, prefix); a bare ``PREFIX`` is named by its file name.
 
     Raises:
         ValueError: naming ``--data-path`` and the expected form.
     """
     name, sep, prefix = item.partition("=")
-    if not sep or not name or not prefix:
-        raise ValueError(f"--data-path expects NAME=PREFIX, got {item!r}")
+    if not sep:
+        name, prefix = Path(item).name, item
+    if not name or not prefix:
+        raise ValueError(f"--data-path expects PREFIX or NAME=PREFIX, got {item!r}")
     return name, prefix
+
+
+def parse_data_paths(items: Sequence[str]) -> list[tuple[str, str]]:
+    """`--data-path` as evaluation reads it: ``NAME=PREFIX`` or ``PREFIX`` items, or pretraining's
+    ``W1 PREFIX1 W2 PREFIX2 ...`` (the weights do not matter to a per-dataset perplexity and are
+    dropped), so the pretraining command's value can be pasted as is."""
+    items = list(items)
+
+    def is_number(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    if len(items) >= 2 and len(items) % 2 == 0 and all(is_number(w) for w in items[0::2]):
+        items = items[1::2]
+    return [parse_named_prefix(item) for item in items]
 
 
 def dataset_perplexities(model, named: Sequence[tuple[str, str]], *, seq_length: int, max_tokens: int = 32768,

@@ -114,5 +114,5 @@ def test_cli_perplexity_of_a_checkpoint(pgs, data_prefixes, tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in printed] == [["perplexity", "a"], ["perplexity", "b"]]
     with pytest.raises(SystemExit) as exc:
-        main(["--load", str(root), "--data-path", "no-equals-sign"])
-    assert exc.value.code == 2 and "--data-path expects NAME=PREFIX" in capsys.readouterr().err
+        main(["--load", str(root), "--data-path", "a=/nonexistent/corpus"])
+    assert exc.value.code == 2 and "/nonexistent/corpus.bin not found" in capsys.readouterr().err

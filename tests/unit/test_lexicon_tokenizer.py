@@ -174,7 +174,7 @@ def test_classify_pieces_rules():
 
 
 def test_unknown_type_and_missing_files(tmp_path):
-    with pytest.raises(ValueError, match="unknown tokenizer_type 'GPT2BPETokenizer'"):
+    with pytest.raises(ValueError, match="--tokenizer-type 'GPT2BPETokenizer' is not supported"):
         build_tokenizer("GPT2BPETokenizer", tmp_path)
     with pytest.raises(FileNotFoundError):
         build_tokenizer("SentencePieceTokenizer", tmp_path / "missing.model")

@@ -105,3 +105,11 @@ def test_dry_run_resolves_the_tokenizer_data_and_schedule(data_prefixes, data_le
     assert [row["weight"] for row in resolved["data"]] == [0.7, 0.3]
     assert all(row["tokens"] > 0 for row in resolved["data"])
     assert resolved["prepass"]["steps"] == 5 and resolved["prepass"]["lexicon_entries"] > 0
+
+
+def test_evaluate_takes_the_pretraining_data_path_as_is():
+    from megatron_prealign.evaluate.perplexity import parse_data_paths
+
+    assert parse_data_paths(["0.7", "/d/en_text_document", "0.3", "/d/de"]) == [
+        ("en_text_document", "/d/en_text_document"), ("de", "/d/de")]
+    assert parse_data_paths(["clone=/d/c", "/d/e"]) == [("clone", "/d/c"), ("e", "/d/e")]

@@ -66,11 +66,11 @@ class WordPairSampler:
     """Deterministic pairs from a subset of lexicon entries.
 
     An *anchor* is an entry of the subset with at most `max_word_tokens` tokens and at least one
-    translation of that length in the subset. Each step draws `pairs_per_batch` groups (without
-    replacement when there are enough, else with), one anchor uniformly within each drawn group,
-    and one of the anchor's eligible translations uniformly. Group-first sampling keeps large
-    multi-way groups from dominating and makes same-group collisions rare; collisions that do
-    happen are harmless because same-group words are never each other's negatives.
+    translation of that length in the subset. Each step draws `pairs_per_batch` anchors uniformly
+    (without replacement when there are enough, else with) and one of each anchor's eligible
+    translations uniformly, so every dictionary word is an anchor about equally often however
+    the translation graph is connected (with real, polysemous dictionaries one connected
+    component can hold a third of the entries; drawing components would starve its words).
     """
 
     def __init__(self, lexicon: Lexicon, entry_ids: np.ndarray, *, pairs_per_batch: int, seed: int,
@@ -100,13 +100,8 @@ class WordPairSampler:
         anchors = np.asarray(anchors, dtype=np.int64)
         self._trans_offsets = np.concatenate([[0], np.cumsum(trans_counts)]).astype(np.int64)
         self._trans_flat = np.concatenate(trans_flat).astype(np.int64)
-        groups = np.asarray(lexicon.group_ids, dtype=np.int64)[anchors]
-        order = np.argsort(groups, kind="stable")
-        self._anchors = anchors[order]  # grouped by group id
-        self._anchor_rows = order  # row of each sorted anchor in the translation table
-        self.groups, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
-        self._group_starts = starts.astype(np.int64)
-        self._group_counts = counts.astype(np.int64)
+        self._anchors = anchors
+        self.groups = np.unique(np.asarray(lexicon.group_ids, dtype=np.int64)[anchors])
 
     @property
     def num_groups(self) -> int:
@@ -120,15 +115,11 @@ class WordPairSampler:
     def global_pairs(self, step: int) -> np.ndarray:
         """int64 [pairs_per_batch, 2]: (anchor, translation) entry ids of global batch `step`."""
         rng = np.random.default_rng([self.seed, step])
-        replace = self.pairs_per_batch > self.num_groups
-        picked = rng.choice(self.num_groups, size=self.pairs_per_batch, replace=replace)
-        within = np.floor(rng.random(self.pairs_per_batch) * self._group_counts[picked]).astype(np.int64)
-        sorted_idx = self._group_starts[picked] + within
-        anchors = self._anchors[sorted_idx]
-        rows = self._anchor_rows[sorted_idx]
+        replace = self.pairs_per_batch > self.num_anchors
+        rows = rng.choice(self.num_anchors, size=self.pairs_per_batch, replace=replace)
         lo, hi = self._trans_offsets[rows], self._trans_offsets[rows + 1]
         chosen = lo + np.floor(rng.random(self.pairs_per_batch) * (hi - lo)).astype(np.int64)
-        return np.stack([anchors, self._trans_flat[chosen]], axis=1)
+        return np.stack([self._anchors[rows], self._trans_flat[chosen]], axis=1)
 
 
 @dataclass
@@ -155,8 +146,8 @@ class WordMicrobatch:
     """bool [b, W]: word i (this rank) and pool word k are translations (W = words in the global
     microbatch, in all-gather order)."""
     negative_mask: torch.Tensor
-    """bool [b, W]: pool word k is a negative for word i (different translation group). Same-group
-    words that are not translations, and the word itself, are neither."""
+    """bool [b, W]: pool word k is a negative for word i: every other word of the pool that is not
+    one of its direct translations (the word itself and its repeats are neither)."""
     pool_offset: int
     """Index of this rank's first word in the pool."""
     num_pool_anchors: int
@@ -230,17 +221,19 @@ def pool_masks(lexicon: Lexicon, rows: np.ndarray, pool: np.ndarray,
     """(positive, negative) bool masks [len(rows), len(pool)] of words `rows` against the
     pool's words (both entry ids).
 
-    Positive: the pool word is a translation of the row word. Negative: different group. The
-    row word itself, repeats of it, and same-group non-translations are neither (an entry is
-    never its own translation).
+    Pair-level: positive where the pool word is a direct translation of the row word (an
+    explicit multi-way entry lists every member as a translation of every other); negative for
+    every other word, including words of the same connected component that are not direct
+    translations (`bank` -> `Bank`, `bank` -> `Ufer` make `Bank` and `Ufer` negatives of each
+    other). The row word itself and its repeats are neither (an entry is never its own
+    translation).
     """
     keys = _translation_keys(lexicon) if translation_keys is None else translation_keys
-    groups = np.asarray(lexicon.group_ids, dtype=np.int64)
     rows, pool = np.asarray(rows, dtype=np.int64), np.asarray(pool, dtype=np.int64)
-    negative = groups[rows][:, None] != groups[pool][None, :]
-    positive = np.zeros(negative.shape, dtype=bool)
+    positive = np.zeros((len(rows), len(pool)), dtype=bool)
     r, c = _positive_pairs(lexicon, rows, pool, keys)
     positive[r, c] = True
+    negative = (rows[:, None] != pool[None, :]) & ~positive
     return positive, negative
 
 

@@ -72,21 +72,39 @@ def test_split_entries_holds_out_only_groups_with_translations():
 def test_sampler_draws_translation_pairs_from_its_split_deterministically(clone3):
     train, _ = split_entries(clone3, 0.25, seed=5)
     sampler = WordPairSampler(clone3, train, pairs_per_batch=16, seed=3, max_word_tokens=3)
-    assert sampler.num_groups == 30
+    assert sampler.num_groups == 30 and sampler.num_anchors == 90  # 3-way groups
     pairs = sampler.global_pairs(7)
     assert pairs.shape == (16, 2) and pairs.dtype == np.int64
     for a, b in pairs:
         assert b in clone3.translations(a)
         assert a in train and b in train
-    # Without replacement while there are enough groups: one pair per group.
-    assert len(set(clone3.group_ids[pairs[:, 0]])) == 16
+    # Without replacement while there are enough anchors: every anchor at most once.
+    assert len(set(pairs[:, 0].tolist())) == 16
     np.testing.assert_array_equal(sampler.global_pairs(7), pairs)
     assert not np.array_equal(sampler.global_pairs(8), pairs)
     other_seed = WordPairSampler(clone3, train, pairs_per_batch=16, seed=4, max_word_tokens=3)
     assert not np.array_equal(other_seed.global_pairs(7), pairs)
-    # More pairs than groups: groups repeat.
-    many = WordPairSampler(clone3, train, pairs_per_batch=64, seed=3, max_word_tokens=3).global_pairs(0)
-    assert len(many) == 64 and len(set(clone3.group_ids[many[:, 0]])) <= 30
+    # More pairs than anchors: anchors repeat.
+    many = WordPairSampler(clone3, train, pairs_per_batch=128, seed=3, max_word_tokens=3).global_pairs(0)
+    assert len(many) == 128 and len(set(many[:, 0].tolist())) <= 90
+
+
+def test_every_entry_of_a_giant_component_is_an_anchor_as_often_as_the_others():
+    """A real dictionary's function words join most entries into one component (a chain here:
+    entry i translates i+1). Anchors are drawn per entry, so in 40 steps of 32 pairs every one of
+    the 200 entries (chain of 150 plus 25 two-word groups) is drawn as an anchor, each about
+    40 * 32 / 200 = 6.4 times (drawing components, the chain's words would be anchors 26 times
+    less often than the pairs' words)."""
+    chain = 150
+    entries = [(10 + i,) for i in range(chain + 50)]
+    translations = [[j for j in (i - 1, i + 1) if 0 <= j < chain] for i in range(chain)]
+    translations += [[chain + (k ^ 1)] for k in range(50)]
+    lexicon = Lexicon.from_entries(entries, translations, np.full(300, WORD_START, dtype=np.uint8))
+    sampler = WordPairSampler(lexicon, np.arange(len(entries)), pairs_per_batch=32, seed=1, max_word_tokens=2)
+    counts = np.bincount(np.concatenate([sampler.global_pairs(step)[:, 0] for step in range(40)]),
+                         minlength=len(entries))
+    assert counts.min() >= 1
+    assert abs(counts[:chain].mean() - counts[chain:].mean()) < 1.0
 
 
 def test_sampler_skips_words_longer_than_the_limit(bank_lexicon):
@@ -97,18 +115,19 @@ def test_sampler_skips_words_longer_than_the_limit(bank_lexicon):
         WordPairSampler(bank_lexicon, np.array([5, 6]), pairs_per_batch=4, seed=0, max_word_tokens=2)
 
 
-def test_pool_masks_exclude_same_group_non_translations(bank_lexicon):
+def test_pool_masks_are_pair_level(bank_lexicon):
     pool = np.array([0, 1, 2, 3, 4, 0])  # bank Ufer Bank house Haus bank(again)
     positive, negative = pool_masks(bank_lexicon, pool, pool)
     expected_positive = np.zeros((6, 6), dtype=bool)
     for i, j in [(0, 1), (0, 2), (1, 0), (2, 0), (3, 4), (4, 3), (5, 1), (5, 2), (1, 5), (2, 5)]:
         expected_positive[i, j] = True
     np.testing.assert_array_equal(positive, expected_positive)
-    # Ufer and Bank share bank's group but are not translations: neither positive nor negative.
-    assert not positive[1, 2] and not negative[1, 2]
+    # Ufer and Bank share bank's component but are not translations of each other: negatives.
+    assert not positive[1, 2] and negative[1, 2] and negative[2, 1]
     # A word is never its own positive or negative, nor is a repeat of it.
     assert not positive[0, 0] and not negative[0, 0] and not positive[0, 5] and not negative[0, 5]
     np.testing.assert_array_equal(negative[0], [False, False, False, True, True, False])
+    np.testing.assert_array_equal(negative[1], [False, False, True, True, True, False])
 
 
 def test_pad_words_tensors(bank_lexicon):

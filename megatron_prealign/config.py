@@ -339,6 +339,9 @@ def from_flat(values: dict[str, Any]) -> RunConfig:
     if values.get("train_samples") is not None and values.get("train_iters") is not None:
         raise ValueError("--train-iters and --train-samples are mutually exclusive: size the run in steps or in samples")
     values = {**RUN_DEFAULTS, **values}
+    if values.get("align_seed") is None:
+        # The pre-pass's held-out split and pair sampling follow --seed unless --align-seed is given.
+        values["align_seed"] = values.get("seed", TrainingConfig.seed)
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     owners = {}
     for name, (cls, prefix) in SECTIONS.items():

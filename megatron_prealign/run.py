@@ -298,8 +298,12 @@ class Run:
         batches = BatchSchedule(training, self.pgs.dp.size())
         evals = (batches.total_iterations // training.eval_interval + 1) if training.eval_interval else 1
         num_samples = [batches.total_samples, evals * training.eval_iters * gbs, training.eval_iters * gbs]
+        # The pre-pass's held-out words stay out of code-switching too, so the held-out gap is
+        # about words neither stage trained on (whichever arm runs: the split only needs the lexicon).
+        heldout = split_entries(self.lexicon, cfg.align.heldout_fraction, cfg.align.seed)[1] \
+            if self.lexicon is not None else ()
         return build_datasets(cfg.data, self.tokenizer, seq_length=cfg.model.seq_length, seed=training.seed,
-                              num_samples=num_samples, is_built_on_rank=lambda: True)
+                              num_samples=num_samples, is_built_on_rank=lambda: True, codeswitch_exclude=heldout)
 
     def _eval_hooks(self) -> list:
         """At every evaluation, the alignment gap per layer when a lexicon is given (for every

@@ -52,7 +52,8 @@ class AlignConfig:
     log_interval: int = 50
     """Log the losses every this many steps (--align-log-interval)."""
     seed: int = 1234
-    """Seed of the pair sampling and the held-out split (--align-seed)."""
+    """Seed of the pair sampling and the held-out split (--align-seed); a run without the flag
+    uses its --seed, so runs with different seeds also differ in the split and the pairs."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:

@@ -117,6 +117,17 @@ class LexiconArrays(NamedTuple):
     def num_entries(self) -> int:
         return len(self.entry_offsets) - 1
 
+    def without_sources(self, entry_ids) -> "LexiconArrays":
+        """The same lexicon in which `entry_ids` have no translations: their occurrences are
+        never switched (the pre-pass's held-out words, kept unseen by both stages)."""
+        drop = np.zeros(self.num_entries, dtype=bool)
+        drop[np.asarray(entry_ids, dtype=np.int64)] = True
+        counts = np.diff(self.translation_offsets)
+        keep = np.repeat(~drop, counts)
+        offsets = np.concatenate([[0], np.cumsum(np.where(drop, 0, counts))]).astype(np.int64)
+        return type(self)(self.entry_offsets, self.entry_flat, offsets,
+                          np.ascontiguousarray(self.translation_flat[keep]))
+
     def entry_lengths(self) -> np.ndarray:
         """int64 (num_entries,): number of tokens of each entry."""
         return np.diff(self.entry_offsets)

@@ -11,6 +11,7 @@ returned tensors are bitwise those of GPTDataset.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -117,12 +118,23 @@ class CodeSwitchGPTDatasetConfig(GPTDatasetConfig):
     """Expected sha256 of the lexicon; filled from the file when None. Part of the cache key, and
     the sidecar of every blended prefix must have been built with this lexicon."""
 
+    codeswitch_exclude: Tuple[int, ...] = field(default=(), kw_only=True)
+    """Lexicon entries never switched: the pre-pass's held-out words (--align-heldout-fraction),
+    so the held-out alignment gap is measured on words neither stage trained on."""
+
+    codeswitch_exclude_digest: Optional[str] = field(default=None, init=False)
+    """sha256 of the sorted excluded entries (part of the cache key; the ids themselves are not)."""
+
     def __post_init__(self) -> None:
         if self.tokenizer is not None and not hasattr(self.tokenizer, "unique_identifiers"):
             self.tokenizer = MegatronTokenizerView(self.tokenizer)
         super().__post_init__()
         if self.codeswitch_seed is None:
             self.codeswitch_seed = self.random_seed
+        self.codeswitch_exclude = tuple(sorted(int(e) for e in self.codeswitch_exclude))
+        if self.codeswitch_exclude:
+            self.codeswitch_exclude_digest = hashlib.sha256(
+                np.asarray(self.codeswitch_exclude, dtype="<i8").tobytes()).hexdigest()
         if self.lexicon_path is not None:
             if not os.path.isfile(self.lexicon_path):
                 raise ValueError(f"--lexicon {self.lexicon_path}: no such file")
@@ -185,7 +197,8 @@ class CodeSwitchGPTDataset(GPTDataset):
                     f"--lexicon {config.lexicon_path} was compiled for another tokenizer than the "
                     f"one in the dataset config; rebuild it with tools/build_lexicon.py"
                 )
-            self._lexicon = lexicon
+            self._lexicon = lexicon.without_sources(config.codeswitch_exclude) if config.codeswitch_exclude \
+                else lexicon
             self._sidecar = CodeSwitchSidecar(indexed_dataset.path_prefix, mmap=config.mmap_bin_files)
             self._sidecar.check_matches(
                 indexed_dataset, lexicon_sha256=sha, tokenizer_fingerprint=lex_fingerprint
@@ -199,6 +212,7 @@ class CodeSwitchGPTDataset(GPTDataset):
             "codeswitch_ratio",
             "lexicon_sha256",
             "codeswitch_seed",
+            "codeswitch_exclude_digest",
         ]
 
     def __getstate__(self) -> Dict[str, Any]:

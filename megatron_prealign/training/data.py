@@ -35,8 +35,9 @@ def check_prefixes_exist(prefixes: list[str]) -> None:
 
 
 def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, num_samples: list[int],
-                   is_built_on_rank) -> list:
-    """[train, valid, test] CodeSwitchGPTDatasets (blended when several prefixes)."""
+                   is_built_on_rank, codeswitch_exclude=()) -> list:
+    """[train, valid, test] CodeSwitchGPTDatasets (blended when several prefixes);
+    `codeswitch_exclude`: lexicon entries never switched (the pre-pass's held-out words)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 
     from megatron_prealign.data import CodeSwitchGPTDataset, CodeSwitchGPTDatasetConfig
@@ -57,6 +58,7 @@ def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, nu
         codeswitch_ratio=cfg.codeswitch_ratio,
         codeswitch_seed=cfg.codeswitch_seed,  # None: random_seed, i.e. --seed
         lexicon_path=cfg.lexicon,
+        codeswitch_exclude=tuple(int(e) for e in codeswitch_exclude),
     )
     return BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset, num_samples, is_built_on_rank, ds_cfg).build()
 

@@ -47,3 +47,41 @@ def test_counting_sums_switches_and_times_the_wait():
     for _ in counting(slow_batches(2, 0.0), counter):
         time.sleep(0.05)
     assert counter.data_wait_seconds < 0.05
+
+
+def test_heldout_words_are_never_switched(tmp_path, data_prefixes, data_tokenizer, data_lexicon_path):
+    """`codeswitch_exclude` (the pre-pass's held-out words): those entries lose their
+    translations for the switcher, so they are neither eligible nor switched; the exclusion is
+    part of the index cache key."""
+    import numpy as np
+
+    from megatron_prealign.data.dataset import load_lexicon_arrays
+    from megatron_prealign.lexicon import load_lexicon
+    from megatron_prealign.training.data import build_datasets
+
+    lexicon = load_lexicon(data_lexicon_path)
+    arrays, _, _ = load_lexicon_arrays(data_lexicon_path)
+    translated = np.flatnonzero(np.diff(lexicon.translation_offsets) > 0)
+    half = translated[::2]
+    trimmed = arrays.without_sources(half)
+    for entry in range(lexicon.num_entries):
+        got = trimmed.translation_flat[trimmed.translation_offsets[entry]:trimmed.translation_offsets[entry + 1]]
+        want = [] if entry in half else lexicon.translations(entry)
+        assert list(got) == list(want), entry
+
+    cfg = DataConfig(data_path=(data_prefixes[0],), split="100,0,0", tokenizer_model="x", lexicon=data_lexicon_path,
+                     codeswitch_ratio=1.0, data_cache_path=str(tmp_path / "cache"))
+
+    def totals(exclude):
+        train = build_datasets(cfg, data_tokenizer, seq_length=32, seed=3, num_samples=[40, 0, 0],
+                               is_built_on_rank=lambda: True, codeswitch_exclude=exclude)[0]
+        samples = [train[i] for i in range(40)]
+        return (sum(s["cs_switched_words"] for s in samples), sum(s["cs_eligible_words"] for s in samples),
+                train.unique_description_hash)
+
+    switched, eligible, key = totals(())
+    assert switched == eligible > 0  # ratio 1: every eligible word is switched
+    switched_half, eligible_half, key_half = totals(half)
+    assert 0 < eligible_half < eligible and switched_half == eligible_half
+    assert totals(translated)[:2] == (0, 0)
+    assert len({key, key_half}) == 2

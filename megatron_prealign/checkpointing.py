@@ -17,18 +17,21 @@ run killed mid-save leaves the previous checkpoint as `latest`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
 import shutil
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, Collection, ContextManager
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.preemption import deferred_preemption_signals
@@ -84,27 +87,166 @@ def checkpoint_name(iteration: int | None) -> str:
     return RELEASE if iteration is None else f"iter_{iteration:07d}"
 
 
-def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
-    """Accept either a checkpoint root (with a tracker file) or one checkpoint directory."""
+class NoCheckpoint(CheckpointError):
+    """A checkpoint root that holds no checkpoint at all (the first start of a requeueable job)."""
+
+
+_ITER_DIR = re.compile(r"iter_(\d+)")
+
+
+def checkpoint_dirs(root: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(iteration, directory) of the `iter_*` checkpoint directories under `root`, newest first
+    (complete or not)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(match.group(1)), entry) for entry in root.iterdir()
+             if (match := _ITER_DIR.fullmatch(entry.name)) and entry.is_dir()]
+    return sorted(found, reverse=True)
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why `ckpt` is not a complete checkpoint (None when it is). Cheap: reads the state file and
+    dist_checkpointing's metadata, and checks that every shard file holds the bytes the metadata
+    says it does, so a truncated or missing shard is found before any tensor is read."""
+    if not ckpt.is_dir():
+        return "does not exist"
+    if not (ckpt / STATE_FILE).is_file():
+        return f"has no {STATE_FILE} (a save that did not finish, or not a megatron_prealign checkpoint)"
+    try:
+        state = json.loads((ckpt / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        return f"has an unreadable {STATE_FILE} ({exc})"
+    for name in (".metadata", "common.pt", "metadata.json"):
+        if not (ckpt / name).is_file():
+            return f"has no {name} (its tensors were not all written)"
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(ckpt)).read_metadata()
+    except Exception as exc:  # a corrupt pickle raises anything
+        return f"has an unreadable .metadata ({type(exc).__name__}: {exc})"
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, end in sorted(needed.items()):
+        shard = ckpt / name
+        if not shard.is_file():
+            return f"lacks its shard {name}"
+        size = shard.stat().st_size
+        if size < end:
+            return f"has a truncated shard {name} ({size} of {end} bytes)"
+    if state.get("backend") == "deepspeed" and state.get("has_optimizer") and not (ckpt / "deepspeed").is_dir():
+        return "lacks its deepspeed/ optimizer files"
+    return None
+
+
+def resolve_checkpoint_dir(path: str | os.PathLike, *, on_fallback: Callable[[str], None] | None = None) -> Path:
+    """The complete checkpoint directory that `path` designates: `path` itself when it is a
+    checkpoint directory, else the one its tracker file names. When a root's tracker is missing,
+    unreadable, or names a directory that is missing or incomplete, the newest complete
+    checkpoint in the root is used instead and `on_fallback` (default: a warning on rank 0) is
+    told why. Raises `NoCheckpoint` for a root holding no checkpoint at all, `CheckpointError`
+    when nothing in it is complete."""
     path = Path(path)
+    if not path.exists():
+        raise NoCheckpoint(f"{path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file, not a checkpoint directory or root")
+    if (path / STATE_FILE).exists() or _ITER_DIR.fullmatch(path.name) or path.name == RELEASE:
+        problem = checkpoint_problem(path)
+        if problem:
+            raise CheckpointError(f"checkpoint {path} {problem}; pass an earlier checkpoint directory or its root")
+        return path
+    named, problem = None, None
     tracker = path / TRACKER_FILE
     if tracker.is_file():
-        tag = tracker.read_text().strip()
-        name = RELEASE if tag == RELEASE else checkpoint_name(int(tag))
-        path = path / name
-    if not (path / STATE_FILE).is_file():
-        raise CheckpointError(
-            f"{path} is not a complete megatron_prealign checkpoint (no {STATE_FILE}); pass a "
-            f"directory written by --save or tools/convert_checkpoint.py"
-        )
-    return path
+        try:
+            tag = tracker.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            tag, problem = None, f"its {TRACKER_FILE} is unreadable ({exc})"
+        if tag == RELEASE or (tag or "").isdigit():
+            named = path / (RELEASE if tag == RELEASE else checkpoint_name(int(tag)))
+            named_problem = checkpoint_problem(named)
+            if named_problem is None:
+                return named
+            problem = f"{named.name}, named by its {TRACKER_FILE}, {named_problem}"
+        elif problem is None:
+            problem = f"its {TRACKER_FILE} holds {tag[:40]!r}, not an iteration number or {RELEASE!r}"
+    else:
+        problem = f"it has no {TRACKER_FILE}"
+    candidates = [entry for _, entry in checkpoint_dirs(path)] + [path / RELEASE]
+    candidates = [entry for entry in candidates if entry.is_dir() and entry != named]
+    for entry in candidates:
+        if checkpoint_problem(entry) is None:
+            (on_fallback or _warn_rank0)(f"checkpoint root {path}: {problem}; continuing from its newest complete "
+                                         f"checkpoint, {entry.name}")
+            return entry
+    if named is None and not candidates:
+        raise NoCheckpoint(f"{path} holds no checkpoint (no {TRACKER_FILE}, no iter_* or {RELEASE} directory)")
+    raise CheckpointError(f"checkpoint root {path}: {problem}, and it holds no other complete checkpoint; restore "
+                          f"it, or start over with an empty --load/--save directory")
+
+
+def _warn_rank0(message: str) -> None:
+    log_rank0(logger, "%s", message, level=logging.WARNING)
 
 
 def holds_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether `path` is a checkpoint root with a tracker or a checkpoint directory itself
-    (broken or not: reading it says what is wrong)."""
+    """Whether `path` holds anything of a checkpoint (a tracker, a checkpoint directory, or is
+    one), broken or not: reading it says what is wrong."""
     path = Path(path)
-    return (path / TRACKER_FILE).is_file() or (path / STATE_FILE).is_file()
+    return ((path / TRACKER_FILE).is_file() or (path / STATE_FILE).is_file() or (path / RELEASE).is_dir()
+            or bool(checkpoint_dirs(path)))
+
+
+def set_aside_newer(root: str | os.PathLike, iteration: int) -> list[Path]:
+    """Rename the checkpoint directories of `root` newer than `iteration` (the one a resumed
+    run starts from) to `<name>.set-aside`, so the run's own saves at those iterations cannot
+    write over them; nothing is deleted. Rank 0 renames; collective."""
+    moved = []
+    if _is_rank0():
+        for number, entry in checkpoint_dirs(root):
+            if number <= iteration:
+                break
+            target = entry.with_name(f"{entry.name}.set-aside")
+            suffix = 1
+            while target.exists():
+                suffix += 1
+                target = entry.with_name(f"{entry.name}.set-aside-{suffix}")
+            os.replace(entry, target)
+            moved.append(target)
+            _warn_rank0(f"{entry} is newer than the checkpoint this run continues from (iteration {iteration}) and "
+                        f"would be written over; kept as {target.name}")
+    _barrier()
+    return moved
+
+
+def check_save_root(root: str | os.PathLike, start_iteration: int) -> None:
+    """Refuse to start a run whose saves would write over checkpoints it does not continue from:
+    `--save` holding checkpoints at or after the iteration the run starts at."""
+    clashing = [entry.name for number, entry in checkpoint_dirs(root) if number >= start_iteration]
+    if clashing:
+        raise CheckpointError(
+            f"--save {root} already holds {', '.join(clashing[:3])}{' ...' if len(clashing) > 3 else ''}, which this "
+            f"run (starting at iteration {start_iteration}) did not continue from and would write over; pass "
+            f"--load {root} to continue them, or choose another --save")
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Remove `.iter_*.tmp` directories under `root`: saves that never finished (killed, or out of
+    disk space). Only this module's own temporary names are touched. Rank 0; collective."""
+    removed = []
+    root = Path(root)
+    if _is_rank0() and root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(".tmp") and (
+                    _ITER_DIR.fullmatch(entry.name[1:-4]) or entry.name[1:-4] == RELEASE):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+                _warn_rank0(f"removed {entry}, the remains of a checkpoint save that did not finish")
+    _barrier()
+    return removed
 
 
 def read_checkpoint_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
@@ -169,7 +311,8 @@ def _sharded_state(model, optimizer, scheduler, with_rng: bool, is_loading: bool
 def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], iteration: int | None,
                     optimizer=None, scheduler=None, with_rng: bool = True, pg_collection=None,
                     write_optimizer: Callable[[Path], None] | None = None,
-                    model_context: Callable[[], ContextManager] | None = None, async_queue=None) -> Path:
+                    model_context: Callable[[], ContextManager] | None = None, async_queue=None,
+                    replaceable: Collection[Path] = ()) -> Path:
     """Collectively write a checkpoint and point the tracker at it. All ranks must call this.
 
     Args:
@@ -188,10 +331,16 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
             a forked process while training goes on, and the rest (state file, rename, tracker)
             runs when the queue finalizes the save; until then the tracker names the previous
             checkpoint. The fork snapshots the tensors, so later steps cannot leak into the files.
+        replaceable: existing checkpoint directories this save may replace (those the run wrote
+            or continues from); any other existing directory of the same name is an error, never
+            written over.
     """
     root = Path(root)
     final = root / checkpoint_name(iteration)
     tmp = root / f".{final.name}.tmp"
+    if final.exists() and final not in {Path(entry) for entry in replaceable}:
+        raise CheckpointError(f"{final} already exists and was not written by this run; move it away or choose "
+                              f"another --save")
     if _is_rank0():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -201,7 +350,15 @@ def save_checkpoint(root: str | os.PathLike, *, model, state: dict[str, Any], it
         with deferred_preemption_signals():  # its writer processes must outlive a Slurm SIGTERM
             _fork_writer_results_queue()
             if async_queue is None:
-                dist_checkpointing.save(sharded, str(tmp))
+                try:
+                    dist_checkpointing.save(sharded, str(tmp))
+                except (Exception, CheckpointException) as exc:  # the latter is a BaseException
+                    # Out of disk space above all: a partial directory left behind keeps the disk full.
+                    reason = "No space left on device" if _disk_full(root) else _reason(exc)
+                    if _is_rank0():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    raise CheckpointError(f"saving checkpoint {final} failed ({reason}); the partial files "
+                                          f"were removed and the previous checkpoint is still the latest") from exc
             else:
                 request = dist_checkpointing.save(sharded, str(tmp), sharded_strategy=_async_strategy(),
                                                   async_sharded_save=True)
@@ -241,14 +398,43 @@ def _commit_checkpoint(root: Path, tmp: Path, final: Path, iteration: int | None
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     _barrier()
     if _is_rank0():
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _replace_dir(tmp, final)
         tracker_tmp = root / f".{TRACKER_FILE}.tmp"
         tracker_tmp.write_text(RELEASE if iteration is None else str(iteration))
         os.replace(tracker_tmp, root / TRACKER_FILE)
     _barrier()
     log_rank0(logger, "saved checkpoint %s", final)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Rename `tmp` onto `final`; an existing `final` is moved aside first and removed only once
+    the new one is in place."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _disk_full(root: Path) -> bool:
+    """Whether `root`'s file system is (nearly) out of space: megatron-core's writers report a
+    full disk as a failed write at some position, not as ENOSPC."""
+    try:
+        usage = shutil.disk_usage(root)
+    except OSError:
+        return False
+    return usage.free < min(16 << 20, usage.total // 100)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a failed save, in one line (dist_checkpointing wraps the OSError)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _fork_writer_results_queue() -> None:
@@ -307,7 +493,11 @@ def load_checkpoint(path: str | os.PathLike, *, model, optimizer=None, scheduler
     with_rng = bool(state.get("has_rng")) and same_layout and (optimizer is not None if with_rng is None else with_rng)
     sharded = _sharded_state(model, optimizer, scheduler, with_rng, is_loading=True, pg_collection=pg_collection)
     with deferred_preemption_signals():
-        loaded = dist_checkpointing.load(sharded, str(ckpt))
+        try:
+            loaded = dist_checkpointing.load(sharded, str(ckpt))
+        except (Exception, CheckpointException) as exc:  # the latter is a BaseException
+            raise CheckpointError(f"reading checkpoint {ckpt} failed ({_reason(exc)}); if it is corrupt, pass an "
+                                  f"earlier checkpoint directory") from exc
     _load_model_state(model, loaded, strict)
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
@@ -343,9 +533,7 @@ def save_model_weights(model, path: str | os.PathLike) -> None:
     dist_checkpointing.save(_model_sharded_state(model), str(tmp))
     _barrier()
     if _is_rank0():
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        _replace_dir(tmp, final)
     _barrier()
 
 

@@ -87,6 +87,9 @@ def init_distributed(cfg: ParallelConfig, seed: int, environ: dict[str, str] | N
         tensor_model_parallel_size=cfg.tensor_model_parallel_size,
         pipeline_model_parallel_size=cfg.pipeline_model_parallel_size,
         virtual_pipeline_model_parallel_size=virtual_pipeline_size,
+        # megatron-core gives its groups 30 minutes of their own otherwise: a rank stuck in a
+        # tensor- or pipeline-parallel collective would outlive the world group's timeout.
+        distributed_timeout_minutes=cfg.distributed_timeout_minutes,
     )
     set_seeds(seed)
     log_rank0(

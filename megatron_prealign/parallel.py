@@ -30,14 +30,18 @@ class ParallelConfig:
     TransformerEngine's attention in megatron-core 0.16, so only 1 is supported."""
     distributed_backend: str = "auto"
     """`nccl`, `gloo`, or `auto` (nccl when CUDA is present, else gloo)."""
-    distributed_timeout_minutes: int = 10
-    """Collective timeout (--distributed-timeout-minutes)."""
+    distributed_timeout_minutes: float = 10
+    """Collective timeout of every process group, megatron-core's included
+    (--distributed-timeout-minutes; fractions allowed): a collective stuck on a stopped rank ends
+    the job within it."""
 
     def __post_init__(self) -> None:
         if self.tensor_model_parallel_size < 1:
             raise ValueError("--tensor-model-parallel-size must be >= 1")
         if self.pipeline_model_parallel_size < 1:
             raise ValueError("--pipeline-model-parallel-size must be >= 1")
+        if not self.distributed_timeout_minutes > 0:
+            raise ValueError("--distributed-timeout-minutes must be > 0")
         if self.sequence_parallel and self.tensor_model_parallel_size == 1:
             raise ValueError("--sequence-parallel needs --tensor-model-parallel-size > 1")
         if self.num_layers_per_virtual_pipeline_stage is not None:

@@ -16,6 +16,9 @@ import contextlib
 import signal
 from typing import Iterator
 
+import torch
+import torch.distributed as dist
+
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -27,3 +30,25 @@ def deferred_preemption_signals() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class PreemptionFlag:
+    """Remembers SIGTERM/SIGUSR1 (when `enabled`: --exit-signal-handler); the pre-pass and the
+    pretraining loop check it, agreed across ranks, after each step. One per process, installed
+    before the model is built, so a signal during start-up is kept for the first step."""
+
+    def __init__(self, enabled: bool):
+        self.received = False
+        if enabled:
+            for sig in PREEMPTION_SIGNALS:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def any_rank(self, *conditions: bool, group=None) -> tuple[bool, ...]:
+        """(signal received, *conditions), each true if it is on any rank of `group` (default
+        the world): every rank must stop at the same step."""
+        flags = torch.tensor([self.received, *conditions], dtype=torch.int32)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group if group is not None else dist.group.WORLD)
+        return tuple(bool(flag) for flag in flags.tolist())

@@ -1,7 +1,9 @@
 """`python -m megatron_prealign.pretrain`: PreAlign pretraining on megatron-core.
 
 parse config -> switch the CPU layer on (no GPU) -> init process groups -> assemble the run
-(tokenizer, lexicon, model, optimizer, restore) -> stage "align" -> stage "pretrain" -> close.
+(tokenizer, lexicon, model, optimizer, restore) -> open the data (fails here, not after the
+pre-pass) -> stage "align" -> stage "pretrain" -> close. A signal in either stage saves and exits 0;
+errors in the user's files (checkpoints, sidecars, lexicons, the extension) are one line, exit 2.
 Launch with `torchrun --nproc-per-node N -m megatron_prealign.pretrain ...`, with `srun` (one
 task per GPU), or as a single process with RANK=0 WORLD_SIZE=1.
 """
@@ -19,6 +21,9 @@ from megatron_prealign.config import RunConfig, check_runtime_support, parse_arg
 from megatron_prealign.distributed import destroy_distributed, init_distributed  # noqa: E402
 from megatron_prealign.platform import activate_cpu_compat  # noqa: E402
 from megatron_prealign.checkpointing import CheckpointError  # noqa: E402
+from megatron_prealign.data.codeswitch import ExtensionNotBuilt  # noqa: E402
+from megatron_prealign.data.sidecar import SidecarError  # noqa: E402
+from megatron_prealign.lexicon import LexiconError  # noqa: E402
 from megatron_prealign.run import Run, resolve_dry_run  # noqa: E402
 
 
@@ -43,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(yaml.safe_dump({"resolved": resolved}, sort_keys=False), end="")
         return 0
-    run(cfg)
+    try:
+        run(cfg)
+    except (CheckpointError, SidecarError, LexiconError, ExtensionNotBuilt) as exc:  # named in the message
+        print(f"python -m megatron_prealign.pretrain: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -57,8 +66,9 @@ def run(cfg: RunConfig) -> None:
     try:
         job = Run(cfg, pgs)
         try:
+            job.prepare_data()
             job.align()
-            if not cfg.training.align_only:
+            if not (cfg.training.align_only or job.stopped):
                 job.pretrain()
         finally:
             job.close()

@@ -21,16 +21,18 @@ from typing import Any
 
 import torch.distributed as dist
 
-from megatron_prealign.align import AlignReport, alignment_gap, evaluation_pairs, gap_words, run_align_prepass, \
-    split_entries, write_gap_plot
-from megatron_prealign.checkpointing import CheckpointError, load_checkpoint, load_scheduler_state, \
-    holds_checkpoint, new_async_queue, read_checkpoint_state, save_checkpoint, start_checkpoint_writer_queue
+from megatron_prealign.align import AlignReport, PrepassResume, PrepassStop, alignment_gap, evaluation_pairs, \
+    gap_words, run_align_prepass, split_entries, write_gap_plot
+from megatron_prealign.checkpointing import CheckpointError, NoCheckpoint, check_save_root, load_checkpoint, \
+    load_scheduler_state, new_async_queue, read_checkpoint_state, remove_stale_temporaries, \
+    resolve_checkpoint_dir, save_checkpoint, set_aside_newer, start_checkpoint_writer_queue
 from megatron_prealign.config import RunConfig
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon import build_tokenizer, load_lexicon
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.model import ModelConfig, build_model
 from megatron_prealign.optim import MegatronBackend, TrainingBackend
+from megatron_prealign.preemption import PreemptionFlag
 from megatron_prealign.schedule import model_chunks
 from megatron_prealign.training.batches import BatchSchedule
 from megatron_prealign.training.data import build_datasets, check_prefixes_exist
@@ -60,7 +62,19 @@ class Run:
         data = cfg.data
         self.tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
         self.lexicon = load_lexicon(data.lexicon, self.tokenizer) if data.lexicon else None
-        start = self._start_checkpoint_meta()
+        # Installed first, so a signal during start-up is kept for the first step to act on.
+        self.preemption = PreemptionFlag(cfg.training.exit_signal_handler)
+        self.stopped = False
+        """Whether a signal stopped the run in the pre-pass (its checkpoint saved): no pretraining."""
+        self._prepass_resume: tuple[Path, dict[str, Any]] | None = None
+        self._built_datasets = None
+        self._start_dir, self._start_is_load = locate_start(cfg.training)
+        start = read_checkpoint_state(self._start_dir)[1] if self._start_dir else None
+        self._replaceable: set[Path] = set()
+        """Existing checkpoint directories the run's saves may replace: those it wrote, and the
+        one it continues from."""
+        if cfg.training.save:
+            self._prepare_save_root(start)
         self.model_cfg = resolve_model_config(cfg, self.tokenizer, start)
         self.identity: dict[str, Any] = {
             "lexicon_sha256": self.lexicon.sha256 if self.lexicon is not None else None,
@@ -136,29 +150,78 @@ class Run:
 
         self._close_backend()  # the pre-pass's own optimizer (and engine) is the only one attached
         new_backend = partial(self.deepspeed.prepass_backend, self.model) if self.deepspeed else None
+        stop = PrepassStop(requested=lambda: self.preemption.any_rank()[0], save=self._save_prepass)
+        resume = None
+        if self._prepass_resume is not None:
+            path, meta = self._prepass_resume
+            resume = PrepassResume(report=meta["align_partial"], load=partial(self._load_prepass, path))
         try:
             report = run_align_prepass(self.model, self.lexicon, cfg.align, self.pgs, new_backend=new_backend,
-                                       pad_id=getattr(self.tokenizer, "pad", 0), on_step=log_step)
+                                       pad_id=getattr(self.tokenizer, "pad", 0), on_step=log_step,
+                                       stop=stop, resume=resume)
         finally:
             metrics.close()
+        if report.stopped:
+            self.stopped = True
+            return report
         log_rank0(logger, "alignment pre-pass: %d steps in %.0f s", report.steps, report.seconds)
         if cfg.training.save and dist.get_rank() == 0:
             write_gap_plot({"before pre-pass": report.gap_before, "after pre-pass": report.gap_after},
                            Path(cfg.training.save) / "alignment_gap_prepass.png",
                            title=f"Alignment gap by layer ({report.gap_split} words)")
-        self.state.align_finished = True
+        self.state.align_finished, self.state.align_step = True, 0
         if cfg.training.save:
             self.save()
         return report
 
+    def _save_prepass(self, backend, report: AlignReport) -> None:
+        """A resumable checkpoint of a pre-pass stopped after `report.steps_done` steps: the
+        weights, the pre-pass's optimizer state, LR schedule and RNG streams, and the report so
+        far, as iteration 0 (collective)."""
+        save = self.cfg.training.save
+        if not save:
+            log_rank0(logger, "align: no --save; the stopped pre-pass is not kept", level=logging.WARNING)
+            return
+        self.state.align_step = report.steps_done
+        meta = {**self._meta(), "align_partial": report.to_dict()}
+        if self.deepspeed is not None:
+            self._replaceable.add(self.deepspeed.save(save, module=self.model, backend=backend, state=meta,
+                                                      iteration=0, replaceable=self._replaceable))
+        else:
+            self._replaceable.add(save_checkpoint(save, model=backend.model, state=meta, iteration=0,
+                                                  optimizer=backend.optimizer, scheduler=backend.scheduler,
+                                                  pg_collection=self.pgs, replaceable=self._replaceable))
+
+    def _load_prepass(self, path: Path, backend) -> None:
+        """Restore a stopped pre-pass's state into its newly built backend (see _save_prepass)."""
+        if self.deepspeed is not None:
+            self.deepspeed.load_optimizer(path, backend)
+            backend.scheduler.load_state_dict(load_scheduler_state(path))
+            return
+        load_checkpoint(path, model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler,
+                        pg_collection=self.pgs, with_rng=True)
+
+    def prepare_data(self) -> None:
+        """Open pretraining's datasets now, before the pre-pass, so that what pretraining needs
+        (the compiled code-switch kernel, the data files, the sidecars matching the lexicon and
+        the tokens) fails at start-up rather than after hours of pre-pass. Collective."""
+        if self._built_datasets is None and not self.cfg.training.align_only:
+            if self.cfg.data.codeswitch_ratio > 0:
+                from megatron_prealign.data.codeswitch import _native
+
+                _native()
+            self._built_datasets = self._datasets()
+
     def pretrain(self) -> TrainState:
         """Stage "pretrain": the Trainer from the run's state to `--train-iters`."""
         cfg = self.cfg
-        trainer = Trainer(cfg.training, backend=self.backend, datasets=self._datasets(), state=self.state,
+        self.prepare_data()
+        trainer = Trainer(cfg.training, backend=self.backend, datasets=self._built_datasets, state=self.state,
                           pg_collection=self.pgs,
                           seq_length=cfg.model.seq_length, num_workers=cfg.data.num_workers,
                           save_fn=lambda state: self.save(), eval_hooks=self._eval_hooks(),
-                          after_step=(lambda: self.finalize_saves(blocking=False)) if self._async_saves is not None else None)
+                          after_step=(lambda: self.finalize_saves(blocking=False)) if self._async_saves is not None else None,
+                          preemption=self.preemption)
         try:
             return trainer.train()
         finally:
@@ -182,17 +245,22 @@ class Run:
 
     # -- checkpoints ---------------------------------------------------------------------------
 
+    def _meta(self) -> dict[str, Any]:
+        """prealign_state.json of a checkpoint of the current state."""
+        return {**dataclasses.asdict(self.state), **self.identity, "model": dataclasses.asdict(self.model_cfg),
+                "config": self.cfg.to_dict(), "backend": self.backend_name}
+
     def save(self) -> None:
         """A full training checkpoint of the current state to `--save` (collective)."""
         state = self.state
         # Before the first pretraining step (right after the pre-pass, or --train-iters 0) the
         # optimizer holds no state to save; a resume starts it fresh, as the run would.
         backend = self._backend if state.iteration > 0 else None
-        meta = {**dataclasses.asdict(state), **self.identity, "model": dataclasses.asdict(self.model_cfg),
-                "config": self.cfg.to_dict(), "backend": self.backend_name}
+        meta = self._meta()
         if self.deepspeed is not None:
-            self.deepspeed.save(self.cfg.training.save, module=self.model, backend=backend, state=meta,
-                                iteration=state.iteration)
+            self._replaceable.add(self.deepspeed.save(self.cfg.training.save, module=self.model, backend=backend,
+                                                      state=meta, iteration=state.iteration,
+                                                      replaceable=self._replaceable))
             return
         chunks = model_chunks(self.model)
         if self.cfg.optim.overlap_param_gather:
@@ -201,35 +269,14 @@ class Run:
             for chunk in chunks:
                 chunk.disable_forward_pre_hook(param_sync=True)
         try:
-            save_checkpoint(self.cfg.training.save, model=self.model, state=meta, iteration=state.iteration,
-                            optimizer=backend.optimizer if backend else None,
-                            scheduler=backend.scheduler if backend else None, pg_collection=self.pgs,
-                            async_queue=self._async_saves)
+            self._replaceable.add(save_checkpoint(
+                self.cfg.training.save, model=self.model, state=meta, iteration=state.iteration,
+                optimizer=backend.optimizer if backend else None, scheduler=backend.scheduler if backend else None,
+                pg_collection=self.pgs, async_queue=self._async_saves, replaceable=self._replaceable))
         finally:
             if self.cfg.optim.overlap_param_gather:
                 for chunk in chunks:
                     chunk.enable_forward_pre_hook()
-
-    def _start_point(self) -> tuple[str | None, bool]:
-        """(checkpoint this run starts from, whether it is --load's). Megatron-LM's rule: --load
-        when it holds a checkpoint, else --pretrained-checkpoint; an empty --load root alone is
-        the first start of a requeueable job."""
-        training = self.cfg.training
-        if training.load and (holds_checkpoint(training.load) or not training.pretrained_checkpoint):
-            return training.load, True
-        return training.pretrained_checkpoint, False
-
-    def _start_checkpoint_meta(self) -> dict[str, Any] | None:
-        """prealign_state.json of the checkpoint this run starts from (None when there is none yet)."""
-        path, is_load = self._start_point()
-        if not path:
-            return None
-        try:
-            return read_checkpoint_state(path)[1]
-        except CheckpointError:
-            if not is_load:
-                raise
-            return None  # an empty --load root: first start of a requeueable job
 
     def _restore(self) -> TrainState:
         """Apply --load / --pretrained-checkpoint; returns where the run stands.
@@ -242,20 +289,17 @@ class Run:
         a requeueable job).
         """
         training = self.cfg.training
-        path, is_load = self._start_point()
-        if not path:
+        path, is_load = self._start_dir, self._start_is_load
+        if path is None:
             return TrainState()
-        try:
-            _, meta = read_checkpoint_state(path)
-        except CheckpointError:
-            if is_load:
-                log_rank0(logger, "--load %s holds no checkpoint yet: starting from scratch", path)
-                return TrainState()
-            raise
-        if training.load and not is_load:
-            log_rank0(logger, "--load %s holds no checkpoint yet: starting from --pretrained-checkpoint %s",
-                      training.load, path)
+        _, meta = read_checkpoint_state(path)
         check_compatible(path, meta, self.model_cfg, self.identity, training.override_checkpoint_mismatch)
+        if is_load and meta.get("align_step") and not meta.get("align_finished"):
+            # A pre-pass a signal stopped: the weights now; its optimizer state, LR schedule and
+            # RNG streams when the pre-pass resumes (align()).
+            load_checkpoint(path, model=self.model, pg_collection=self.pgs)
+            self._prepass_resume = (path, meta)
+            return TrainState(align_step=int(meta["align_step"]))
         if is_load and meta.get("has_optimizer", False):
             return self._resume(path, meta)
         load_checkpoint(path, model=self.model, pg_collection=self.pgs)
@@ -264,6 +308,22 @@ class Run:
             # resume it, so a finished pre-pass is not run again.
             return TrainState(align_finished=bool(meta.get("align_finished")))
         return TrainState()
+
+    def _prepare_save_root(self, start: dict[str, Any] | None) -> None:
+        """Make sure no save of this run can write over a checkpoint it did not write: a run
+        continuing the checkpoints of `--save` keeps those newer than its start point aside
+        (left by a fallback past a broken checkpoint, or a tracker set back by hand); any other
+        run refuses a `--save` already holding checkpoints at or after its start."""
+        save = Path(self.cfg.training.save)
+        remove_stale_temporaries(save)
+        iteration = int((start or {}).get("iteration") or 0)
+        continues = (self._start_is_load and self._start_dir.name != "release"
+                     and self._start_dir.parent.resolve() == save.resolve())
+        if continues:
+            set_aside_newer(save, iteration)
+            self._replaceable.add(save / self._start_dir.name)
+        else:
+            check_save_root(save, iteration)
 
     def _resume(self, path: str, meta: dict[str, Any]) -> TrainState:
         """`--load` of a training checkpoint: weights, optimizer state, LR schedule, RNG streams
@@ -385,6 +445,26 @@ def check_compatible(path: str, meta: dict[str, Any], model_cfg: ModelConfig, id
             log_rank0(logger, "WARNING: %s", message)
 
 
+def locate_start(training) -> tuple[Path | None, bool]:
+    """(the complete checkpoint directory a run starts from, whether it is --load's), or
+    (None, False) for a fresh start. Megatron-LM's rule: --load when it holds a checkpoint, else
+    --pretrained-checkpoint; a --load root with nothing in it yet is the first start of a
+    requeueable job. A broken --load root falls back to its newest complete checkpoint with a
+    warning, or is an error; it never silently starts over."""
+    if training.load:
+        try:
+            return resolve_checkpoint_dir(training.load), True
+        except NoCheckpoint:
+            if not training.pretrained_checkpoint:
+                log_rank0(logger, "--load %s holds no checkpoint yet: starting from scratch", training.load)
+                return None, False
+            log_rank0(logger, "--load %s holds no checkpoint yet: starting from --pretrained-checkpoint %s",
+                      training.load, training.pretrained_checkpoint)
+    if training.pretrained_checkpoint:
+        return resolve_checkpoint_dir(training.pretrained_checkpoint), False
+    return None, False
+
+
 def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     """What `--dry-run` prints: everything the run resolves before its first step without a
     GPU or process groups, and the same errors the run would stop on (tokenizer, lexicon and
@@ -401,11 +481,8 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     dp = world_size // model_parallel
     tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
     lexicon = load_lexicon(data.lexicon, tokenizer) if data.lexicon else None
-    start = None
-    for path in (training.load, training.pretrained_checkpoint):
-        if path and holds_checkpoint(path):
-            start = read_checkpoint_state(path)[1]
-            break
+    start_dir, _ = locate_start(training)
+    start = read_checkpoint_state(start_dir)[1] if start_dir else None
     model = resolve_model_config(cfg, tokenizer, start)
     if start is not None:
         check_compatible(training.load or training.pretrained_checkpoint, start, model,
@@ -451,9 +528,7 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
         "schedule": {"iterations": batches.total_iterations, "samples": samples,
                      "tokens": samples * model.seq_length, "global_batch_size": batches.final,
                      "lr_warmup_samples": warmup, "lr_decay_samples": decay},
-        "start": {"checkpoint": (training.load if start and training.load and holds_checkpoint(training.load)
-                                 else training.pretrained_checkpoint) if start else None,
-                  "iteration": (start or {}).get("iteration")},
+        "start": {"checkpoint": str(start_dir) if start_dir else None, "iteration": (start or {}).get("iteration")},
     }
     if datasets:
         total_tokens = sum(row["tokens"] for row in datasets if row["split"] in ("all", "train"))
@@ -463,5 +538,6 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     if cfg.align.steps:
         out["prepass"] = {"steps": cfg.align.steps, "pairs_per_step": cfg.align.pairs_per_batch,
                           "lexicon_entries": lexicon.num_entries if lexicon is not None else None,
-                          "finished_in_checkpoint": bool((start or {}).get("align_finished"))}
+                          "finished_in_checkpoint": bool((start or {}).get("align_finished")),
+                          "steps_done_in_checkpoint": int((start or {}).get("align_step") or 0)}
     return out

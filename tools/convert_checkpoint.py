@@ -9,6 +9,8 @@ from with --pretrained-checkpoint DIR (or --load DIR); the vocabulary is padded 
 TP degree, and the tokenizer files and generation config are kept in DIR/hf_assets/. mcore-to-hf
 reads any checkpoint (release or iter_N, any TP/PP layout) and writes config.json +
 model.safetensors with the tokenizer files and generation config the checkpoint carries.
+Either output directory is written under a temporary name and renamed when complete; a non-empty
+--output is refused unless --overwrite replaces it as a whole.
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hf-to-mcore: PP degree the checkpoint will be trained at (checked against the layers)")
     p.add_argument("--hf-assets", help="mcore-to-hf: directory whose tokenizer files and generation config are "
                                        "copied into the export (default: the ones the checkpoint carries)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --output as a whole (by default it is refused; a conversion never "
+                        "mixes its files with what was there)")
     return p
 
 
@@ -61,9 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.direction == "hf-to-mcore":
             convert_hf_to_mcore(args.hf_path, args.output,
                                 tensor_model_parallel_size=args.target_tensor_parallel_size,
-                                pipeline_model_parallel_size=args.target_pipeline_parallel_size)
+                                pipeline_model_parallel_size=args.target_pipeline_parallel_size,
+                                overwrite=args.overwrite)
         else:
-            convert_mcore_to_hf(args.load, args.output, hf_assets=args.hf_assets)
+            convert_mcore_to_hf(args.load, args.output, hf_assets=args.hf_assets, overwrite=args.overwrite)
     except (ConversionError, CheckpointError, FileNotFoundError) as exc:
         logger.error("%s", exc)
         return 2

@@ -28,6 +28,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "write_gap_plot": "metrics",
     "AlignmentObjective": "prepass",
     "AlignReport": "prepass",
+    "PrepassResume": "prepass",
+    "PrepassStop": "prepass",
     "run_align_prepass": "prepass",
     "AlignConfig": "config",
 })

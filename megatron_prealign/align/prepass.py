@@ -51,7 +51,7 @@ from megatron_prealign.optim import OptimConfig
 from megatron_prealign.platform import compute_device
 from megatron_prealign.schedule import model_chunks, run_schedule
 
-__all__ = ["AlignConfig", "AlignReport", "AlignmentObjective", "run_align_prepass"]
+__all__ = ["AlignConfig", "AlignReport", "AlignmentObjective", "PrepassResume", "PrepassStop", "run_align_prepass"]
 
 logger = get_logger(__name__)
 
@@ -231,12 +231,39 @@ class AlignReport:
     gap_after: dict[str, float] = field(default_factory=dict)
     gap_split: str = "heldout"
     """`heldout` (unseen groups) or `train` (no held-out split configured)."""
+    steps_done: int = 0
+    """Steps run so far, over every resume; below `steps` when a signal stopped the pre-pass."""
     num_train_entries: int = 0
     num_eval_words: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a signal stopped the pre-pass before its last step."""
+        return self.steps_done < self.steps
+
+
+@dataclass
+class PrepassResume:
+    """Where a stopped pre-pass continues: the report so far (`AlignReport.to_dict()`, its
+    `steps_done` the next step), and `load(backend)` restoring the weights, optimizer state, LR
+    schedule and RNG streams saved when it stopped into the newly built backend."""
+
+    report: dict[str, Any]
+    load: Callable[[Any], None]
+
+
+@dataclass
+class PrepassStop:
+    """How a pre-pass stops mid-way: `requested()` (collective, after each step: e.g. a
+    preemption signal on any rank) and `save(backend, report)` writing a resumable checkpoint
+    (collective)."""
+
+    requested: Callable[[], bool]
+    save: Callable[[Any, "AlignReport"], None]
 
 
 def _check_model(model, lexicon: Lexicon, *, ddp: bool) -> None:
@@ -267,7 +294,8 @@ def megatron_backend(model, pg_collection, cfg: OptimConfig, train_iters: int):
 
 def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, *, pad_id: int = 0,
                       on_step: Callable[[dict[str, Any]], None] | None = None,
-                      new_backend: Callable[[OptimConfig, int], Any] | None = None) -> AlignReport:
+                      new_backend: Callable[[OptimConfig, int], Any] | None = None,
+                      stop: PrepassStop | None = None, resume: PrepassResume | None = None) -> AlignReport:
     """Run the alignment pre-pass on `model` (all ranks call it, after any checkpoint load).
 
     Args:
@@ -282,6 +310,10 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
         new_backend: `new_backend(optim_cfg, steps) -> optim.TrainingBackend` builds
             the pre-pass's own optimizer and LR schedule over `model` (the DeepSpeed backend: its
             own engine); default `megatron_backend` (megatron-core's, `model` DDP-wrapped).
+        stop: when `stop.requested()` after a step, `stop.save(backend, report)` and return
+            early (`report.stopped`; no "after" gap) — preemption.
+        resume: continue a stopped pre-pass at `resume.report["steps_done"]` (the gap before,
+            history and sampling continue as if it had not stopped).
 
     Returns:
         AlignReport (identical on every rank). The pre-pass's backend is closed afterwards (its
@@ -319,9 +351,17 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
     report = AlignReport(steps=cfg.steps, selected_layers=[objective.names[s] for s in objective.selected],
                          gap_split=gap_split, num_eval_words=len(eval_ids))
     try:
-        report.gap_before = gap(model)
-        log_rank0(logger, "align: gap before (%s, %d words): %s", gap_split, len(eval_ids),
-                  _format_gaps(report.gap_before))
+        if resume is not None:
+            report = AlignReport(**resume.report)
+            if report.steps != cfg.steps:
+                raise ValueError(f"the stopped pre-pass was configured for {report.steps} steps, this run for "
+                                 f"{cfg.steps} (--align-steps): keep the same pre-pass to resume it")
+            resume.load(backend)
+            log_rank0(logger, "align: resuming the pre-pass at step %d/%d", report.steps_done + 1, cfg.steps)
+        else:
+            report.gap_before = gap(model)
+            log_rank0(logger, "align: gap before (%s, %d words): %s", gap_split, len(eval_ids),
+                      _format_gaps(report.gap_before))
         if backend is not None:
             sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
                                       max_word_tokens=cfg.max_word_tokens)
@@ -331,7 +371,7 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
             for chunk in model_chunks(model):
                 chunk.train()
             with objective.attached():
-                for step in range(cfg.steps):
+                for step in range(report.steps_done, cfg.steps):
                     step_start = time.perf_counter()
                     pairs = sampler.global_pairs(step)
                     microbatches = [mb.to(compute_device()) for mb in build_microbatches(
@@ -355,11 +395,19 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                                   "collapse %.4f lr %.2e grad_norm %s", step + 1, cfg.steps, record["total"],
                                   record["contrastive"], record["word_lm"], record["collapse"], record["lr"],
                                   "n/a" if record["grad_norm"] is None else f"{record['grad_norm']:.4g}")
+                    report.steps_done = step + 1
+                    if stop is not None and report.steps_done < cfg.steps and stop.requested():
+                        report.seconds += time.perf_counter() - started
+                        log_rank0(logger, "align: stopping after step %d/%d (exit signal); saving a resumable "
+                                  "checkpoint", report.steps_done, cfg.steps)
+                        stop.save(backend, report)
+                        return report
+        report.steps_done = cfg.steps
         report.gap_after = gap(model)
     finally:
         if backend is not None:
             backend.close()
-    report.seconds = time.perf_counter() - started
+    report.seconds += time.perf_counter() - started
     log_rank0(logger, "align: gap after: %s (%.1f s)", _format_gaps(report.gap_after), report.seconds)
     return report
 

@@ -107,23 +107,29 @@ def read_hf_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_hf_checkpoint(output: str | os.PathLike, hf_state: Mapping[str, torch.Tensor], config) -> Path:
-    """Write `model.safetensors` then `config.json` into `output`, each atomically."""
-    from safetensors.torch import save_file
-
+def check_output_dir(output: str | os.PathLike, overwrite: bool) -> Path:
+    """A conversion writes a whole directory: refuse an existing non-empty `--output` (its files
+    would be mixed with ours, or a training root's tracker moved) unless `overwrite`."""
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ConversionError(f"--output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        held = sorted(entry.name for entry in out.iterdir())
+        raise ConversionError(f"--output {out} is not empty (it holds {', '.join(held[:4])}"
+                              f"{' ...' if len(held) > 4 else ''}); choose an empty directory, or pass --overwrite to "
+                              f"replace it as a whole")
+    return out
+
+
+def write_hf_checkpoint(output: str | os.PathLike, hf_state: Mapping[str, torch.Tensor], config) -> Path:
+    """Write `model.safetensors` then `config.json` into the directory `output`."""
+    from safetensors.torch import save_file
+
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (SAFETENSORS_INDEX, BIN_FILE, BIN_INDEX):
-        if (out / stale).exists():
-            raise ConversionError(
-                f"--output {out} already holds {stale} from another model; choose an empty directory")
-    with atomic_path(out / SAFETENSORS_FILE) as tmp:
-        save_file(dict(hf_state), str(tmp), metadata={"format": "pt"})
-        _plain_file_mode(tmp)  # safetensors creates its file owner-only
-    with atomic_path(out / CONFIG_FILE) as tmp:
-        tmp.write_text(config.to_json_string(use_diff=True))
+    save_file(dict(hf_state), str(out / SAFETENSORS_FILE), metadata={"format": "pt"})
+    _plain_file_mode(out / SAFETENSORS_FILE)  # safetensors creates its file owner-only
+    (out / CONFIG_FILE).write_text(config.to_json_string(use_diff=True))
     return out
 
 
@@ -342,13 +348,16 @@ def save_release(output: str | os.PathLike, cfg: ModelConfig, full: dict[str, to
 
 def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *,
                         tensor_model_parallel_size: int = 1,
-                        pipeline_model_parallel_size: int = 1) -> Path:
+                        pipeline_model_parallel_size: int = 1, overwrite: bool = False) -> Path:
     """Convert a HF Llama / Mistral / Qwen2 / Qwen3 directory into a weights-only `release`
     checkpoint under `output`, ready to load at the target TP/PP (vocab padded for that TP), with
     the tokenizer files and generation config in `<output>/hf_assets/`. Returns the release dir.
 
+    The root is written under a temporary name and renamed when complete; an existing non-empty
+    `output` is refused unless `overwrite` (then replaced as a whole, never mixed).
     Runs a world of one process; must be called where no process group exists yet.
     """
+    check_output_dir(output, overwrite)
     hf_config = read_hf_config(hf_path)
     cfg = model_config_from_hf(hf_config)
     check_target_layout(cfg, tensor_model_parallel_size, pipeline_model_parallel_size)
@@ -359,7 +368,7 @@ def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *
     assets = {name: Path(hf_path) / name for name in HF_ASSET_FILES if (Path(hf_path) / name).is_file()}
     if assets:
         source["assets"] = sorted(assets)
-        source["assets_dir"] = str(write_assets_dir(output, assets).resolve())
+        source["assets_dir"] = str((Path(output) / ASSETS_DIR).resolve())
     state = {
         "model": dataclasses.asdict(cfg),
         "iteration": 0,
@@ -368,7 +377,11 @@ def convert_hf_to_mcore(hf_path: str | os.PathLike, output: str | os.PathLike, *
                           "pipeline_model_parallel_size": pipeline_model_parallel_size,
                           "padded_vocab_size": cfg.padded_vocab_size(tensor_model_parallel_size)},
     }
-    release = save_release(output, cfg, full, state, tensor_model_parallel_size)
+    with atomic_path(output) as tmp:
+        if assets:
+            write_assets_dir(tmp, assets)
+        save_release(tmp, cfg, full, state, tensor_model_parallel_size)
+    release = Path(output) / "release"
     logger.info("converted %s -> %s (TP=%d PP=%d, padded vocab %d, carried %s)", hf_path, release,
                 tensor_model_parallel_size, pipeline_model_parallel_size,
                 cfg.padded_vocab_size(tensor_model_parallel_size), ", ".join(sorted(assets)) or "no tokenizer files")
@@ -396,10 +409,13 @@ def read_model_checkpoint(load: str | os.PathLike) -> tuple[Path, dict[str, Any]
 
 
 def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike,
-                        hf_assets: str | os.PathLike | None = None) -> Path:
+                        hf_assets: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Export a megatron_prealign checkpoint (root or checkpoint dir, any TP/PP layout, release or
     training) to a HF directory: `config.json` + `model.safetensors`, and the tokenizer files and
-    generation config from `hf_assets` (default: those the checkpoint carries). No process group."""
+    generation config from `hf_assets` (default: those the checkpoint carries). No process group.
+    The directory is written under a temporary name and renamed when complete; an existing
+    non-empty `output` is refused unless `overwrite`."""
+    check_output_dir(output, overwrite)
     ckpt, state, cfg = read_model_config(load)
     check_hf_compatible(cfg)
     full = read_mcore_tensors(ckpt, expected_mcore_shapes(cfg, padded_vocab_size=0).keys())
@@ -414,8 +430,10 @@ def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike,
         if not assets.is_dir():
             raise FileNotFoundError(f"--hf-assets {assets} is not a directory")
         check_assets_tokenizer(assets, state)
-    out = write_hf_checkpoint(output, hf_state, config)
-    copied = copy_hf_assets(assets, out) if assets is not None else tokenizer_files_of_run(state, out)
+    with atomic_path(output) as tmp:
+        write_hf_checkpoint(tmp, hf_state, config)
+        copied = copy_hf_assets(assets, tmp) if assets is not None else tokenizer_files_of_run(state, tmp)
+    out = Path(output)
     if not copied:
         logger.warning("%s carries no tokenizer files or generation config, and the tokenizer the run recorded "
                        "is not readable here: copy them into %s yourself (or pass --hf-assets)", ckpt, out)
@@ -425,7 +443,7 @@ def convert_mcore_to_hf(load: str | os.PathLike, output: str | os.PathLike,
 
 
 __all__ = [
-    "ASSETS_DIR", "HF_ASSET_FILES", "convert_hf_to_mcore", "convert_mcore_to_hf", "copy_hf_assets",
+    "ASSETS_DIR", "HF_ASSET_FILES", "check_output_dir", "convert_hf_to_mcore", "convert_mcore_to_hf", "copy_hf_assets",
     "find_hf_assets", "hf_weight_files", "tokenizer_files_of_run", "read_hf_config", "read_hf_state", "read_mcore_tensors",
     "read_model_checkpoint", "read_model_config", "save_release", "write_assets_dir", "write_hf_checkpoint",
 ]

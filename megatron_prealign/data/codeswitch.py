@@ -144,6 +144,10 @@ class LexiconArrays(NamedTuple):
 _native_module = None
 
 
+class ExtensionNotBuilt(ImportError):
+    """`megatron_prealign._C` is missing or does not load (the message says how to build it)."""
+
+
 def _native():
     """``megatron_prealign._C``, imported on first use (no build happens at import)."""
     global _native_module
@@ -151,7 +155,7 @@ def _native():
         try:
             _native_module = importlib.import_module("megatron_prealign._C")
         except ImportError as exc:
-            raise ImportError(
+            raise ExtensionNotBuilt(
                 "megatron_prealign._C (the compiled code-switch kernel) is not built or does not "
                 f"load ({exc}); run `pip install -e .` in the repository root to build it"
             ) from exc

@@ -79,9 +79,10 @@ class DeepSpeedStages:
     # -- checkpoints -----------------------------------------------------------------------
 
     def save(self, root: str | Path, *, module, backend: DeepSpeedBackend | None, state: dict[str, Any],
-             iteration: int) -> Path:
-        """A checkpoint of `module` [with the engine's optimizer and the LR schedule] (collective)."""
-        return save_checkpoint(root, model=module, iteration=iteration, pg_collection=self.pgs,
+             iteration: int, replaceable=()) -> Path:
+        """A checkpoint of `module` [with the engine's optimizer and the LR schedule] (collective);
+        `replaceable` as in `checkpointing.save_checkpoint`."""
+        return save_checkpoint(root, model=module, iteration=iteration, pg_collection=self.pgs, replaceable=replaceable,
                                state={**state, "backend": BACKEND, "zero_stage": self.zero_stage},
                                scheduler=backend.scheduler if backend is not None else None,
                                write_optimizer=backend.save_optimizer if backend is not None else None,

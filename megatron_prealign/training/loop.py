@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_prealign.log import get_logger, log_rank0
-from megatron_prealign.preemption import PREEMPTION_SIGNALS
+from megatron_prealign.preemption import PreemptionFlag
 from megatron_prealign.training.data import SwitchCounter, build_loader, counting, dataset_name
 from megatron_prealign.training.step import forward_backward
 from megatron_prealign.schedule import model_chunks
@@ -35,26 +34,8 @@ class TrainState:
     iteration: int = 0
     consumed_samples: int = 0
     align_finished: bool = False
-
-
-class PreemptionFlag:
-    """Remembers SIGTERM/SIGUSR1; the loop checks it (agreed across ranks) after each step."""
-
-    def __init__(self, enabled: bool):
-        self.received = False
-        if enabled:
-            for sig in PREEMPTION_SIGNALS:
-                signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.received = True
-
-    def any_rank(self, *conditions: bool) -> tuple[bool, ...]:
-        """(signal received, *conditions), each true if it is on any rank: every rank must stop
-        at the same step."""
-        flags = torch.tensor([self.received, *conditions], dtype=torch.int32)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=dist.group.WORLD)
-        return tuple(bool(flag) for flag in flags.tolist())
+    align_step: int = 0
+    """Pre-pass steps done when a signal stopped the pre-pass mid-way (0 otherwise)."""
 
 
 class MetricsWriter:
@@ -127,10 +108,13 @@ class Trainer:
             background checkpoint writes.
         eval_hooks: callables `hook(model) -> dict` adding metrics at every evaluation
             (e.g. the alignment gap per layer).
+        preemption: the process's signal flag (default: one installed here per
+            `cfg.exit_signal_handler`).
     """
 
     def __init__(self, cfg: TrainingConfig, *, backend, datasets, state: TrainState,
-                 pg_collection, seq_length: int, num_workers: int, save_fn, eval_hooks=(), after_step=None):
+                 pg_collection, seq_length: int, num_workers: int, save_fn, eval_hooks=(), after_step=None,
+                 preemption: PreemptionFlag | None = None):
         self.cfg = cfg
         self.backend, self.model = backend, backend.model
         self.chunks = model_chunks(backend.model)
@@ -150,7 +134,7 @@ class Trainer:
         self.global_batch = self.batches.final
         self.num_microbatches = self.global_batch // (cfg.micro_batch_size * self.dp_size)
         self.metrics = MetricsWriter(cfg.metrics_log, cfg.tensorboard_dir)
-        self.preemption = PreemptionFlag(cfg.exit_signal_handler)
+        self.preemption = preemption if preemption is not None else PreemptionFlag(cfg.exit_signal_handler)
         self.switches = SwitchCounter()
         self._loaders: list = []
 

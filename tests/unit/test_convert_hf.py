@@ -21,7 +21,6 @@ from megatron_prealign.convert.files import (
     hf_weight_files,
     read_hf_config,
     read_hf_state,
-    write_hf_checkpoint,
 )
 from megatron_prealign.convert.hf import (
     HF_LM_HEAD,
@@ -408,24 +407,22 @@ def test_missing_files_are_reported_with_the_path(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "part-1.safetensors"}}))
     with pytest.raises(FileNotFoundError, match="part-1.safetensors"):
         hf_weight_files(tmp_path)
-    with pytest.raises(CheckpointError, match="no prealign_state.json"):
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
         convert_mcore_to_hf(tmp_path, tmp_path / "out")
 
 
 def test_export_refuses_non_llama_checkpoint_and_stale_outputs(tmp_path):
-    import dataclasses
+    from megatron_prealign.convert.files import check_output_dir
 
-    ckpt = tmp_path / "release"
-    ckpt.mkdir()
-    state = {"model": dataclasses.asdict(ModelConfig(normalization="LayerNorm")), "iteration": 0}
-    (ckpt / "prealign_state.json").write_text(json.dumps(state))
     with pytest.raises(ConversionError, match="normalization='LayerNorm'"):
-        convert_mcore_to_hf(ckpt, tmp_path / "out")
+        check_hf_compatible(ModelConfig(normalization="LayerNorm"))
     out = tmp_path / "hf"
     out.mkdir()
+    check_output_dir(out, overwrite=False)  # empty: fine
     (out / "model.safetensors.index.json").write_text("{}")
-    with pytest.raises(ConversionError, match="already holds model.safetensors.index.json"):
-        write_hf_checkpoint(out, {}, llama_config())
+    with pytest.raises(ConversionError, match="is not empty .*model.safetensors.index.json.*--overwrite"):
+        check_output_dir(out, overwrite=False)
+    check_output_dir(out, overwrite=True)
 
 
 def test_carried_tokenizer_is_found_and_checked_against_the_trained_one(tmp_path):

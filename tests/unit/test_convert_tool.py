@@ -58,8 +58,7 @@ def test_missing_inputs_fail_with_the_path(tmp_path):
     assert "nowhere is not a directory" in _hf_to_mcore(tmp_path / "nowhere", tmp_path / "out")
     (tmp_path / "empty").mkdir()
     assert "no config.json in" in _hf_to_mcore(tmp_path / "empty", tmp_path / "out")
-    assert "not a complete megatron_prealign checkpoint" in _failure(convert_mcore_to_hf, tmp_path / "empty",
-                                                                     tmp_path / "hf")
+    assert "holds no checkpoint" in _failure(convert_mcore_to_hf, tmp_path / "empty", tmp_path / "hf")
     assert not (tmp_path / "out").exists() and not (tmp_path / "hf").exists()
 
 
@@ -95,3 +94,35 @@ def test_target_layout_that_cannot_split_the_model_names_the_flag(tmp_path):
         hf, tmp_path / "out", tp=4)
     assert "--target-pipeline-parallel-size 4 does not divide num_hidden_layers=2" in _hf_to_mcore(
         hf, tmp_path / "out", pp=4)
+
+
+def _listing(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("direction", ["hf-to-mcore", "mcore-to-hf"])
+def test_a_non_empty_output_is_refused_and_left_as_it_was(tmp_path, direction):
+    """Neither direction mixes its files into a directory that holds something (a Hugging Face
+    model, or a training root whose tracker a release would move)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "latest_checkpointed_iteration.txt").write_text("1200")
+    (out / "config.json").write_text("{}")
+    before = _listing(out)
+    source = ["--hf-path", str(_hf_dir(tmp_path / "hf"))] if direction == "hf-to-mcore" else ["--load", str(out)]
+    proc = run_tool("convert_checkpoint", ["--direction", direction, *source, "--output", str(out)], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "is not empty" in proc.stderr and "--overwrite" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1, proc.stderr
+    assert _listing(out) == before
+
+
+def test_overwrite_replaces_the_output_as_a_whole(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.bin").write_bytes(b"old")
+    proc = run_tool("convert_checkpoint", ["--direction", "hf-to-mcore", "--hf-path", str(_hf_dir(tmp_path / "hf")),
+                                           "--output", str(out), "--overwrite"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["hf_assets", "latest_checkpointed_iteration.txt", "release"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary was left behind"

@@ -248,16 +248,24 @@ def test_new_rows_start_at_their_translations_embedding():
 
 
 def _fake_checkpoint(root: Path, vocab_size: int, **state) -> Path:
-    """A checkpoint directory with a prealign_state.json only: enough for every check made before
-    the tensors are read."""
+    """A checkpoint directory with a prealign_state.json and no tensors: enough for every check
+    made before the tensors are read."""
     import dataclasses
 
     from megatron_prealign.model import ModelConfig
+
+    import pickle
+
+    from torch.distributed.checkpoint.metadata import Metadata
 
     ckpt = root / "release"
     ckpt.mkdir(parents=True)
     (ckpt / "prealign_state.json").write_text(json.dumps(
         {"model": dataclasses.asdict(ModelConfig(vocab_size=vocab_size)), "iteration": 0, **state}))
+    # dist_checkpointing's files, holding no tensor: the directory passes the completeness check.
+    (ckpt / ".metadata").write_bytes(pickle.dumps(Metadata(state_dict_metadata={}, storage_data={})))
+    (ckpt / "common.pt").write_bytes(b"")
+    (ckpt / "metadata.json").write_text("{}")
     return ckpt
 
 
@@ -299,6 +307,6 @@ def test_tool_extends_a_tokenizer_and_reports_errors(texts, tmp_path):
     assert done.returncode == 2 and "missing.model not found" in done.stderr
     done = run_tool("extend_vocab", ["model", "--load", str(tmp_path / "nowhere"), "--tokenizer", str(tmp_path / "ext"),
                                      "--init", "mean", "--output", str(tmp_path / "out")])
-    assert done.returncode == 2 and "not a complete megatron_prealign checkpoint" in done.stderr
+    assert done.returncode == 2 and "nowhere does not exist" in done.stderr
     done = run_tool("extend_vocab", ["model", "--load", "x", "--tokenizer", "y", "--init", "zeros", "--output", "z"])
     assert done.returncode == 2 and "--init" in done.stderr

@@ -205,7 +205,9 @@ def _check_deepspeed_layout(cfg: RunConfig) -> None:
                (getattr(parallel, "context_parallel_size", 1) > 1, "--context-parallel-size > 1",
                 "megatron-core finalizes its gradients"),
                (cfg.optim.use_distributed_optimizer, "--use-distributed-optimizer",
-                "ZeRO already shards the optimizer state")]
+                "ZeRO already shards the optimizer state"),
+               (cfg.optim.optimizer != "adam", f"--optimizer {cfg.optim.optimizer}",
+                "the DeepSpeed backend steps torch's AdamW")]
     for bad, flag, why in refused:
         if bad:
             raise ValueError(f"--deepspeed-config does not support {flag} ({why}): drop {flag}, or train on "

@@ -1,4 +1,4 @@
-"""Optimizer and LR schedule from megatron-core (Adam with decoupled weight decay), shared by
+"""Optimizer and LR schedule from megatron-core (Adam with decoupled weight decay, or SGD), shared by
 both stages: the alignment pre-pass builds its own from an `OptimConfig`, pretraining from the
 run's. The DeepSpeed backend takes megatron-core's parameter groups (`param_groups`) and LR
 schedule from here too. megatron-core is imported by the builders, so the config can be read
@@ -33,6 +33,12 @@ class OptimConfig:
     lr_warmup_fraction: float | None = None
     """Warmup as a fraction of the decay length, instead of --lr-warmup-iters/-samples
     (--lr-warmup-fraction)."""
+    optimizer: str = "adam"
+    """`adam` (decoupled weight decay) or `sgd` with momentum (--optimizer): SGD keeps one fp32
+    moment per parameter instead of Adam's two (4 bytes per parameter less). The pre-pass always
+    uses Adam."""
+    sgd_momentum: float = 0.9
+    """Momentum of --optimizer sgd (--sgd-momentum)."""
     weight_decay: float = 0.1
     """Decoupled weight decay (--weight-decay)."""
     adam_beta1: float = 0.9
@@ -60,6 +66,10 @@ class OptimConfig:
             raise ValueError("--lr must be > 0")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError("--min-lr must be in [0, --lr]")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
+        if not 0 <= self.sgd_momentum < 1:
+            raise ValueError("--sgd-momentum must be in [0, 1)")
         if self.lr_decay_style not in ("constant", "linear", "cosine"):
             raise ValueError("--lr-decay-style must be constant, linear or cosine")
         if self.lr_warmup_iters < 0:
@@ -83,7 +93,8 @@ def _mcore_config(cfg: OptimConfig, *, bf16: bool = False, fp16: bool = False):
     from megatron.core.optimizer import OptimizerConfig
 
     return OptimizerConfig(
-        optimizer="adam",
+        optimizer=cfg.optimizer,
+        sgd_momentum=cfg.sgd_momentum,
         lr=cfg.lr,
         min_lr=cfg.min_lr,
         weight_decay=cfg.weight_decay,
@@ -105,8 +116,26 @@ def build_optimizer(cfg: OptimConfig, model_chunks: list, *, bf16: bool = False,
     mcore_cfg = _mcore_config(cfg, bf16=bf16, fp16=fp16)
     # Gloo side-groups are only for the distributed optimizer's CPU state exchange; with an explicit
     # pg_collection megatron-core takes every group from it instead.
-    return get_megatron_optimizer(mcore_cfg, model_chunks, pg_collection=pg_collection,
-                                  use_gloo_process_groups=pg_collection is None)
+    optimizer = get_megatron_optimizer(mcore_cfg, model_chunks, pg_collection=pg_collection,
+                                       use_gloo_process_groups=pg_collection is None)
+    for part in getattr(optimizer, "chained_optimizers", [optimizer]):
+        # megatron-core allocates optimizer state before loading a checkpoint into it with
+        # `init_state_fn`, which it defines for Adam only.
+        if getattr(part, "init_state_fn", False) is None and cfg.optimizer == "sgd":
+            part.init_state_fn = _init_sgd_state
+    return optimizer
+
+
+def _init_sgd_state(optimizer, config=None) -> None:
+    """Torch SGD's momentum buffers, zero, for the parameters that have none yet."""
+    import torch
+
+    for group in optimizer.param_groups:
+        if not group.get("momentum"):
+            continue
+        for param in group["params"]:
+            if "momentum_buffer" not in optimizer.state[param]:
+                optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param.data)
 
 
 def param_groups(cfg: OptimConfig, model_chunks: list) -> list[dict]:

@@ -10,7 +10,7 @@ to a measurement; bench/RESULTS.md compares the sums with measured peaks):
 
     weights      parameters in their dtype (bf16 runs keep the torch norms' weights in fp32)
     gradients    megatron-core DDP's contiguous fp32 main-grad buffer (grad_reduce_in_fp32)
-    optimizer    Adam's two fp32 moments, plus fp32 master weights of half-precision
+    optimizer    Adam's two fp32 moments (SGD's one), plus fp32 master weights of half-precision
                  parameters; divided over data-parallel ranks with --use-distributed-optimizer
     buffers      megatron-core's persistent score buffer of the local attention
     activations  the tensors autograd keeps for backward, per layer and for the embedding and
@@ -348,7 +348,8 @@ def stage_memory(cfg, launch: LaunchConfig, stage: int, *, recompute: str | None
     # stepped in place), and every gradient lands in DDP's fp32 buffer.
     weights = (2 if half else 4) * (counts.total - counts.norms) + 4 * counts.norms
     gradients = 4 * counts.total
-    state = 8 * counts.total + (4 * (counts.total - counts.norms) if half else 0)
+    moments = 8 if cfg.optim.optimizer == "adam" else (4 if cfg.optim.sgd_momentum > 0 else 0)
+    state = moments * counts.total + (4 * (counts.total - counts.norms) if half else 0)
     optimizer = math.ceil(state / dp) if dist_opt else state
 
     shape = ActivationShape(seq=model.seq_length, micro_batch=cfg.training.micro_batch_size, tp=tp,

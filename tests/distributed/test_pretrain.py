@@ -231,3 +231,25 @@ def test_async_save_writes_what_a_synchronous_save_writes(tmp_path, data_prefixe
         assert sync.keys() == written.keys()
         for key in sync:
             assert torch.equal(sync[key], written[key]), (iteration, key)
+
+
+def test_sgd_run_saves_and_resumes_exactly(tmp_path, data_prefixes, data_lexicon_path):
+    """--optimizer sgd (one momentum buffer per parameter: what lets a billion-parameter run fit
+    in less memory) trains, checkpoints its momentum and resumes bit for bit."""
+    from tests.conftest import ASSETS
+
+    def args(name, **extra):
+        return _args(data_prefixes, data_lexicon_path, str(ASSETS / "tiny_sp.model"), tmp_path, name,
+                     train_iters=4, eval_interval=100, optimizer="sgd", sgd_momentum=0.9, lr=0.05, **extra)
+
+    _run(1, args("whole", save=tmp_path / "whole", save_interval=2), tmp_path / "whole.log")
+    root = tmp_path / "resumed"
+    root.mkdir()
+    shutil.copytree(tmp_path / "whole" / "iter_0000002", root / "iter_0000002")
+    (root / "latest_checkpointed_iteration.txt").write_text("2")
+    _run(1, args("resumed", load=root), tmp_path / "resumed.log")
+    whole, resumed = _train_records(tmp_path / "whole.jsonl"), _train_records(tmp_path / "resumed.jsonl")
+    assert sorted(resumed) == [3, 4]
+    assert whole[4]["lm_loss"] < whole[1]["lm_loss"]
+    for it in (3, 4):
+        assert resumed[it]["lm_loss"] == whole[it]["lm_loss"], it

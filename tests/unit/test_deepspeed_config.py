@@ -81,6 +81,7 @@ def test_unreadable_file_names_the_flag(tmp_path):
     (["--pipeline-model-parallel-size", "2"], "does not support --pipeline-model-parallel-size"),
     (["--tensor-model-parallel-size", "2", "--sequence-parallel"], "does not support --sequence-parallel"),
     (["--use-distributed-optimizer"], "does not support --use-distributed-optimizer"),
+    (["--optimizer", "sgd"], "does not support --optimizer sgd"),
 ])
 def test_megatron_core_only_layouts_are_refused(flags, message, capsys):
     with pytest.raises(SystemExit):

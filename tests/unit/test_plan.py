@@ -162,6 +162,9 @@ def test_memory_terms_follow_the_layout():
     sp = {(a["sequence_parallel"], a["recompute"]): a["peak_bytes"] for a in plan.alternatives
           if a["distributed_optimizer"]}
     assert sp[(True, "none")] < sp[(False, "none")] and sp[(False, "full")] < sp[(False, "selective")]
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, optimizer="sgd"))  # one moment, not two
+    assert plan_run(cfg, LaunchConfig(world_size=8, device="cuda")).stages[0].optimizer == \
+        pytest.approx(8 * first.parameters / 2, rel=1e-4)
 
 
 def test_tool_prints_the_table_and_json(capsys, tmp_path):

@@ -163,7 +163,7 @@ def _check_virtual_pipeline(cfg: RunConfig) -> None:
     if cfg.model.num_layers // (pp * per_chunk) < 2:
         raise ValueError(f"--num-layers-per-virtual-pipeline-stage {per_chunk} gives one chunk per pipeline rank: "
                          f"drop it (plain 1F1B) or lower it below --num-layers / --pipeline-model-parallel-size")
-    if cfg.align.steps and cfg.align.num_microbatches < pp:
+    if (cfg.align.steps or cfg.align.token_budget) and cfg.align.num_microbatches < pp:
         raise ValueError(f"the interleaved schedule needs --align-num-microbatches >= --pipeline-model-parallel-size "
                          f"{pp}, got {cfg.align.num_microbatches}")
 
@@ -187,10 +187,15 @@ def _check_layers_divisible_by_pp(cfg: RunConfig) -> None:
 
 
 def _check_lexicon_for_align(cfg: RunConfig) -> None:
+    if cfg.align.token_budget is not None:
+        if cfg.align.steps:
+            raise ValueError("--align-token-budget and --align-steps are alternatives: size the pre-pass one way")
+        if not cfg.data.lexicon:
+            raise ValueError("--align-token-budget needs --lexicon (the dictionary to align)")
     if cfg.align.steps > 0 and not cfg.data.lexicon:
         raise ValueError("--align-steps > 0 needs --lexicon (the dictionary to align)")
-    if cfg.training.align_only and cfg.align.steps == 0:
-        raise ValueError("--align-only needs --align-steps > 0")
+    if cfg.training.align_only and cfg.align.steps == 0 and cfg.align.token_budget is None:
+        raise ValueError("--align-only needs --align-steps > 0 or --align-token-budget")
 
 
 def _check_deepspeed_layout(cfg: RunConfig) -> None:

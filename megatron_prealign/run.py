@@ -22,7 +22,7 @@ from typing import Any
 import torch.distributed as dist
 
 from megatron_prealign.align import AlignReport, PrepassResume, PrepassStop, alignment_gap, evaluation_pairs, \
-    gap_words, run_align_prepass, split_entries, write_gap_plot
+    gap_words, run_align_prepass, split_entries, steps_for_token_budget, write_gap_plot
 from megatron_prealign.checkpointing import CheckpointError, NoCheckpoint, check_save_root, load_checkpoint, \
     load_scheduler_state, new_async_queue, read_checkpoint_state, remove_stale_temporaries, \
     resolve_checkpoint_dir, save_checkpoint, set_aside_newer, start_checkpoint_writer_queue
@@ -62,6 +62,7 @@ class Run:
         data = cfg.data
         self.tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
         self.lexicon = load_lexicon(data.lexicon, self.tokenizer) if data.lexicon else None
+        cfg = self.cfg = size_prepass(cfg, self.lexicon)
         # Installed first, so a signal during start-up is kept for the first step to act on.
         self.preemption = PreemptionFlag(cfg.training.exit_signal_handler)
         self.stopped = False
@@ -465,6 +466,18 @@ def locate_start(training) -> tuple[Path | None, bool]:
     return None, False
 
 
+def size_prepass(cfg: RunConfig, lexicon) -> RunConfig:
+    """`cfg` with --align-token-budget turned into --align-steps for `lexicon` (unchanged without
+    a budget); the resolved steps are what checkpoints record."""
+    align = cfg.align
+    if align.token_budget is None:
+        return cfg
+    steps, per_step = steps_for_token_budget(lexicon, align)
+    log_rank0(logger, "align: --align-token-budget %d = %d steps of %d pairs (%.0f padded word tokens per step)",
+              align.token_budget, steps, align.pairs_per_batch, per_step)
+    return dataclasses.replace(cfg, align=dataclasses.replace(align, steps=steps, token_budget=None))
+
+
 def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     """What `--dry-run` prints: everything the run resolves before its first step without a
     GPU or process groups, and the same errors the run would stop on (tokenizer, lexicon and
@@ -481,6 +494,8 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     dp = world_size // model_parallel
     tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
     lexicon = load_lexicon(data.lexicon, tokenizer) if data.lexicon else None
+    budget = cfg.align.token_budget
+    cfg = size_prepass(cfg, lexicon)
     start_dir, _ = locate_start(training)
     start = read_checkpoint_state(start_dir)[1] if start_dir else None
     model = resolve_model_config(cfg, tokenizer, start)
@@ -536,7 +551,7 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
         if total_tokens:
             out["schedule"]["epochs_of_the_data"] = round(samples * model.seq_length / total_tokens, 3)
     if cfg.align.steps:
-        out["prepass"] = {"steps": cfg.align.steps, "pairs_per_step": cfg.align.pairs_per_batch,
+        out["prepass"] = {"steps": cfg.align.steps, "token_budget": budget, "pairs_per_step": cfg.align.pairs_per_batch,
                           "lexicon_entries": lexicon.num_entries if lexicon is not None else None,
                           "finished_in_checkpoint": bool((start or {}).get("align_finished")),
                           "steps_done_in_checkpoint": int((start or {}).get("align_step") or 0)}

@@ -16,6 +16,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "pad_words": "data",
     "pool_masks": "data",
     "split_entries": "data",
+    "steps_for_token_budget": "data",
+    "tokens_per_step": "data",
     "InjectAuxLoss": "loss",
     "all_gather_with_grad": "loss",
     "collapse_penalty": "loss",

@@ -12,6 +12,12 @@ class AlignConfig:
 
     steps: int = 5000
     """Optimizer steps of the pre-pass; 0 skips training (--align-steps). Authors: ~5,000."""
+    token_budget: int | None = None
+    """Size the pre-pass by the word tokens it computes on instead of by steps
+    (--align-token-budget; an alternative to --align-steps): each step runs 2 x pairs words, each
+    padded to the step's longest word, so steps = budget / the mean padded tokens of a step,
+    measured on the run's own sampler (`steps_for_token_budget`). Compare it with pretraining's
+    tokens (--train-iters x global batch x sequence length) to give the pre-pass a share."""
     lr: float = 5e-4
     """Peak learning rate (--align-lr). Authors: 5e-4."""
     min_lr: float = 0.0
@@ -58,6 +64,8 @@ class AlignConfig:
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError("--align-steps must be >= 0")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise ValueError("--align-token-budget must be >= 1 (word tokens)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("--align-lr must be > 0")
         if not 0 <= self.min_lr <= self.lr:

@@ -28,7 +28,7 @@ from megatron_prealign.lexicon.tokenizer import WORD_START
 
 __all__ = [
     "WordMicrobatch", "WordPairSampler", "build_microbatches", "clone_lexicon", "pad_words", "pool_masks",
-    "split_entries",
+    "split_entries", "steps_for_token_budget", "tokens_per_step",
 ]
 
 
@@ -120,6 +120,23 @@ class WordPairSampler:
         lo, hi = self._trans_offsets[rows], self._trans_offsets[rows + 1]
         chosen = lo + np.floor(rng.random(self.pairs_per_batch) * (hi - lo)).astype(np.int64)
         return np.stack([self._anchors[rows], self._trans_flat[chosen]], axis=1)
+
+
+def tokens_per_step(lexicon: Lexicon, cfg, train_ids: np.ndarray, *, probe_steps: int = 64) -> float:
+    """Mean word tokens one pre-pass step computes on (2 x pairs words, each padded to the step's
+    longest word), over the first `probe_steps` global batches of the run's own sampler."""
+    sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
+                              max_word_tokens=cfg.max_word_tokens)
+    lengths = np.diff(lexicon.entry_offsets)
+    padded = [int(lengths[sampler.global_pairs(step).reshape(-1)].max()) for step in range(probe_steps)]
+    return 2 * cfg.pairs_per_batch * float(np.mean(padded))
+
+
+def steps_for_token_budget(lexicon: Lexicon, cfg) -> tuple[int, float]:
+    """(steps, mean tokens per step) of a pre-pass sized by `cfg.token_budget` (AlignConfig)."""
+    train_ids, _ = split_entries(lexicon, cfg.heldout_fraction, cfg.seed)
+    per_step = tokens_per_step(lexicon, cfg, train_ids)
+    return max(1, int(round(cfg.token_budget / per_step))), per_step
 
 
 @dataclass

@@ -113,3 +113,32 @@ def test_evaluate_takes_the_pretraining_data_path_as_is():
     assert parse_data_paths(["0.7", "/d/en_text_document", "0.3", "/d/de"]) == [
         ("en_text_document", "/d/en_text_document"), ("de", "/d/de")]
     assert parse_data_paths(["clone=/d/c", "/d/e"]) == [("clone", "/d/c"), ("e", "/d/e")]
+
+
+def test_align_token_budget_sizes_the_pre_pass_in_tokens(data_prefixes, data_lexicon_path, capsys):
+    """--align-token-budget: steps = budget / the padded word tokens of a step on the run's own
+    sampler; the dry run shows both; it and --align-steps are alternatives."""
+    import yaml
+
+    from megatron_prealign.align import AlignConfig, split_entries, steps_for_token_budget, tokens_per_step
+    from megatron_prealign.lexicon import build_tokenizer, load_lexicon
+    from megatron_prealign.pretrain import main
+
+    lexicon = load_lexicon(data_lexicon_path, build_tokenizer("SentencePieceTokenizer", TOK))
+    align = AlignConfig(pairs_per_batch=8, seed=3, heldout_fraction=0.0)
+    per_step = tokens_per_step(lexicon, align, split_entries(lexicon, 0.0, 3)[0])
+    assert 2 * 8 <= per_step <= 2 * 8 * align.max_word_tokens
+    steps, measured = steps_for_token_budget(lexicon, AlignConfig(pairs_per_batch=8, seed=3, heldout_fraction=0.0,
+                                                                  token_budget=int(40 * per_step)))
+    assert steps == 40 and measured == per_step
+
+    argv = ["--data-path", data_prefixes[0], "--tokenizer-model", TOK, "--lexicon", data_lexicon_path,
+            "--train-iters", "10", "--align-pairs-per-batch", "8", "--align-seed", "3",
+            "--align-heldout-fraction", "0", "--align-token-budget", str(int(40 * per_step)), "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    prepass = yaml.safe_load(out[out.index("resolved:"):])["resolved"]["prepass"]
+    assert prepass["steps"] == 40 and prepass["token_budget"] == int(40 * per_step)
+    with pytest.raises(SystemExit):
+        main(argv + ["--align-steps", "5"])
+    assert "--align-token-budget and --align-steps are alternatives" in capsys.readouterr().err

@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, SidecarError, LexiconError, ExtensionNotBuilt) as exc:  # named in the message
         print(f"python -m megatron_prealign.pretrain: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that is missing, a directory, read-only, or a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"python -m megatron_prealign.pretrain: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,9 @@ class Run:
         (left by a fallback past a broken checkpoint, or a tracker set back by hand); any other
         run refuses a `--save` already holding checkpoints at or after its start."""
         save = Path(self.cfg.training.save)
+        save.mkdir(parents=True, exist_ok=True)  # an unusable --save fails now, not at the first save
+        if not os.access(save, os.W_OK):
+            raise CheckpointError(f"--save {save} is not writable")
         remove_stale_temporaries(save)
         iteration = int((start or {}).get("iteration") or 0)
         continues = (self._start_is_load and self._start_dir.name != "release"

@@ -37,3 +37,23 @@ def test_a_missing_extension_stops_the_run_before_the_pre_pass(tmp_path, data_pr
     errors = [line for line in log.splitlines() if line.startswith("python -m megatron_prealign.pretrain: error:")]
     assert len(errors) == 1 and "megatron_prealign._C" in errors[0] and "pip install -e ." in errors[0], log[-3000:]
     assert "align step" not in log and "Traceback" not in log
+
+
+def test_paths_that_cannot_be_written_are_one_line_errors(tmp_path, data_prefixes, data_lexicon_path):
+    """--save or --metrics-log below a regular file: one line naming the path, exit 2."""
+    from tests._launch import launch
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    for name, flag in (("save", "--save"), ("metrics", "--metrics-log")):
+        args = _args(data_prefixes, data_lexicon_path, tmp_path, name, train_iters=2)
+        if flag == "--metrics-log":
+            at = args.index(flag)
+            args = args[:at] + args[at + 2:]
+        args += [flag, str(blocker / "sub" / "x")]
+        proc = launch(1, args, tmp_path / f"{name}.log")
+        assert proc.wait(timeout=300) == 2, (tmp_path / f"{name}.log").read_text()[-3000:]
+        log = (tmp_path / f"{name}.log").read_text()
+        errors = [line for line in log.splitlines() if line.startswith("python -m megatron_prealign.pretrain: error:")]
+        assert len(errors) == 1 and str(blocker) in errors[0], log[-3000:]
+        assert "Traceback" not in log

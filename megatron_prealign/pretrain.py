@@ -4,6 +4,9 @@ parse config -> switch the CPU layer on (no GPU) -> init process groups -> assem
 (tokenizer, lexicon, model, optimizer, restore) -> stage "align" -> stage "pretrain" -> close.
 Launch with `torchrun --nproc-per-node N -m megatron_prealign.pretrain ...`, with `srun` (one
 task per GPU), or as a single process with RANK=0 WORLD_SIZE=1.
+
+Bad flags exit with 2 and argparse's usage line; data that cannot be trained on (`DataError`:
+missing, incomplete or foreign datasets) exits with 2 and one error line, on every rank alike.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from megatron_prealign.config import RunConfig, check_runtime_support, parse_arg
 from megatron_prealign.distributed import destroy_distributed, init_distributed  # noqa: E402
 from megatron_prealign.platform import activate_cpu_compat  # noqa: E402
 from megatron_prealign.checkpointing import CheckpointError  # noqa: E402
+from megatron_prealign.data.integrity import DataError  # noqa: E402
 from megatron_prealign.run import Run, resolve_dry_run  # noqa: E402
 
 
@@ -43,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(yaml.safe_dump({"resolved": resolved}, sort_keys=False), end="")
         return 0
-    run(cfg)
+    try:
+        run(cfg)
+    except DataError as exc:
+        print(f"python -m megatron_prealign.pretrain: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

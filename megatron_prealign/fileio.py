@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, List
+
+_TMP_SUFFIX = ".tmp-"
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def tmp_name(path: str | os.PathLike) -> Path:
+    """The temporary sibling of `path` this process writes before renaming: ``.<name>.tmp-<pid>``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{_TMP_SUFFIX}{os.getpid()}")
+
+
+_tmp_name = tmp_name
 
 
 @contextlib.contextmanager
@@ -21,12 +29,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(final)
-    _remove(tmp)
+    tmp = tmp_name(final)
+    remove_path(tmp)
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     if final.is_dir() and tmp.is_dir():
         # os.replace cannot replace a non-empty directory: move the old one aside first.
@@ -38,8 +46,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a file, link or directory tree; nothing if it does not exist."""
+    path = Path(path)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+_remove = remove_path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def stale_temporaries(path: str | os.PathLike) -> List[Path]:
+    """The temporaries of `path` (``.<name>.tmp-<pid>``, see `tmp_name`) left by processes of
+    this machine that no longer run, e.g. a killed run that wrote the same output.
+
+    Only that exact pattern matches, so no other file is ever taken for one. A process that is
+    still alive keeps its temporaries (it may be writing the same output right now); on a shared
+    file system a writer on another machine cannot be seen, and two runs writing one output at
+    once race anyway.
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}{_TMP_SUFFIX}") + r"(\d+)\Z")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        match = pattern.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+            out.append(path.parent / name)
+    return out
+
+
+def remove_stale_temporaries(paths: Iterable[str | os.PathLike]) -> List[Path]:
+    """Remove `stale_temporaries` of each of `paths`; returns what was removed."""
+    removed = []
+    for path in paths:
+        for stale in stale_temporaries(path):
+            remove_path(stale)
+            removed.append(stale)
+    return removed

@@ -3,7 +3,8 @@
 parse config -> switch the CPU layer on (no GPU) -> init process groups -> assemble the run
 (tokenizer, lexicon, model, optimizer, restore) -> open the data (fails here, not after the
 pre-pass) -> stage "align" -> stage "pretrain" -> close. A signal in either stage saves and exits 0;
-errors in the user's files (checkpoints, sidecars, lexicons, the extension) are one line, exit 2.
+errors in the user's files (checkpoints, datasets and sidecars, lexicons, the extension, paths)
+are one line, exit 2, on every rank alike; bad flags exit 2 with argparse's usage line.
 Launch with `torchrun --nproc-per-node N -m megatron_prealign.pretrain ...`, with `srun` (one
 task per GPU), or as a single process with RANK=0 WORLD_SIZE=1.
 """
@@ -22,7 +23,7 @@ from megatron_prealign.distributed import destroy_distributed, init_distributed 
 from megatron_prealign.platform import activate_cpu_compat  # noqa: E402
 from megatron_prealign.checkpointing import CheckpointError  # noqa: E402
 from megatron_prealign.data.codeswitch import ExtensionNotBuilt  # noqa: E402
-from megatron_prealign.data.sidecar import SidecarError  # noqa: E402
+from megatron_prealign.data.integrity import DataError  # noqa: E402
 from megatron_prealign.lexicon import LexiconError  # noqa: E402
 from megatron_prealign.run import Run, resolve_dry_run  # noqa: E402
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         run(cfg)
-    except (CheckpointError, SidecarError, LexiconError, ExtensionNotBuilt) as exc:  # named in the message
+    except (CheckpointError, DataError, LexiconError, ExtensionNotBuilt) as exc:  # named in the message
         print(f"python -m megatron_prealign.pretrain: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path that is missing, a directory, read-only, or a full disk

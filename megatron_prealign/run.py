@@ -36,7 +36,7 @@ from megatron_prealign.optim import MegatronBackend, TrainingBackend
 from megatron_prealign.preemption import PreemptionFlag
 from megatron_prealign.schedule import model_chunks
 from megatron_prealign.training.batches import BatchSchedule
-from megatron_prealign.training.data import build_datasets, check_prefixes_exist
+from megatron_prealign.training.data import build_datasets, check_datasets, check_prefixes_exist
 from megatron_prealign.training.ddp import wrap_ddp
 from megatron_prealign.training.loop import MetricsWriter, Trainer, TrainState, train_state_from_checkpoint
 
@@ -61,9 +61,11 @@ class Run:
     def __init__(self, cfg: RunConfig, pg_collection):
         self.cfg, self.pgs = cfg, pg_collection
         data = cfg.data
-        self.tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
+        self.tokenizer = _run_tokenizer(data)
         self.lexicon = load_lexicon(data.lexicon, self.tokenizer) if data.lexicon else None
         cfg = self.cfg = size_prepass(cfg, self.lexicon)
+        if not cfg.training.align_only and (data.data_path or data.train_data_path):
+            check_datasets(data, self.tokenizer)  # before hours of pre-pass, not after
         # Installed first, so a signal during start-up is kept for the first step to act on.
         self.preemption = PreemptionFlag(cfg.training.exit_signal_handler)
         self.stopped = False
@@ -368,7 +370,8 @@ class Run:
         heldout = split_entries(self.lexicon, cfg.align.heldout_fraction, cfg.align.seed)[1] \
             if self.lexicon is not None else ()
         return build_datasets(cfg.data, self.tokenizer, seq_length=cfg.model.seq_length, seed=training.seed,
-                              num_samples=num_samples, is_built_on_rank=lambda: True, codeswitch_exclude=heldout)
+                              num_samples=num_samples, is_built_on_rank=lambda: True, codeswitch_exclude=heldout,
+                              vocab_size=self.model_cfg.vocab_size)
 
     def _eval_hooks(self) -> list:
         """At every evaluation, the alignment gap per layer when a lexicon is given (for every
@@ -406,6 +409,21 @@ class Run:
             return {"alignment_gap": gaps}
 
         return [hook]
+
+
+def _run_tokenizer(data):
+    """The run's tokenizer (None without --tokenizer-model); a model file that is missing or a
+    directory is a `DataError` naming the flag, which the entry point prints as one line."""
+    from megatron_prealign.data.integrity import DataError
+
+    if not data.tokenizer_model:
+        return None
+    try:
+        return build_tokenizer(data.tokenizer_type, data.tokenizer_model)
+    except FileNotFoundError as exc:
+        what = "is a directory, " if os.path.isdir(data.tokenizer_model) else ""
+        raise DataError(f"--tokenizer-model {data.tokenizer_model}: {what}{exc}; give the model file of the "
+                        f"--tokenizer-type {data.tokenizer_type} (a directory only for HuggingFaceTokenizer)") from exc
 
 
 def resolve_model_config(cfg: RunConfig, tokenizer, start_meta: dict[str, Any] | None) -> ModelConfig:
@@ -486,8 +504,7 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     """What `--dry-run` prints: everything the run resolves before its first step without a
     GPU or process groups, and the same errors the run would stop on (tokenizer, lexicon and
     checkpoint identity, data files, learning-rate schedule, layout)."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
+    from megatron_prealign.data.integrity import open_token_dataset, verdict_cache_dir
     from megatron_prealign.data.sidecar import CodeSwitchSidecar
     from megatron_prealign.optim import lr_schedule_lengths
 
@@ -496,7 +513,7 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     if world_size % model_parallel:
         raise ValueError(f"WORLD_SIZE {world_size} is not divisible by TP x PP = {model_parallel}")
     dp = world_size // model_parallel
-    tokenizer = build_tokenizer(data.tokenizer_type, data.tokenizer_model) if data.tokenizer_model else None
+    tokenizer = _run_tokenizer(data)
     lexicon = load_lexicon(data.lexicon, tokenizer) if data.lexicon else None
     budget = cfg.align.token_budget
     cfg = size_prepass(cfg, lexicon)
@@ -519,17 +536,15 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
             prefixes, weights = blend
             for i, prefix in enumerate(prefixes):
                 check_prefixes_exist([prefix])
-                tokens = IndexedDataset(prefix)
+                # What the trainer's dataset builder checks, the same way.
+                cache_dir = verdict_cache_dir(data.data_cache_path, prefix)
+                tokens = open_token_dataset(prefix, tokenizer=tokenizer, vocab_size=model.vocab_size,
+                                            cache_dir=cache_dir, flag="--data-path")
                 row = {"prefix": prefix, "split": split, "weight": weights[i] if weights else 1.0,
                        "documents": int(len(tokens.document_indices) - 1),
                        "tokens": int(tokens.sequence_lengths.sum(dtype="int64"))}
-                if tokenizer is not None and row["tokens"]:
-                    top = int(max(tokens[d].max() for d in range(min(len(tokens), 64))))
-                    if top >= model.vocab_size:
-                        raise ValueError(f"--data-path {prefix}: token id {top} is outside the tokenizer's "
-                                         f"{model.vocab_size} ids: the dataset was made with another tokenizer")
                 if data.codeswitch_ratio > 0:
-                    CodeSwitchSidecar(prefix).check_matches(tokens, lexicon_sha256=lexicon.sha256)
+                    CodeSwitchSidecar(prefix, cache_dir=cache_dir).check_matches(tokens, lexicon_sha256=lexicon.sha256)
                 datasets.append(row)
 
     batches = BatchSchedule(training, dp)

@@ -3,10 +3,13 @@ dataset with its sidecar from documents and span triples, and the compiled switc
 called the way the tests compare it with the oracle (tests/_codeswitch_reference.py)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
 from megatron_prealign.data.codeswitch import CodeSwitchStats, LexiconArrays, _native
+from megatron_prealign.data.integrity import file_sha256
 from megatron_prealign.data.sidecar import SidecarWriter, sidecar_prefix
 
 SHA = "a" * 64
@@ -39,9 +42,9 @@ def write_dataset(prefix, docs, spans, *, sha=SHA, meta_lengths=None) -> str:
         writer.add_document(t[:, 0], t[:, 1], t[:, 2])
     writer.finalize(sidecar_prefix(prefix) + ".idx")
     lengths = np.asarray([len(d) for d in docs] if meta_lengths is None else meta_lengths, dtype=np.int32)
-    writer.make_meta(lengths, lexicon_sha256=sha, tokenizer_fingerprint=FINGERPRINT).write(
-        sidecar_prefix(prefix) + ".json"
-    )
+    writer.make_meta(lengths, lexicon_sha256=sha, tokenizer_fingerprint=FINGERPRINT,
+                     token_bin_size=os.path.getsize(prefix + ".bin"),
+                     token_bin_sha256=file_sha256(prefix + ".bin")).write(sidecar_prefix(prefix) + ".json")
     return prefix
 
 

@@ -95,6 +95,21 @@ def data_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def data_other_tokenizer_model(tmp_path_factory) -> str:
+    """Another SentencePiece model of the same corpus (vocab 390): same kind of ids, another
+    tokenizer, for data that must be refused as foreign."""
+    import sentencepiece as spm
+
+    root = tmp_path_factory.mktemp("other_tokenizer")
+    spm.SentencePieceTrainer.train(
+        input=str(ASSETS / "tiny_corpus.txt"), model_prefix=str(root / "other"), vocab_size=390,
+        model_type="unigram", character_coverage=1.0, byte_fallback=True, num_threads=1, minloglevel=2,
+        normalization_rule_name="identity",
+    )
+    return str(root / "other.model")
+
+
+@pytest.fixture(scope="session")
 def data_lexicon_path(tmp_path_factory, data_tokenizer) -> str:
     """A compiled `.lex` of `DATA_DICTIONARY` for the tiny tokenizer."""
     from megatron_prealign.lexicon.dictionary import read_dictionary
@@ -123,8 +138,11 @@ def data_write_corpus():
     Writes ``<prefix>.{bin,idx}`` (one sequence per text, uint16 like megatron's preprocessing
     for small vocabularies) and, with a lexicon, the code-switch sidecar from ``lexicon.scan``.
     """
+    import os
+
     from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 
+    from megatron_prealign.data.integrity import file_sha256
     from megatron_prealign.data.sidecar import SidecarWriter, sidecar_prefix
 
     def write(prefix, texts, tokenizer, lexicon=None, append_eod=True):
@@ -146,6 +164,8 @@ def data_write_corpus():
                 np.asarray(lengths, dtype=np.int32),
                 lexicon_sha256=lexicon.sha256,
                 tokenizer_fingerprint=lexicon.tokenizer_fingerprint,
+                token_bin_size=os.path.getsize(prefix + ".bin"),
+                token_bin_sha256=file_sha256(prefix + ".bin"),
             ).write(sidecar_prefix(prefix) + ".json")
         return prefix
 

@@ -5,7 +5,8 @@
     python tools/merge_datasets.py --input data/shards --output-prefix data/corpus_text_document
 
 The command line of `megatron_prealign.data.merge.merge_datasets` (its module docstring says
-what may be merged). Exits with 2 and one error line when the inputs do not belong together.
+what may be merged). Exits with 2 and one error line when the inputs do not belong together or
+are not complete datasets, or the output cannot be written.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from megatron_prealign.log import quiet_optional_accelerator_warnings
 
 quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
-from megatron_prealign.data.merge import MergeError, merge_datasets
-from megatron_prealign.data.sidecar import SidecarError
+from megatron_prealign.data.integrity import DataError
+from megatron_prealign.data.merge import merge_datasets
 from megatron_prealign.log import get_logger
 
 logger = get_logger("megatron_prealign.tools.merge_datasets")
@@ -40,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         merge_datasets(args.input, args.output_prefix)
-    except (MergeError, SidecarError) as exc:
+    except DataError as exc:  # MergeError, SidecarError: inputs that do not belong together
         logger.error("%s", exc)
         return 2
     return 0

@@ -5,7 +5,9 @@
         --workers 8 [--lexicon en_de.lex]
 
 The command line of `megatron_prealign.data.preprocess.preprocess` (its module docstring
-describes the outputs, the input formats and the skipped lines).
+describes the outputs, the input formats and the skipped lines). Bad flags and inputs exit with
+2 and one error line (with the usage when it is a flag's value); so do an output directory that
+cannot be written and a lexicon that does not fit the tokenizer.
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from megatron_prealign.log import quiet_optional_accelerator_warnings
 
 quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
+from megatron_prealign.data.integrity import DataError
 from megatron_prealign.data.preprocess import INPUT_FORMATS, PreprocessConfig, check_inputs, preprocess
+from megatron_prealign.lexicon.dictionary import LexiconError
 from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPE_ALIASES, TOKENIZER_TYPES
 
 
@@ -52,7 +56,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ))
     except ValueError as exc:
         parser.error(str(exc))
-    preprocess(cfg)
+    try:
+        preprocess(cfg)
+    except (DataError, LexiconError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     return 0
 
 

@@ -7,6 +7,10 @@ the window GPTDataset draws but its code-switched stream, built by the compiled
 ``_C.CodeSwitcher`` from the window's dictionary words (read from the code-switch sidecar, see
 `sidecar.py`), together with the loss mask of the switch. With ``codeswitch_ratio == 0`` the
 returned tensors are bitwise those of GPTDataset.
+
+Token datasets are opened through ``integrity.open_token_dataset`` (`build_low_level_dataset`):
+files complete and as their manifest recorded them, the run's tokenizer or, without a manifest,
+token ids inside the model's vocabulary.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import Split
 
 from megatron_prealign.data.codeswitch import STATS_KEYS, LexiconArrays, _native
+from megatron_prealign.data.integrity import open_token_dataset, verdict_cache_dir
 from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError
 
 __all__ = ["CodeSwitchGPTDataset", "CodeSwitchGPTDatasetConfig", "MegatronTokenizerView"]
@@ -66,6 +71,14 @@ class MegatronTokenizerView:
     @property
     def fingerprint(self) -> str:
         return self.tokenizer.fingerprint
+
+    @property
+    def tokenizer_type(self) -> Optional[str]:
+        return getattr(self.tokenizer, "tokenizer_type", None)
+
+    @property
+    def model_path(self) -> Optional[str]:
+        return getattr(self.tokenizer, "model_path", None)
 
     def tokenize(self, text: str) -> List[int]:
         return self.tokenizer.encode(text)
@@ -124,6 +137,10 @@ class CodeSwitchGPTDatasetConfig(GPTDatasetConfig):
 
     codeswitch_exclude_digest: Optional[str] = field(default=None, init=False)
     """sha256 of the sorted excluded entries (part of the cache key; the ids themselves are not)."""
+
+    model_vocab_size: Optional[int] = field(default=None, kw_only=True)
+    """The model's vocabulary: a dataset whose manifest does not name the run's tokenizer must
+    hold only token ids below it. None: the tokenizer's ``vocab_size``."""
 
     def __post_init__(self) -> None:
         if self.tokenizer is not None and not hasattr(self.tokenizer, "unique_identifiers"):
@@ -199,10 +216,25 @@ class CodeSwitchGPTDataset(GPTDataset):
                 )
             self._lexicon = lexicon.without_sources(config.codeswitch_exclude) if config.codeswitch_exclude \
                 else lexicon
-            self._sidecar = CodeSwitchSidecar(indexed_dataset.path_prefix, mmap=config.mmap_bin_files)
+            prefix = indexed_dataset.path_prefix
+            self._sidecar = CodeSwitchSidecar(prefix, mmap=config.mmap_bin_files,
+                                              cache_dir=verdict_cache_dir(config.path_to_cache, prefix))
             self._sidecar.check_matches(
                 indexed_dataset, lexicon_sha256=sha, tokenizer_fingerprint=lex_fingerprint
             )
+
+    @staticmethod
+    def build_low_level_dataset(dataset_path: str, config: GPTDatasetConfig) -> IndexedDataset:
+        """The token dataset at `dataset_path`, opened by ``integrity.open_token_dataset`` (where
+        megatron-core's builder opens every prefix of a blend, on rank 0 first)."""
+        from megatron.core.datasets.object_storage_utils import is_object_storage_path
+
+        if is_object_storage_path(dataset_path):
+            return GPTDataset.build_low_level_dataset(dataset_path, config)
+        tokenizer = config.tokenizer
+        vocab = getattr(config, "model_vocab_size", None) or getattr(tokenizer, "vocab_size", None)
+        return open_token_dataset(dataset_path, mmap=config.mmap_bin_files, tokenizer=tokenizer, vocab_size=vocab,
+                                  cache_dir=verdict_cache_dir(config.path_to_cache, dataset_path), flag="--data-path")
 
     @staticmethod
     def _key_config_attributes() -> List[str]:

@@ -17,8 +17,13 @@ missing keys and empty documents are skipped, counted and reported; they never s
 
 The output does not depend on ``workers`` or ``partitions``: workers encode batches of lines
 that are written in input order, and partitions (contiguous byte ranges of the input written to
-partial files) are merged in order. Every output is written under a temporary name and renamed
-only when the whole run succeeded.
+partial files) are merged in order.
+
+Besides the data, every key gets the manifest ``<prefix>_<key>_document.json``
+(``integrity.DatasetManifest``: the tokenizer's identity, and size and sha256 of every file,
+hashed while written). Every output is written under a temporary name and committed when the
+whole run succeeded, by ``integrity.commit``: readers never take a half-installed prefix for a
+dataset. Temporaries that an earlier, killed run left for the same outputs are removed first.
 """
 from __future__ import annotations
 
@@ -29,9 +34,7 @@ import itertools
 import json
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -40,8 +43,18 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from tqdm import tqdm
 
-from megatron_prealign.data.sidecar import SidecarWriter, append_documents, sidecar_prefix
-from megatron_prealign.fileio import atomic_path
+from megatron_prealign.data.integrity import (
+    DataError,
+    DatasetManifest,
+    check_output_dir,
+    commit,
+    hash_builder_output,
+    output_error,
+    staged_file_entry,
+    tokenizer_identity,
+)
+from megatron_prealign.data.sidecar import SIDECAR_FILES, SidecarWriter, append_documents, sidecar_prefix
+from megatron_prealign.fileio import remove_path, remove_stale_temporaries, tmp_name
 from megatron_prealign.lexicon.lexicon import load_lexicon
 from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type
 from megatron_prealign.log import get_logger
@@ -109,21 +122,33 @@ def check_inputs(cfg: PreprocessConfig) -> PreprocessConfig:
         `cfg` with ``input_format`` ``jsonl`` or ``text``.
 
     Raises:
-        ValueError: naming the flag and the fix (missing or compressed input, missing lexicon,
-            several keys for plain-text input).
+        DataError: naming the flag and the fix (missing, directory or compressed input, missing
+            lexicon or tokenizer model, several keys for plain-text input).
     """
-    if not os.path.isfile(cfg.input):
-        raise ValueError(f"--input {cfg.input}: no such file")
+    _check_file("--input", cfg.input, "give one corpus file per run (merge the outputs of several with "
+                                      "tools/merge_datasets.py)")
     compression = _compression(cfg.input)
     if compression:
-        raise ValueError(f"--input {cfg.input} is {compression}-compressed: decompress it first "
-                         f"(the input is split by byte offsets across --workers/--partitions)")
-    if cfg.lexicon is not None and not os.path.isfile(cfg.lexicon):
-        raise ValueError(f"--lexicon {cfg.lexicon}: no such file")
+        raise DataError(f"--input {cfg.input} is {compression}-compressed: decompress it first "
+                        f"(the input is split by byte offsets across --workers/--partitions)")
+    if cfg.lexicon is not None:
+        _check_file("--lexicon", cfg.lexicon, "give the compiled FILE.lex from tools/build_lexicon.py")
+    if not os.path.exists(cfg.tokenizer_model):
+        raise DataError(f"--tokenizer-model {cfg.tokenizer_model}: no such file or directory")
+    if cfg.tokenizer_type == "SentencePieceTokenizer" and os.path.isdir(cfg.tokenizer_model):
+        raise DataError(f"--tokenizer-model {cfg.tokenizer_model} is a directory: SentencePieceTokenizer "
+                        f"needs the .model file")
     input_format = _detect_format(cfg.input) if cfg.input_format == "auto" else cfg.input_format
     if input_format == "text" and len(cfg.json_keys) != 1:
-        raise ValueError("plain-text input has one document per line: give a single --json-keys name")
+        raise DataError("plain-text input has one document per line: give a single --json-keys name")
     return dataclasses.replace(cfg, input_format=input_format)
+
+
+def _check_file(flag: str, path: str, hint: str) -> None:
+    if os.path.isdir(path):
+        raise DataError(f"{flag} {path} is a directory, not a file: {hint}")
+    if not os.path.isfile(path):
+        raise DataError(f"{flag} {path}: no such file")
 
 
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
@@ -303,9 +328,11 @@ def _batches(path: str, start: int, end: int) -> Iterator[Tuple[List[bytes], int
 class _Outputs:
     """The token builder (and sidecar writer) of one key for one partition."""
 
-    def __init__(self, prefix_paths: Dict[str, str], dtype, with_sidecar: bool) -> None:
+    def __init__(self, prefix_paths: Dict[str, str], dtype, with_sidecar: bool, hashed: bool = False) -> None:
         self.paths = prefix_paths
         self.tokens = IndexedDatasetBuilder(prefix_paths["bin"], dtype=dtype)
+        # The final outputs' digests go into the manifest (partial files are not committed).
+        self.tokens_hash = hash_builder_output(self.tokens) if hashed else None
         self.sidecar = SidecarWriter(prefix_paths["cs_bin"]) if with_sidecar else None
         self.num_tokens = 0
 
@@ -364,7 +391,8 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
     """Tokenize ``cfg.input`` into ``cfg.output_prefix`` as described in the module docstring.
 
     Raises:
-        ValueError: from `check_inputs`.
+        DataError: from `check_inputs`; an output directory that cannot be written (read-only,
+            full) names --output-prefix.
         LexiconError: the lexicon is not a lexicon file or belongs to another tokenizer (before
             anything is written).
     """
@@ -381,6 +409,7 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
     bounds = _partition_bounds(cfg.input, cfg.partitions)
 
     finals: Dict[str, Dict[str, str]] = {}
+    ours = []  # every name this run may write, for the temporaries of earlier killed runs
     for key in keys:
         prefix = f"{cfg.output_prefix}_{key}_document"
         finals[key] = {"bin": prefix + ".bin", "idx": prefix + ".idx"}
@@ -388,87 +417,135 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
             side = sidecar_prefix(prefix)
             finals[key].update(cs_bin=side + ".bin", cs_idx=side + ".idx", cs_json=side + ".json")
         summary.outputs[key] = prefix
+        ours += [prefix + s for s in (".bin", ".idx", ".json", *SIDECAR_FILES)]
+    scratch_name = cfg.output_prefix + _SCRATCH_SUFFIX
+    out_dir = os.path.dirname(os.path.abspath(cfg.output_prefix))
+    tmp = {key: {kind: str(tmp_name(p)) for kind, p in paths.items()} for key, paths in finals.items()}
+    manifests: Dict[str, DatasetManifest] = {}
 
-    with contextlib.ExitStack() as stack:
-        tmp = {key: {kind: str(stack.enter_context(atomic_path(p))) for kind, p in paths.items()} for key, paths in finals.items()}
-        scratch = stack.enter_context(_scratch_dir(os.path.dirname(os.path.abspath(cfg.output_prefix)))) if cfg.partitions > 1 else None
-        final_outputs = {key: _Outputs(tmp[key], dtype, lexicon is not None) for key in keys}
-        progress = stack.enter_context(
-            tqdm(total=summary.input_bytes, unit="B", unit_scale=True, desc="preprocess", disable=None, file=sys.stderr)
-        )
-        encode = stack.enter_context(_encode_fn(options, cfg.workers, tokenizer, lexicon))
-        docs_seen = 0
-        for part in range(cfg.partitions):
-            if scratch is None:
-                outputs = final_outputs
-            else:
-                outputs = {
-                    key: _Outputs(
-                        {kind: os.path.join(scratch, f"part{part}_{key}{suffix}") for kind, suffix in _PART_SUFFIXES.items()},
-                        dtype,
-                        lexicon is not None,
-                    )
-                    for key in keys
-                }
-            for batch in encode(_batches(cfg.input, bounds[part], bounds[part + 1])):
-                summary.counts.update(batch.counts)
-                for key in keys:
-                    outputs[key].add(batch.keys[key])
-                    docs_seen += len(batch.keys[key].lengths)
-                progress.update(batch.nbytes)
-                elapsed = max(time.perf_counter() - t_start, 1e-9)
-                progress.set_postfix_str(f"{docs_seen / elapsed:,.0f} docs/s", refresh=False)
-            if scratch is not None:
-                for key in keys:
-                    outputs[key].finalize()
-                    if not outputs[key].tokens.sequence_lengths:
-                        # An empty partition (more partitions than lines): megatron-core cannot
-                        # open an empty .bin, and there is nothing to merge.
-                        for path in outputs[key].paths.values():
-                            if os.path.exists(path):
-                                os.remove(path)
-                        continue
-                    final_outputs[key].tokens.add_index(os.path.join(scratch, f"part{part}_{key}"))
-                    if lexicon is not None:
-                        part_side = outputs[key].sidecar
-                        final_outputs[key].sidecar.add_index(
-                            os.path.join(scratch, f"part{part}_{key}_cs"), part_side.num_spans, part_side.num_span_tokens
-                        )
-                    final_outputs[key].num_tokens += outputs[key].num_tokens
-                    for path in outputs[key].paths.values():  # merged: free the disk space now
-                        if os.path.exists(path):
-                            os.remove(path)
-        for key in keys:
-            out = final_outputs[key]
-            out.finalize()
-            lengths = np.asarray(out.tokens.sequence_lengths, dtype=np.int32)
-            summary.documents[key] = len(lengths)
-            summary.tokens[key] = int(lengths.sum(dtype=np.int64))
-            if lexicon is not None:
-                out.sidecar.make_meta(
-                    lengths, lexicon_sha256=lexicon.sha256, tokenizer_fingerprint=lexicon.tokenizer_fingerprint
-                ).write(tmp[key]["cs_json"])
-                summary.spans[key] = out.sidecar.num_spans
-                summary.span_tokens[key] = out.sidecar.num_span_tokens
+    check_output_dir(cfg.output_prefix)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        for stale in remove_stale_temporaries([*ours, scratch_name]):
+            logger.info("removed %s, left by an interrupted run", stale)
+        with contextlib.ExitStack() as stack:
+            stack.callback(_remove_all, [p for paths in tmp.values() for p in paths.values()])
+            scratch = stack.enter_context(_scratch_dir(scratch_name)) if cfg.partitions > 1 else None
+            final_outputs = {key: _Outputs(tmp[key], dtype, lexicon is not None, hashed=True) for key in keys}
+            progress = stack.enter_context(
+                tqdm(total=summary.input_bytes, unit="B", unit_scale=True, desc="preprocess", disable=None,
+                     file=sys.stderr)
+            )
+            encode = stack.enter_context(_encode_fn(options, cfg.workers, tokenizer, lexicon))
+            _encode_partitions(cfg, bounds, keys, encode, final_outputs, scratch, dtype, lexicon is not None,
+                               summary, progress, t_start)
+            for key in keys:
+                manifests[key] = _finalize_key(final_outputs[key], tmp[key], finals[key], tokenizer, cfg,
+                                               lexicon, summary, key)
+            # Installed together, each key's files in one commit; a failure before this point
+            # leaves only temporaries, which the callback above removes.
+            for key in keys:
+                staged = [(tmp[key][kind], finals[key][kind]) for kind in finals[key]]
+                commit(staged, summary.outputs[key], manifests[key])
+    except OSError as exc:
+        problem = output_error(exc, cfg.output_prefix)
+        if problem is not None:
+            raise problem from exc
+        raise
     summary.seconds = time.perf_counter() - t_start
-    _report(summary, lexicon is not None)
+    _report(summary, lexicon is not None, cfg.input)
     return summary
 
 
+def _encode_partitions(cfg, bounds, keys, encode, final_outputs, scratch, dtype, with_sidecar, summary, progress,
+                       t_start) -> None:
+    """Encode the input, partition by partition, into the final outputs (through partial files
+    in `scratch` when there are several partitions)."""
+    docs_seen = 0
+    for part in range(cfg.partitions):
+        if scratch is None:
+            outputs = final_outputs
+        else:
+            outputs = {
+                key: _Outputs(
+                    {kind: os.path.join(scratch, f"part{part}_{key}{suffix}") for kind, suffix in _PART_SUFFIXES.items()},
+                    dtype,
+                    with_sidecar,
+                )
+                for key in keys
+            }
+        for batch in encode(_batches(cfg.input, bounds[part], bounds[part + 1])):
+            summary.counts.update(batch.counts)
+            for key in keys:
+                outputs[key].add(batch.keys[key])
+                docs_seen += len(batch.keys[key].lengths)
+            progress.update(batch.nbytes)
+            elapsed = max(time.perf_counter() - t_start, 1e-9)
+            progress.set_postfix_str(f"{docs_seen / elapsed:,.0f} docs/s", refresh=False)
+        if scratch is None:
+            continue
+        for key in keys:
+            outputs[key].finalize()
+            if not outputs[key].tokens.sequence_lengths:
+                # An empty partition (more partitions than lines): megatron-core cannot
+                # open an empty .bin, and there is nothing to merge.
+                _remove_all(outputs[key].paths.values())
+                continue
+            final_outputs[key].tokens.add_index(os.path.join(scratch, f"part{part}_{key}"))
+            if with_sidecar:
+                part_side = outputs[key].sidecar
+                final_outputs[key].sidecar.add_index(
+                    os.path.join(scratch, f"part{part}_{key}_cs"), part_side.num_spans, part_side.num_span_tokens
+                )
+            final_outputs[key].num_tokens += outputs[key].num_tokens
+            _remove_all(outputs[key].paths.values())  # merged: free the disk space now
+
+
+def _finalize_key(out: _Outputs, tmp: Dict[str, str], finals: Dict[str, str], tokenizer, cfg: PreprocessConfig,
+                  lexicon, summary: PreprocessSummary, key: str) -> DatasetManifest:
+    """Close one key's staged files, write its sidecar metadata, and return its manifest."""
+    out.finalize()
+    lengths = np.asarray(out.tokens.sequence_lengths, dtype=np.int32)
+    summary.documents[key] = len(lengths)
+    summary.tokens[key] = int(lengths.sum(dtype=np.int64))
+    files = {".bin": staged_file_entry(tmp["bin"], out.tokens_hash), ".idx": staged_file_entry(tmp["idx"])}
+    if lexicon is not None:
+        out.sidecar.make_meta(
+            lengths, lexicon_sha256=lexicon.sha256, tokenizer_fingerprint=lexicon.tokenizer_fingerprint,
+            token_bin_size=files[".bin"]["size"], token_bin_sha256=files[".bin"]["sha256"],
+        ).write(tmp["cs_json"])
+        summary.spans[key] = out.sidecar.num_spans
+        summary.span_tokens[key] = out.sidecar.num_span_tokens
+        prefix = summary.outputs[key]
+        for kind in ("cs_bin", "cs_idx", "cs_json"):
+            suffix = finals[kind][len(prefix):]  # the manifest names files relative to the prefix
+            files[suffix] = staged_file_entry(tmp[kind], out.sidecar.bin_hash if kind == "cs_bin" else None)
+    return DatasetManifest(**tokenizer_identity(tokenizer, cfg.tokenizer_model), num_documents=len(lengths),
+                           num_tokens=summary.tokens[key], files=files)
+
+
 _PART_SUFFIXES = {"bin": ".bin", "idx": ".idx", "cs_bin": "_cs.bin", "cs_idx": "_cs.idx"}
+# The partial files of --partitions live in one directory beside the outputs, named after the
+# output prefix so that a later run over the same prefix finds it if this run is killed.
+_SCRATCH_SUFFIX = ".partitions"
+
+
+def _remove_all(paths) -> None:
+    for path in paths:
+        remove_path(path)
 
 
 @contextlib.contextmanager
-def _scratch_dir(parent: str) -> Iterator[str]:
-    os.makedirs(parent, exist_ok=True)
-    path = tempfile.mkdtemp(prefix=".preprocess-partitions-", dir=parent)
+def _scratch_dir(name: str) -> Iterator[str]:
+    path = tmp_name(name)
+    os.makedirs(path)
     try:
-        yield path
+        yield str(path)
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_path(path)
 
 
-def _report(summary: PreprocessSummary, with_lexicon: bool) -> None:
+def _report(summary: PreprocessSummary, with_lexicon: bool, input_path: str) -> None:
     c = summary.counts
     mb = summary.input_bytes / 1e6
     docs = sum(summary.documents.values())
@@ -485,6 +562,10 @@ def _report(summary: PreprocessSummary, with_lexicon: bool) -> None:
     log("skipped lines/documents: %s", ", ".join(f"{v} {k}" for k, v in skipped.items()))
     for key, prefix in summary.outputs.items():
         logger.info("%s: %d documents, %d tokens -> %s.{bin,idx}", key, summary.documents[key], summary.tokens[key], prefix)
+        if not summary.documents[key]:
+            # Kept, not refused: an empty shard of a split corpus merges like any other.
+            logger.warning("%s: --input %s gave no documents, %s is an empty dataset: training and evaluation "
+                           "refuse it, tools/merge_datasets.py takes it as an empty shard", key, input_path, prefix)
         if with_lexicon:
             logger.info(
                 "%s: lexicon coverage %.2f%% of tokens inside a matchable span (%d spans, %d tokens) -> %s",

@@ -10,8 +10,12 @@ document) the sidecar is
   ``entry_id`` its lexicon entry. Spans are sorted by start and do not overlap; a document
   without matches has an empty sequence.
 * ``<prefix>_codeswitch.json``: what the spans are valid for (`SidecarMeta`): the lexicon's
-  sha256 and tokenizer fingerprint, and a digest of the token dataset's sequence lengths, so a
-  dataset refuses a sidecar written for another lexicon or another token file.
+  sha256 and tokenizer fingerprint, a digest of the token dataset's sequence lengths, and the
+  size and sha256 of the token ``.bin`` itself, so a dataset refuses a sidecar written for
+  another lexicon or other tokens, even tokens with the same document lengths.
+
+The sidecar is written and committed together with its token dataset (``integrity.commit``):
+the token dataset's manifest ``<prefix>.json`` lists the sidecar's files too.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
@@ -26,6 +31,16 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
 from megatron_prealign.data.codeswitch import LexiconArrays, _native
+from megatron_prealign.data.integrity import (
+    DataError,
+    hash_builder_output,
+    open_indexed,
+    open_token_dataset,
+    read_manifest,
+    verify_content,
+    verify_manifest_files,
+)
+from megatron_prealign.log import get_logger
 
 __all__ = [
     "SIDECAR_SUFFIX",
@@ -41,14 +56,20 @@ __all__ = [
     "validate_sidecar",
 ]
 
+logger = get_logger(__name__)
+
 SIDECAR_SUFFIX = "_codeswitch"
+SIDECAR_FILES = tuple(SIDECAR_SUFFIX + s for s in (".bin", ".idx", ".json"))
+"""The sidecar's files, as suffixes after the token prefix."""
 _FORMAT = "megatron_prealign.codeswitch_sidecar"
-_VERSION = 1
+_VERSION = 2
+# Version 1 lacks the token .bin's size and digest; such sidecars are accepted with a warning.
+_READABLE_VERSIONS = (1, 2)
 # Full validation reads the sidecar in blocks of about this many spans.
 _VALIDATE_BLOCK_SPANS = 1 << 20
 
 
-class SidecarError(ValueError):
+class SidecarError(DataError):
     """The sidecar is missing, or does not belong to the token dataset / lexicon in use."""
 
 
@@ -130,6 +151,11 @@ class SidecarMeta:
     """Tokens covered by spans (coverage = num_span_tokens / num_tokens)."""
     token_lengths_sha256: str
     """`lengths_digest` of the token dataset's sequence lengths."""
+    token_bin_size: Optional[int] = None
+    """Size in bytes of the token ``.bin`` the spans index."""
+    token_bin_sha256: Optional[str] = None
+    """sha256 of that ``.bin``, computed while it was written: binds the spans to the token
+    content, not only to the document lengths. None in version-1 sidecars."""
     format: str = _FORMAT
     version: int = _VERSION
 
@@ -146,10 +172,10 @@ class SidecarMeta:
             meta = cls(**raw)
         except (OSError, ValueError, TypeError) as exc:
             raise SidecarError(f"{path}: unreadable code-switch sidecar metadata ({exc})") from exc
-        if meta.format != _FORMAT or meta.version != _VERSION:
+        if meta.format != _FORMAT or meta.version not in _READABLE_VERSIONS:
             raise SidecarError(
-                f"{path}: not a version-{_VERSION} code-switch sidecar (format {meta.format!r}, "
-                f"version {meta.version!r})"
+                f"{path}: not a code-switch sidecar of version {' or '.join(map(str, _READABLE_VERSIONS))} "
+                f"(format {meta.format!r}, version {meta.version!r})"
             )
         return meta
 
@@ -163,6 +189,8 @@ class SidecarWriter:
 
     def __init__(self, bin_path: str) -> None:
         self._builder = IndexedDatasetBuilder(bin_path, dtype=np.int32)
+        self.bin_hash = hash_builder_output(self._builder)
+        """Size and sha256 of the ``.bin`` as written (for the dataset's manifest)."""
         self.num_documents = 0
         self.num_spans = 0
         self.num_span_tokens = 0
@@ -198,7 +226,7 @@ class SidecarWriter:
         ``num_spans`` / ``num_span_tokens`` are that partition writer's counts (reading them
         back would cost a pass over the partition's spans).
         """
-        part = IndexedDataset(path_prefix)
+        part = open_indexed(path_prefix)
         self.num_documents += len(part)
         if int(part.sequence_lengths.sum(dtype=np.int64)) != 3 * num_spans:
             raise ValueError(f"{path_prefix}: partition holds a different number of spans than stated")
@@ -212,9 +240,16 @@ class SidecarWriter:
         self._builder.finalize(idx_path)
 
     def make_meta(
-        self, token_sequence_lengths: np.ndarray, *, lexicon_sha256: str, tokenizer_fingerprint: str
+        self,
+        token_sequence_lengths: np.ndarray,
+        *,
+        lexicon_sha256: str,
+        tokenizer_fingerprint: str,
+        token_bin_size: Optional[int] = None,
+        token_bin_sha256: Optional[str] = None,
     ) -> SidecarMeta:
-        """The metadata binding these spans to a token dataset with the given sequence lengths."""
+        """The metadata binding these spans to a token dataset with the given sequence lengths and
+        ``.bin`` (size and sha256, as hashed while it was written)."""
         lengths = np.asarray(token_sequence_lengths)
         if len(lengths) != self.num_documents:
             raise ValueError(
@@ -228,20 +263,34 @@ class SidecarWriter:
             num_spans=self.num_spans,
             num_span_tokens=self.num_span_tokens,
             token_lengths_sha256=lengths_digest(lengths),
+            token_bin_size=token_bin_size,
+            token_bin_sha256=token_bin_sha256,
         )
+
+
+_OLD_SIDECARS_WARNED: set = set()
+_WARN_LOCK = threading.Lock()
 
 
 class CodeSwitchSidecar:
     """Reader of ``<token_prefix>_codeswitch.{bin,idx,json}``.
 
+    Opening checks the files themselves: present, listed with these sizes and digests in the
+    token dataset's manifest when it lists them (``integrity.verify_manifest_files``), an index
+    whose ``.bin`` has the size it describes (``integrity.open_indexed``), int32 values.
+    `check_matches` then binds the sidecar to the token dataset and lexicon in use.
+
     Args:
         token_prefix: prefix of the token dataset the sidecar belongs to.
         mmap: memory-map the ``.bin`` (as megatron-core's IndexedDataset does by default).
+        cache_dir: where verdicts about large files are kept (``integrity.verify_content``).
     """
 
-    def __init__(self, token_prefix: str, mmap: bool = True) -> None:
+    def __init__(self, token_prefix: str, mmap: bool = True, cache_dir: Optional[str] = None,
+                 _verify: bool = True) -> None:
         self.token_prefix = token_prefix
         self.path_prefix = sidecar_prefix(token_prefix)
+        self.cache_dir = cache_dir
         missing = [
             p for p in (self.path_prefix + ".bin", self.path_prefix + ".idx", _meta_path(token_prefix))
             if not os.path.isfile(p)
@@ -251,8 +300,17 @@ class CodeSwitchSidecar:
                 f"code-switch sidecar for {token_prefix}.{{bin,idx}} is missing ({', '.join(missing)}); "
                 + _fix_hint(token_prefix)
             )
-        self.meta = SidecarMeta.read(_meta_path(token_prefix))
-        self.dataset = IndexedDataset(self.path_prefix, mmap=mmap)
+        try:
+            if _verify:
+                manifest = read_manifest(token_prefix)
+                if manifest is not None:
+                    verify_manifest_files(token_prefix, manifest, SIDECAR_FILES, cache_dir=cache_dir)
+            self.meta = SidecarMeta.read(_meta_path(token_prefix))
+            self.dataset = open_indexed(self.path_prefix, mmap=mmap, fix=_fix_hint(token_prefix))
+        except SidecarError:
+            raise
+        except DataError as exc:  # the files themselves: still the sidecar's problem to callers
+            raise SidecarError(str(exc)) from exc
         if self.dataset.index.dtype != np.int32:
             raise SidecarError(
                 f"{self.path_prefix}.idx: sidecar dtype is {self.dataset.index.dtype.__name__}, "
@@ -260,13 +318,13 @@ class CodeSwitchSidecar:
             )
         self._mmap = mmap
 
-    def __getstate__(self) -> Tuple[str, bool]:
+    def __getstate__(self) -> Tuple[str, bool, Optional[str]]:
         # Re-open in the unpickling process (DataLoader workers under spawn) instead of copying
-        # the memory-mapped index arrays.
-        return (self.token_prefix, self._mmap)
+        # the memory-mapped index arrays; the files were verified when the original was opened.
+        return (self.token_prefix, self._mmap, self.cache_dir)
 
-    def __setstate__(self, state: Tuple[str, bool]) -> None:
-        self.__init__(*state)
+    def __setstate__(self, state: Tuple[str, bool, Optional[str]]) -> None:
+        self.__init__(*state, _verify=False)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -312,7 +370,13 @@ class CodeSwitchSidecar:
         lexicon_sha256: Optional[str] = None,
         tokenizer_fingerprint: Optional[str] = None,
     ) -> None:
-        """Cheap checks (no span is read): same documents, same lengths, same lexicon.
+        """Checks that read no span: same documents, same lengths, same token content, same
+        lexicon and tokenizer.
+
+        The token content is the size and sha256 of the token ``.bin`` recorded when the sidecar
+        was written, checked by ``integrity.verify_content`` (digest recomputed for small files,
+        once per file version for large ones given this sidecar's ``cache_dir``). A sidecar
+        of version 1, which does not record it, is accepted with a warning (once per file).
 
         Raises:
             SidecarError: naming both files and how to rebuild them.
@@ -330,6 +394,7 @@ class CodeSwitchSidecar:
                 f"{side} was written for different documents than {tok} (document lengths differ); "
                 + _fix_hint(self.token_prefix)
             )
+        self._check_token_content(getattr(token_dataset, "path_prefix", self.token_prefix) + ".bin", tok, side)
         if lexicon_sha256 is not None and lexicon_sha256 != self.meta.lexicon_sha256:
             raise SidecarError(
                 f"{side} was built with lexicon sha256 {self.meta.lexicon_sha256[:12]}…, the run uses "
@@ -340,6 +405,27 @@ class CodeSwitchSidecar:
                 f"{side} was built with another tokenizer (fingerprint "
                 f"{self.meta.tokenizer_fingerprint[:12]}…) than the one in use ({tokenizer_fingerprint[:12]}…); "
                 + _fix_hint(self.token_prefix)
+            )
+
+
+    def _check_token_content(self, token_bin: str, tok: str, side: str) -> None:
+        size, sha = self.meta.token_bin_size, self.meta.token_bin_sha256
+        if size is None or sha is None:
+            path = _meta_path(self.token_prefix)
+            with _WARN_LOCK:
+                first = path not in _OLD_SIDECARS_WARNED
+                _OLD_SIDECARS_WARNED.add(path)
+            if first:
+                logger.warning(
+                    "%s records no digest of %s: it is bound to the document lengths only, so a sidecar of "
+                    "other tokens with the same lengths would pass; to bind it to the tokens, %s",
+                    path, token_bin, _fix_hint(self.token_prefix))
+            return
+        verdict = verify_content(token_bin, size, sha, cache_dir=self.cache_dir)
+        if verdict is False:
+            raise SidecarError(
+                f"{side} was written for other token content than {tok} (same document lengths, but the "
+                f".bin differs from the one it indexes); " + _fix_hint(self.token_prefix)
             )
 
 
@@ -363,7 +449,7 @@ def validate_sidecar(
         SidecarError: on the first violation, naming both files and the fix.
     """
     side = CodeSwitchSidecar(token_prefix)
-    tokens = IndexedDataset(token_prefix)
+    tokens = open_token_dataset(token_prefix, allow_empty=True)
     side.check_matches(tokens, lexicon_sha256=lexicon_sha256)
     label = f"{side.path_prefix}.{{bin,idx}} (for {token_prefix}.{{bin,idx}})"
 

@@ -4,7 +4,9 @@
         de=data/de_text_document [--max-tokens 32768] [--output ppl.json]
 
 Runs as one process on CPU or one GPU (checkpoints load at any TP/PP layout, as a bare TP=PP=1
-model). Prints one line per dataset and, with ``--output``, writes the results as JSON.
+model). Prints one line per dataset and, with ``--output``, writes the results as JSON. Every
+dataset is checked before the model is loaded (``integrity.open_token_dataset``: complete files,
+the checkpoint's tokenizer, ids inside its vocabulary); a problem exits with 2 and one line.
 """
 from __future__ import annotations
 
@@ -43,14 +45,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--max-tokens and --batch-size must be >= 1")
     quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
+    from megatron_prealign.checkpointing import CheckpointError, read_checkpoint_state
+    from megatron_prealign.data.integrity import DataError, open_token_dataset
     from megatron_prealign.evaluate.loading import load_model, single_process_group
     from megatron_prealign.evaluate.perplexity import dataset_perplexities
+
+    try:
+        _, meta = read_checkpoint_state(args.load)
+        fingerprint = meta.get("tokenizer_fingerprint")
+        vocab_size = (meta.get("model") or {}).get("vocab_size")
+        for _, prefix in named:  # before minutes of model loading, and for every dataset
+            open_token_dataset(prefix, tokenizer_fingerprint=fingerprint, vocab_size=vocab_size, flag="--data-path")
+    except (DataError, CheckpointError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
     with single_process_group() as pgs:
         loaded = load_model(args.load, pgs)
         results: dict[str, Any] = {
             "perplexity": dataset_perplexities(loaded.model, named, seq_length=loaded.config.seq_length,
-                                               max_tokens=args.max_tokens, batch_size=args.batch_size),
+                                               max_tokens=args.max_tokens, batch_size=args.batch_size,
+                                               tokenizer_fingerprint=fingerprint,
+                                               vocab_size=loaded.config.vocab_size),
             "checkpoint": str(loaded.path),
             "iteration": loaded.iteration,
         }

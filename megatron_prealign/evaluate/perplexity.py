@@ -19,11 +19,18 @@ __all__ = ["dataset_perplexities", "format_perplexity", "heldout_perplexity", "p
            "read_stream"]
 
 
-def read_stream(prefix: str, max_tokens: int) -> np.ndarray:
-    """The first ``max_tokens + 1`` tokens of the concatenated documents of `prefix` (int64)."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
+def read_stream(prefix: str, max_tokens: int, *, tokenizer_fingerprint: str | None = None,
+                vocab_size: int | None = None) -> np.ndarray:
+    """The first ``max_tokens + 1`` tokens of the concatenated documents of `prefix` (int64).
 
-    dataset = IndexedDataset(prefix)
+    The dataset is opened by ``integrity.open_token_dataset``: complete files, and tokens of the
+    tokenizer with `tokenizer_fingerprint` (when its manifest records one) or ids below
+    `vocab_size` (when it does not).
+    """
+    from megatron_prealign.data.integrity import open_token_dataset
+
+    dataset = open_token_dataset(prefix, tokenizer_fingerprint=tokenizer_fingerprint, vocab_size=vocab_size,
+                                 flag="--data-path")
     parts, have = [], 0
     for i in range(len(dataset)):
         doc = np.array(dataset[i], dtype=np.int64)  # a copy: the mmap view dies with `dataset`
@@ -38,7 +45,8 @@ def read_stream(prefix: str, max_tokens: int) -> np.ndarray:
 
 @torch.no_grad()
 def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int = 32768,
-                       batch_size: int = 16) -> dict[str, Any]:
+                       batch_size: int = 16, tokenizer_fingerprint: str | None = None,
+                       vocab_size: int | None = None) -> dict[str, Any]:
     """Mean per-token loss and perplexity of `model` on `prefix`.
 
     Args:
@@ -47,13 +55,19 @@ def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int =
         seq_length: window length (the model's training context).
         max_tokens: predicted tokens at most (fewer if the dataset is smaller).
         batch_size: windows per forward.
+        tokenizer_fingerprint: the model's tokenizer (its checkpoint records it), checked against
+            the dataset's manifest.
+        vocab_size: ids must be below it; None: the model's (padded) embedding size.
 
     Returns:
         ``loss`` (nats/token), ``ppl``, ``tokens`` (predicted tokens).
     """
     from megatron_prealign.evaluate.scoring import token_losses
 
-    stream = torch.from_numpy(read_stream(prefix, max_tokens))
+    if vocab_size is None:
+        vocab_size = getattr(model, "vocab_size", None)
+    stream = torch.from_numpy(read_stream(prefix, max_tokens, tokenizer_fingerprint=tokenizer_fingerprint,
+                                          vocab_size=vocab_size))
     if len(stream) < 2:
         raise ValueError(f"{prefix}: fewer than 2 tokens")
     num_windows = -(-(len(stream) - 1) // seq_length)
@@ -114,10 +128,12 @@ def parse_data_paths(items: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def dataset_perplexities(model, named: Sequence[tuple[str, str]], *, seq_length: int, max_tokens: int = 32768,
-                         batch_size: int = 16) -> dict[str, dict[str, Any]]:
+                         batch_size: int = 16, tokenizer_fingerprint: str | None = None,
+                         vocab_size: int | None = None) -> dict[str, dict[str, Any]]:
     """`heldout_perplexity` of `model` on each ``(name, prefix)``, by name."""
     return {name: heldout_perplexity(model, prefix, seq_length=seq_length, max_tokens=max_tokens,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, tokenizer_fingerprint=tokenizer_fingerprint,
+                                     vocab_size=vocab_size)
             for name, prefix in named}
 
 

@@ -3,6 +3,7 @@ checkpoint cadence (`TrainingConfig`, consumed by loop.py) and the data (`DataCo
 by data.py)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -147,6 +148,13 @@ class DataConfig:
                              "one blend split by --split, or one blend per split")
         if per_split and not self.train_data_path:
             raise ValueError("--valid-data-path/--test-data-path need --train-data-path")
+        # Parsed here, so a bad value stops the run at its command line rather than in
+        # megatron-core's dataset builder after the model is built.
+        for flag, items in (("--data-path", self.data_path), ("--train-data-path", self.train_data_path),
+                            ("--valid-data-path", self.valid_data_path), ("--test-data-path", self.test_data_path)):
+            if items:
+                _blend(items, flag)
+        split_proportions(self.split)
 
     def blend(self) -> tuple[list[str], list[float] | None]:
         """(prefixes, weights) from `--data-path`, as megatron-core's `blend` expects."""
@@ -170,6 +178,23 @@ class DataConfig:
         return [p for blend in self.blend_per_split() or [] if blend for p in blend[0]]
 
 
+def split_proportions(split: str) -> tuple[float, float, float]:
+    """`--split` as three proportions (train, valid, test), e.g. ``969,30,1``.
+
+    Raises:
+        ValueError: not three comma-separated non-negative numbers with a positive sum.
+    """
+    parts = [p.strip() for p in str(split).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v >= 0 for v in values) or not sum(values) > 0:
+        raise ValueError(f"--split {split!r}: expected three comma-separated proportions TRAIN,VALID,TEST "
+                         f"(non-negative, not all 0), e.g. 969,30,1")
+    return values
+
+
 def _blend(items, flag: str) -> tuple[list[str], list[float] | None]:
     items = list(items)
     if len(items) == 1:
@@ -180,6 +205,9 @@ def _blend(items, flag: str) -> tuple[list[str], list[float] | None]:
         weights = [float(w) for w in items[0::2]]
     except ValueError:
         raise ValueError(f"{flag}: expected `W1 PREFIX1 W2 PREFIX2 ...` with numeric weights") from None
-    if any(w <= 0 for w in weights):
-        raise ValueError(f"{flag}: blend weights must be > 0, got {weights}")
+    for i, w in enumerate(weights):
+        if not (math.isfinite(w) and w > 0):
+            raise ValueError(f"{flag}: blend weight {items[2 * i]} of {items[2 * i + 1]} must be a positive number "
+                             f"(weights are relative shares of the samples); leave a prefix out rather than "
+                             f"weighting it 0")
     return items[1::2], weights

@@ -2,14 +2,14 @@
 the per-rank microbatch iterators.
 
 Stages: `--data-path` prefixes (.bin/.idx [+ code-switch sidecar]) -> megatron-core's
-BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset) -> `ResumableBatchSampler` (starts at
+BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset), which opens each prefix through
+`megatron_prealign.data.integrity.open_token_dataset` -> `ResumableBatchSampler` (starts at
 `consumed_samples`, this data-parallel rank's share of each global batch) -> DataLoader ->
 microbatch dicts {tokens, labels (int64 [b, s]), loss_mask (float32 [b, s]), position_ids,
 cs_* switch statistics (int64 [b])}.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,20 +24,39 @@ from megatron_prealign.training.config import DataConfig
 logger = get_logger(__name__)
 
 
-def check_prefixes_exist(prefixes: list[str]) -> None:
+def check_prefixes_exist(prefixes: list[str], flag: str = "--data-path") -> None:
+    """Each prefix's .bin and .idx exist and are files.
+
+    Raises:
+        DataError: naming the flag, the file and what to do.
+    """
+    from megatron_prealign.data.integrity import check_dataset_files
+
     for prefix in prefixes:
-        for ext in (".bin", ".idx"):
-            if not os.path.isfile(prefix + ext):
-                raise FileNotFoundError(
-                    f"--data-path {prefix}: {prefix + ext} not found; build it with "
-                    f"tools/preprocess_data.py --output-prefix ..."
-                )
+        check_dataset_files(prefix, flag=flag)
+
+
+def check_datasets(cfg: DataConfig, tokenizer) -> None:
+    """What can be told about every prefix of the run from headers and sizes alone (files
+    present and complete, not an interrupted write, the run's tokenizer, documents in it), so a
+    bad --data-path stops the run before the model is built or the pre-pass runs, on every rank
+    alike. The checks that read whole files run when the datasets are built.
+
+    Raises:
+        DataError: the first problem, naming the file and the fix.
+    """
+    from megatron_prealign.data.integrity import open_token_dataset
+
+    for prefix in dict.fromkeys(cfg.prefixes()):
+        open_token_dataset(prefix, tokenizer=tokenizer, verify=False, flag="--data-path")
 
 
 def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, num_samples: list[int],
-                   is_built_on_rank, codeswitch_exclude=()) -> list:
+                   is_built_on_rank, codeswitch_exclude=(), vocab_size: int | None = None) -> list:
     """[train, valid, test] CodeSwitchGPTDatasets (blended when several prefixes);
-    `codeswitch_exclude`: lexicon entries never switched (the pre-pass's held-out words)."""
+    `codeswitch_exclude`: lexicon entries never switched (the pre-pass's held-out words);
+    `vocab_size`: the model's vocabulary, which every token id must be below (None: the
+    tokenizer's)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 
     from megatron_prealign.data import CodeSwitchGPTDataset, CodeSwitchGPTDatasetConfig
@@ -59,6 +78,7 @@ def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, nu
         codeswitch_seed=cfg.codeswitch_seed,  # None: random_seed, i.e. --seed
         lexicon_path=cfg.lexicon,
         codeswitch_exclude=tuple(int(e) for e in codeswitch_exclude),
+        model_vocab_size=vocab_size,
     )
     return BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset, num_samples, is_built_on_rank, ds_cfg).build()
 

@@ -17,14 +17,15 @@ import pytest
 from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
 
 from megatron_prealign.data.codeswitch import LexiconArrays
-from megatron_prealign.data.merge import MergeError, merge_datasets
+from megatron_prealign.data.integrity import DataError
+from megatron_prealign.data.merge import merge_datasets
 from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
-from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError, SidecarWriter, validate_sidecar
+from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarWriter, validate_sidecar
 from tests._tools import run_tool
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = str(REPO / "tests" / "assets" / "tiny_sp.model")
-SUFFIXES = (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")
+SUFFIXES = (".bin", ".idx", ".json", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")
 
 
 def _preprocess(input_path, prefix, lexicon=None) -> str:
@@ -97,7 +98,7 @@ def test_merge_without_sidecars(shard_inputs, tmp_path):
     out = str(tmp_path / "merged")
     summary = merge_datasets(prefixes, out)
     assert (summary.inputs, summary.documents, summary.spans) == (4, 150, None)
-    assert _bytes(out) == _bytes(reference) and set(_bytes(out)) == {".bin", ".idx"}
+    assert _bytes(out) == _bytes(reference) and set(_bytes(out)) == {".bin", ".idx", ".json"}
 
 
 def _copy_dataset(prefix: str, dest: str, suffixes=SUFFIXES) -> str:
@@ -138,9 +139,11 @@ def _int32_shard(root) -> str:
     [
         ("other_lexicon", "written with another lexicon"),
         ("other_tokenizer", "written with another tokenizer"),
+        ("other_sidecar_tokenizer", "written with another tokenizer"),
         ("sidecar_missing", "1 do not"),
         ("sidecar_json_missing", "incomplete code-switch sidecar"),
-        ("foreign_sidecar", "has 70 documents"),
+        ("foreign_sidecar", "b_codeswitch.bin changed after"),
+        ("foreign_sidecar_no_manifest", "has 70 documents"),
         ("dtype", "holds int32 tokens but"),
         ("duplicate", "is given twice"),
         ("output_is_input", "is also an input"),
@@ -156,18 +159,26 @@ def test_refuses_inputs_that_do_not_belong_together(shards, shard_inputs, tmp_pa
     out = str(tmp_path / "out" / "merged")
     if case == "other_lexicon":
         inputs[1] = _other_lexicon_shard(shard_inputs, tmp_path, data_tokenizer)
-    elif case == "other_tokenizer":
+    elif case == "other_tokenizer":  # the token manifests record different tokenizers
+        manifest = json.loads(Path(b + ".json").read_text())
+        manifest["tokenizer_fingerprint"] = "0" * 64
+        Path(b + ".json").write_text(json.dumps(manifest))
+    elif case == "other_sidecar_tokenizer":  # without manifests, the sidecars' metadata tells
+        for p in (a, b):
+            os.remove(p + ".json")
         _edit_meta(b, tokenizer_fingerprint="0" * 64)
     elif case == "sidecar_missing":
-        for s in SUFFIXES[2:]:
+        for s in SUFFIXES[3:]:
             os.remove(b + s)
     elif case == "sidecar_json_missing":
         os.remove(b + "_codeswitch.json")
-    elif case == "foreign_sidecar":  # b's sidecar files are a's (70 documents, b has 31)
+    elif case in ("foreign_sidecar", "foreign_sidecar_no_manifest"):  # b's sidecar files are a's (70 documents, b has 31)
         _copy_dataset(prefixes[0] + "_codeswitch", b + "_codeswitch", (".bin", ".idx", ".json"))
+        if case == "foreign_sidecar_no_manifest":
+            os.remove(b + ".json")
     elif case == "dtype":
         for p in (a, b):
-            for s in SUFFIXES[2:]:
+            for s in SUFFIXES[3:]:
                 os.remove(p + s)
         inputs.append(_int32_shard(tmp_path))
     elif case == "duplicate":
@@ -177,7 +188,7 @@ def test_refuses_inputs_that_do_not_belong_together(shards, shard_inputs, tmp_pa
     elif case == "missing_bin":
         os.remove(b + ".bin")
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises((MergeError, SidecarError)) as error:
+    with pytest.raises(DataError) as error:  # MergeError and SidecarError are DataErrors
         merge_datasets(inputs, out)
     assert message in str(error.value)
     assert sorted(os.listdir(tmp_path)) == before  # nothing written (no output directory either)
@@ -188,7 +199,7 @@ def test_failure_while_writing_leaves_previous_outputs_untouched(shards, tmp_pat
     out = str(tmp_path / "merged")
     merge_datasets(prefixes[:1], out)
     previous = _bytes(out)
-    assert len(previous) == 5
+    assert len(previous) == 6
 
     def fail(self, *args, **kwargs):
         raise OSError("disk full")
@@ -230,3 +241,73 @@ def test_runs_as_a_script(shards, tmp_path):
                     cwd=tmp_path)
     assert proc.returncode == 2 and "is given twice" in proc.stderr
     assert not list(tmp_path.glob("twice*"))
+
+
+@pytest.mark.parametrize("with_manifest", [True, False])
+def test_truncated_shard_is_refused(shards, tmp_path, with_manifest):
+    prefixes, _ = shards
+    b = _copy_dataset(prefixes[1], str(tmp_path / "b"))
+    if not with_manifest:  # as Megatron-LM's tools write datasets
+        os.remove(b + ".json")
+    with open(b + ".bin", "r+b") as f:  # an interrupted copy
+        f.truncate(os.path.getsize(b + ".bin") - 10)
+    out = str(tmp_path / "merged")
+    with pytest.raises(DataError) as err:
+        merge_datasets([prefixes[0], b], out)
+    message = str(err.value)
+    assert "\n" not in message and f"{b}.bin" in message
+    assert ("changed after" if with_manifest else "the file is truncated") in message
+    assert not list(tmp_path.glob("merged*"))
+    proc = run_tool("merge_datasets", ["--input", prefixes[0], b, "--output-prefix", out], cwd=tmp_path)
+    assert proc.returncode == 2 and f"{b}.bin" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_shard_content_changed_in_place_is_caught_while_copying(shards, tmp_path, monkeypatch):
+    from megatron_prealign.data import integrity
+
+    prefixes, _ = shards
+    b = _copy_dataset(prefixes[1], str(tmp_path / "b"))
+    data = bytearray(Path(b + ".bin").read_bytes())
+    data[10] ^= 0xFF  # same size, other bytes
+    Path(b + ".bin").write_bytes(bytes(data))
+    # A multi-GB shard is not hashed at open (merge has no cache dir), only while it is copied.
+    monkeypatch.setattr(integrity, "FULL_DIGEST_BYTES", 0)
+    out = str(tmp_path / "merged")
+    with pytest.raises(DataError, match=f"{b}.bin changed after it was written"):
+        merge_datasets([prefixes[0], b], out)
+    assert not list(tmp_path.glob("merged*")) and not list(tmp_path.glob(".merged*"))
+
+
+def test_datasets_without_manifest_merge_only_with_each_other(shards, tmp_path):
+    prefixes, _ = shards
+    a, b = (_copy_dataset(p, str(tmp_path / n)) for p, n in zip(prefixes[:2], "ab"))
+    os.remove(b + ".json")
+    with pytest.raises(DataError, match=f"{a}.json records its tokenizer .* but {b} records none"):
+        merge_datasets([a, b], str(tmp_path / "merged"))
+    os.remove(a + ".json")
+    summary = merge_datasets([a, b], str(tmp_path / "merged"))
+    manifest = json.loads(Path(tmp_path / "merged.json").read_text())
+    assert summary.documents == 101 and manifest["tokenizer_fingerprint"] is None and manifest["complete"]
+
+
+def test_output_that_cannot_be_written_is_one_line(shards, tmp_path, monkeypatch):
+    import builtins
+
+    prefixes, _ = shards
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match=f"--output-prefix {tmp_path}/a_file/m: {tmp_path}/a_file is a file"):
+        merge_datasets(prefixes[:2], str(tmp_path / "a_file" / "m"))
+    full = tmp_path / "full"
+    full.mkdir()
+    real_open = builtins.open
+
+    def no_space(file, mode="r", *args, **kwargs):  # a full disk, whoever runs the test
+        if "w" in mode and str(file).startswith(str(full) + os.sep):
+            raise OSError(28, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_space)
+    with pytest.raises(DataError) as err:
+        merge_datasets(prefixes[:2], str(full / "m"))
+    assert f"--output-prefix {full / 'm'}: cannot write in {full} (No space left on device)" in str(err.value)
+    assert os.listdir(full) == []

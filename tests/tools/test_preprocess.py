@@ -67,7 +67,7 @@ def config(corpus_path, prefix, **overrides) -> PreprocessConfig:
 
 def files_of(prefix):
     base = f"{prefix}_text_document"
-    return [base + s for s in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")]
+    return [base + s for s in (".bin", ".idx", ".json", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")]
 
 
 def test_stock_reader_opens_output_and_sidecar_is_aligned(corpus, tmp_path, data_tokenizer, data_lexicon_path):
@@ -210,3 +210,185 @@ def test_more_partitions_than_lines(tmp_path, data_lexicon_path):
     preprocess(config(single, tmp_path / "p3", lexicon=data_lexicon_path, partitions=3))
     for a, b in zip(files_of(tmp_path / "p1"), files_of(tmp_path / "p3")):
         assert Path(a).read_bytes() == Path(b).read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# Committing the outputs, and the errors of bad inputs and outputs: each fault injected as it
+# happens to a user (a killed run, a read-only directory, a directory given for a file).
+
+
+def _small_corpus(path, lines) -> str:
+    Path(path).write_text("".join(json.dumps({"text": t}) + "\n" for t in lines), encoding="utf-8")
+    return str(path)
+
+
+def test_manifest_records_tokenizer_and_every_file(corpus, tmp_path, data_tokenizer, data_lexicon_path):
+    from megatron_prealign.data.integrity import file_sha256, read_manifest
+
+    path, good = corpus
+    preprocess(config(path, tmp_path / "out", lexicon=data_lexicon_path))
+    prefix = f"{tmp_path / 'out'}_text_document"
+    manifest = read_manifest(prefix)
+    assert (manifest.tokenizer_fingerprint, manifest.tokenizer_type, manifest.tokenizer_model, manifest.vocab_size) \
+        == (data_tokenizer.fingerprint, "SentencePieceTokenizer", "tiny_sp.model", 400)
+    assert manifest.complete and manifest.num_documents == len(good)
+    assert set(manifest.files) == {".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json"}
+    for suffix, entry in manifest.files.items():
+        assert entry == {"size": os.path.getsize(prefix + suffix), "sha256": file_sha256(prefix + suffix)}
+    side = json.loads(Path(prefix + "_codeswitch.json").read_text())
+    assert (side["token_bin_size"], side["token_bin_sha256"]) == (manifest.files[".bin"]["size"],
+                                                                  manifest.files[".bin"]["sha256"])
+
+
+COMMIT_RENAMES = 7  # manifest (incomplete), 5 files, manifest (complete)
+
+
+@pytest.mark.parametrize("renames_before_failure", range(COMMIT_RENAMES))
+def test_interrupted_commit_never_passes_for_a_dataset(tmp_path, monkeypatch, data_lexicon_path, data_corpus_lines,
+                                                       renames_before_failure):
+    from megatron_prealign.data.integrity import DataError, open_token_dataset
+
+    old = _small_corpus(tmp_path / "old.jsonl", data_corpus_lines[:12])
+    new = _small_corpus(tmp_path / "new.jsonl", data_corpus_lines[12:30])
+    preprocess(config(old, tmp_path / "out", lexicon=data_lexicon_path))
+    prefix = f"{tmp_path / 'out'}_text_document"
+    before = {f: Path(f).read_bytes() for f in files_of(tmp_path / "out")}
+
+    real_replace, calls = os.replace, []
+
+    def replace_then_fail(src, dst):
+        if len(calls) == renames_before_failure:
+            raise OSError("simulated crash between two renames")
+        calls.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_then_fail)
+    with pytest.raises(OSError, match="simulated crash"):
+        preprocess(config(new, tmp_path / "out", lexicon=data_lexicon_path))
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]  # the failed run removed its temporaries
+    if renames_before_failure == 0:
+        assert {f: Path(f).read_bytes() for f in files_of(tmp_path / "out")} == before  # old outputs intact
+        assert len(open_token_dataset(prefix)) == 12
+        CodeSwitchSidecar(prefix)
+        return
+    for read in (lambda: open_token_dataset(prefix), lambda: CodeSwitchSidecar(prefix)):
+        with pytest.raises(DataError) as err:
+            read()
+        assert "\n" not in str(err.value) and "was interrupted" in str(err.value)
+        assert "re-run the tools/preprocess_data.py or tools/merge_datasets.py command" in str(err.value)
+    preprocess(config(new, tmp_path / "out", lexicon=data_lexicon_path))  # a later run repairs the prefix
+    assert len(open_token_dataset(prefix)) == 18
+
+
+_KILLED_RUN = """
+import os, sys
+from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
+corpus, prefix, model, lexicon, renames = sys.argv[1:6]
+real, done = os.replace, []
+def replace(src, dst):
+    if len(done) == int(renames):
+        os._exit(137)  # killed: no cleanup of any kind runs
+    done.append(dst)
+    real(src, dst)
+os.replace = replace
+preprocess(PreprocessConfig(input=corpus, output_prefix=prefix, tokenizer_type="SentencePieceTokenizer",
+                            tokenizer_model=model, append_eod=True, lexicon=lexicon, partitions=2))
+"""
+
+
+def test_killed_run_is_refused_and_its_temporaries_go_with_the_next_run(tmp_path, data_lexicon_path,
+                                                                        data_corpus_lines):
+    import subprocess
+    import sys
+
+    from megatron_prealign.data.integrity import DataError, open_token_dataset
+
+    corpus = _small_corpus(tmp_path / "c.jsonl", data_corpus_lines[:30])
+    out = tmp_path / "out"
+    out.mkdir()
+    prefix = f"{out / 'run'}_text_document"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, corpus, str(out / "run"), MODEL, data_lexicon_path,
+                             "3"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    left = sorted(n for n in os.listdir(out) if ".tmp-" in n)
+    # The killed run's staged sidecar files and its partition scratch directory.
+    assert ".run.partitions.tmp-" in left[0] and all(n.startswith(".run_text_document_codeswitch.") for n in left[1:])
+    with pytest.raises(DataError, match="was interrupted"):
+        open_token_dataset(prefix)
+    # Files that only look alike are not ours to remove.
+    decoys = [".other_text_document.bin.tmp-4242424", ".run_text_document.bin.tmp-x",
+              "run_text_document.bin.tmp-1", "notes.txt"]
+    for name in decoys:
+        (out / name).write_text("keep me")
+    preprocess(config(corpus, out / "run", lexicon=data_lexicon_path))
+    assert sorted(os.listdir(out)) == sorted([*decoys, *(Path(f).name for f in files_of(out / "run"))])
+    assert len(open_token_dataset(prefix)) == 30
+    CodeSwitchSidecar(prefix)
+
+
+def test_read_only_output_directory_is_one_line(tmp_path, monkeypatch, data_corpus_lines):
+    import builtins
+
+    from megatron_prealign.data.integrity import DataError
+
+    corpus = _small_corpus(tmp_path / "c.jsonl", data_corpus_lines[:5])
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: refuse writes there the way the kernel would
+        real_open = builtins.open
+
+        def guarded_open(file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wax+") and str(file).startswith(str(ro) + os.sep):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", guarded_open)
+    try:
+        with pytest.raises(DataError) as err:
+            preprocess(config(corpus, ro / "out"))
+    finally:
+        ro.chmod(0o755)
+    message = str(err.value)
+    assert "\n" not in message and f"--output-prefix {ro / 'out'}: cannot write in {ro} " in message
+    assert "Permission denied" in message and "choose a writable directory" in message
+    assert os.listdir(ro) == []
+
+
+def test_empty_corpus_warns_and_readers_refuse_it(tmp_path, caplog):
+    import logging
+
+    from megatron_prealign.data.integrity import DataError, open_token_dataset
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": "   "}\n')
+    with caplog.at_level(logging.WARNING, logger="megatron_prealign"):
+        summary = preprocess(config(empty, tmp_path / "e"))
+    assert summary.documents == {"text": 0}
+    assert any("gave no documents" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DataError, match="holds no documents: preprocess a corpus with documents"):
+        open_token_dataset(summary.outputs["text"])
+
+
+def test_directories_given_for_files_name_the_flag(corpus, tmp_path, data_lexicon_path):
+    path, _ = corpus
+    for extra, message in (({"input": str(tmp_path)}, f"--input {tmp_path} is a directory, not a file"),
+                           ({"lexicon": str(tmp_path)}, f"--lexicon {tmp_path} is a directory, not a file"),
+                           ({"tokenizer_model": str(tmp_path)},
+                            f"--tokenizer-model {tmp_path} is a directory: SentencePieceTokenizer needs the .model")):
+        with pytest.raises(ValueError, match=message):
+            check_inputs(dataclasses.replace(config(path, tmp_path / "out"), **extra))
+
+
+def test_script_reports_output_and_tokenizer_problems_in_one_line(corpus, tmp_path):
+    path, _ = corpus
+    (tmp_path / "a_file").write_text("")
+    for args, message in (
+        (argv(path, tmp_path / "a_file" / "out"), f"error: --output-prefix {tmp_path / 'a_file' / 'out'}: "
+                                                  f"{tmp_path / 'a_file'} is a file, not a directory"),
+        ([*argv(path, tmp_path / "x")[:-2], str(tmp_path)], "is a directory: SentencePieceTokenizer"),
+    ):
+        proc = run_tool("preprocess_data", args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert message in proc.stderr and "Traceback" not in proc.stderr

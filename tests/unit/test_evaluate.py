@@ -116,3 +116,34 @@ def test_cli_perplexity_of_a_checkpoint(pgs, data_prefixes, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--load", str(root), "--data-path", "a=/nonexistent/corpus"])
     assert exc.value.code == 2 and "/nonexistent/corpus.bin not found" in capsys.readouterr().err
+
+
+def test_cli_refuses_data_the_checkpoint_cannot_read(pgs, tmp_path, capsys, data_tokenizer):
+    """Each dataset is opened before the model loads: data of another tokenizer (its manifest
+    says so) and ids outside the model's vocabulary are one error line each, exit code 2."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from megatron_prealign.checkpointing import save_checkpoint
+    from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
+    from megatron_prealign.evaluate.__main__ import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the house by the river\nthe old bridge\n", encoding="utf-8")
+    ours = preprocess(PreprocessConfig(input=str(corpus), output_prefix=str(tmp_path / "p"),
+                                       tokenizer_type="SentencePieceTokenizer",
+                                       tokenizer_model=data_tokenizer.model_path, append_eod=True)).outputs["text"]
+    foreign = str(tmp_path / "foreign")
+    builder = IndexedDatasetBuilder(foreign + ".bin", dtype=np.uint16)
+    builder.add_document(np.array([3, 4, 470, 5]), [4])  # another tool, a larger vocabulary
+    builder.finalize(foreign + ".idx")
+
+    model, cfg = _model(pgs, seed=5)
+    root = tmp_path / "ckpt"
+    save_checkpoint(root, model=model, state={"iteration": 4, "model": dataclasses.asdict(cfg),
+                                              "tokenizer_fingerprint": "0" * 64}, iteration=4, with_rng=False)
+    for prefix, message in ((ours, f"{ours}.json: {ours} was tokenized with tiny_sp.model"),
+                            (foreign, f"{foreign}.bin holds token id 470, outside the model's vocabulary of 400")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--load", str(root), "--data-path", prefix])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and message in err[0], err

@@ -85,3 +85,24 @@ def test_heldout_words_are_never_switched(tmp_path, data_prefixes, data_tokenize
     assert 0 < eligible_half < eligible and switched_half == eligible_half
     assert totals(translated)[:2] == (0, 0)
     assert len({key, key_half}) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data-path", "0", "a", "1", "b"], "--data-path: blend weight 0 of a must be a positive number"),
+    (["--data-path", "-0.5", "a", "1", "b"], "--data-path: blend weight -0.5 of a must be a positive number"),
+    (["--train-data-path", "1", "a", "nan", "b"], "--train-data-path: blend weight nan of b must be a positive"),
+    (["--data-path", "a", "--split", "98,2"], "--split '98,2': expected three comma-separated proportions"),
+    (["--data-path", "a", "--split", "90,5,5,0"], "--split '90,5,5,0': expected three"),
+    (["--data-path", "a", "--split", "a,b,c"], "--split 'a,b,c': expected three"),
+    (["--data-path", "a", "--split", "0,0,0"], "--split '0,0,0': expected three"),
+])
+def test_blend_weights_and_split_are_command_line_errors(argv, message, capsys):
+    """Refused where the command line is read (usage and one error line, exit code 2), not in
+    megatron-core's dataset builder after the model is built."""
+    from megatron_prealign.config import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err
+    assert DataConfig(data_path=("1", "a", "2.5", "b"), split="969, 30, 1").blend() == (["a", "b"], [1.0, 2.5])

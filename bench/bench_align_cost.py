@@ -239,6 +239,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         flops_align = words * 3 * forward_flops(demo, demo.padded_word_tokens)
         measured["flop_ratio_align_step_to_pretrain_step"] = flops_align / flops_step
         measured["time_ratio_align_step_to_pretrain_step"] = measured["align"] / measured["pretrain"]
+        # Throughput in the tokens each stage computes on: pretraining's sequences, the pre-pass's
+        # padded words (and the words' own tokens, the useful share).
+        measured["pretrain_tokens_per_s"] = measured["pretrain_tokens_per_step"] / measured["pretrain"]
+        measured["prepass_padded_tokens_per_s"] = words * demo.padded_word_tokens / measured["align"]
+        measured["prepass_word_tokens_per_s"] = words * demo.mean_word_tokens / measured["align"]
+        measured["tokens_per_s_ratio_prepass_to_pretrain"] = (measured["prepass_padded_tokens_per_s"]
+                                                              / measured["pretrain_tokens_per_s"])
         measured["threads"] = args.threads
         results["demo_measured_cpu"] = measured
 
@@ -257,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
               f"{m['pretrain_run_s']:.0f} s, pre-pass {m['prepass_run_s']:.0f} s -> "
               f"{100 * m['prepass_share_of_pretraining']:.1f}% (FLOP ratio per step "
               f"{m['flop_ratio_align_step_to_pretrain_step']:.3f}, time ratio {m['time_ratio_align_step_to_pretrain_step']:.3f})")
+        print(f"[demo, measured on CPU] tokens/s: pretraining {m['pretrain_tokens_per_s']:.0f}, pre-pass "
+              f"{m['prepass_padded_tokens_per_s']:.0f} padded ({m['prepass_word_tokens_per_s']:.0f} word tokens) -> "
+              f"ratio {m['tokens_per_s_ratio_prepass_to_pretrain']:.2f} (pre-pass / pretraining)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

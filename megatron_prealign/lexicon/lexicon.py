@@ -19,7 +19,7 @@ import numpy as np
 
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon.dictionary import DictionaryReadResult, LexiconError
-from megatron_prealign.lexicon.tokenizer import WORD_START, Tokenizer
+from megatron_prealign.lexicon.tokenizer import CONTINUATION, WORD_START, Tokenizer
 from megatron_prealign.log import get_logger
 
 __all__ = ["LEX_MAGIC", "LEX_VERSION", "MODES", "Lexicon", "compile_lexicon", "load_lexicon"]
@@ -279,7 +279,11 @@ class Lexicon:
             _native_order(self._arrays[name])
             for name in ("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry", "token_classes")
         ]
-        self._trie = _native().LexiconTrie(*arrays)
+        try:
+            self._trie = _native().LexiconTrie(*arrays)
+        except ValueError as exc:
+            # Only a damaged or hand-made file gets here (compile_lexicon builds valid tries).
+            raise LexiconError(f"{self.path or '<lexicon>'}: corrupt lexicon: {exc}") from None
         return self._trie
 
     def summary(self) -> dict[str, Any]:
@@ -369,6 +373,9 @@ class Lexicon:
         ne = a["trie_node_entry"]
         if len(ne) and ne.max() >= num:
             problems.append("trie_node_entry has entry ids out of range")
+        tc = a["token_classes"]
+        if len(tc) and tc.max() > CONTINUATION:
+            problems.append(f"token_classes has class {int(tc.max())} (expected 0, 1 or 2)")
         if problems:
             raise LexiconError(f"{where}: corrupt lexicon: " + "; ".join(problems))
 

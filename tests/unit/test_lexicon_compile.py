@@ -229,6 +229,24 @@ def test_wrong_magic_version_and_header(tmp_path, muse_lexicon):
         load_lexicon(path)
 
 
+def test_crafted_arrays_are_refused_naming_the_file(muse_lexicon, sp):
+    """What a `.lex` written by something else than compile_lexicon (its sha256 then matches)
+    could carry: a class outside the three, trie offsets past the edges."""
+    arrays = {name: np.array(muse_lexicon._arrays[name]) for name in muse_lexicon._arrays}
+
+    def crafted(**changes):
+        return Lexicon({**arrays, **changes}, mode="word", tokenizer_fingerprint="", tokenizer_type="",
+                       path="crafted.lex")
+
+    with pytest.raises(LexiconError, match=r"crafted\.lex: corrupt lexicon: token_classes has class 9"):
+        crafted(token_classes=np.where(np.arange(sp.vocab_size) == 5, 9, arrays["token_classes"]).astype(np.uint8))
+    offsets = arrays["trie_child_offsets"].copy()
+    offsets[1] = offsets[-1] + 1000
+    lex = crafted(trie_child_offsets=offsets)
+    with pytest.raises(LexiconError, match=r"crafted\.lex: corrupt lexicon: invalid lexicon trie: child_offsets"):
+        lex.scan(np.zeros(3, np.int32))
+
+
 def test_from_entries_validation():
     classes = np.ones(10, dtype=np.uint8)
     with pytest.raises(ValueError, match="same tokens"):

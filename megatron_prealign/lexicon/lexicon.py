@@ -416,9 +416,12 @@ def compile_lexicon(
         mode: ``"word"`` (scripts with spaces) or ``"longest-match"`` (scripts without).
 
     Returns:
-        The lexicon. Words that tokenize to nothing are dropped (``untokenizable``); two words
-        with identical tokens become one entry, and a translation that collapses onto its own
-        entry that way is dropped (``identical_tokens``).
+        The lexicon. Words that tokenize to nothing or to any unknown-token id are dropped
+        (``untokenizable``); two words with identical tokens become one entry, and a translation
+        that collapses onto its own entry that way is dropped (``identical_tokens``).
+
+    Raises:
+        LexiconError: no entry is left with a translation (naming the dictionary file).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -448,6 +451,7 @@ def compile_lexicon(
     entry_tokens: list[tuple[int, ...]] = []
     entry_texts: list[str] = []
     untokenizable: set[str] = set()
+    unk = tokenizer.unk
 
     def entry(word: str) -> int | None:
         if word in entry_of_word:
@@ -455,7 +459,11 @@ def compile_lexicon(
         if word in untokenizable:
             return None
         ids = tuple(tokenizer.encode_word(word))
-        if not ids:
+        # Any unknown id, not only an all-unknown encoding: the entry would stand for every word
+        # with some unrepresentable character at that place ("жаба" and "шаба" alike when "ж" and
+        # "ш" are unknown), so the scan would switch words that are not this one, and switching
+        # *to* it would write unknown tokens into the model's input.
+        if not ids or (unk is not None and unk in ids):
             untokenizable.add(word)
             return None
         e = entry_of_tokens.get(ids)
@@ -480,6 +488,16 @@ def compile_lexicon(
         else:
             translations[ea].add(eb)
 
+    if untokenizable:
+        examples = ", ".join(repr(w) for w in sorted(untokenizable)[:5])
+        logger.warning("%s: %d words the tokenizer cannot represent (empty or unknown-token ids) are dropped, "
+                       "e.g. %s", dictionary_result.path, len(untokenizable), examples)
+    if not any(translations):
+        raise LexiconError(
+            f"{dictionary_result.path}: no entry with a translation is left for the {tokenizer.tokenizer_type} "
+            f"tokenizer ({len(dictionary_result.groups)} groups: {len(untokenizable)} words untokenizable, "
+            f"{identical_tokens} translations with the same tokens as their word)"
+        )
     source_entries = {entry_of_word[w] for w in sources if w in entry_of_word}
     dropped = dict(dictionary_result.dropped)
     dropped["untokenizable"] = len(untokenizable)

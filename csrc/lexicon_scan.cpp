@@ -39,11 +39,19 @@ LexiconTrie::LexiconTrie(const std::vector<int64_t>& child_offsets,
   if (child_offsets.front() != 0 || child_offsets.back() != num_edges)
     Invalid("child_offsets must start at 0 and end at the number of edges");
   if (num_edges >= num_nodes) Invalid("a trie has fewer edges than nodes");
+  // The child masks below shift by the class value: anything above the three classes would be
+  // an undefined shift and a silently unmatchable token.
+  for (const uint8_t cls : token_classes_)
+    if (cls > kContinuation)
+      Invalid("token classes must be 0 (other), 1 (word start) or 2 (continuation), got " +
+              std::to_string(cls));
   edges_.resize(static_cast<std::size_t>(num_edges));
   nodes_.resize(static_cast<std::size_t>(num_nodes));
   for (int64_t n = 0; n < num_nodes; ++n) {
     const int64_t begin = child_offsets[n], end = child_offsets[n + 1];
     if (end < begin) Invalid("child_offsets must be non-decreasing");
+    // Checked before the edges are read: a later node's decrease is found too late for that.
+    if (end > num_edges) Invalid("child_offsets must not exceed the number of edges");
     Node& node = nodes_[n];
     node.edge_begin = static_cast<int32_t>(begin);
     node.num_children = static_cast<int32_t>(end - begin);

@@ -31,8 +31,9 @@ struct ScanResult {
 // node_entry[n] is the lexicon entry ending at n, or -1.
 class LexiconTrie {
  public:
-  // Validates the arrays (sizes, bounds, child order) so that a corrupt lexicon file can never
-  // make scan() read out of bounds; throws std::invalid_argument describing the first problem.
+  // Validates the arrays (sizes, bounds, child order, class values) so that a corrupt lexicon
+  // file can never make scan() read out of bounds; throws std::invalid_argument describing the
+  // first problem.
   LexiconTrie(const std::vector<int64_t>& child_offsets, const std::vector<int32_t>& child_tokens,
               const std::vector<int32_t>& child_nodes, const std::vector<int32_t>& node_entry,
               std::vector<uint8_t> token_classes);

@@ -7,14 +7,16 @@ deepspeed/config.py) and validates its own fields. This module
 only derives the command line from those dataclasses (Megatron-LM flag names: field
 `num_layers` -> `--num-layers`; AlignConfig fields get an `align-` prefix, DeepSpeedConfig's
 `deepspeed-`), loads `--config`
-YAML files strictly (unknown keys are errors; CLI flags override them), and runs the few
-cross-component checks in `RunConfig.validate()`.
+YAML files strictly (unknown keys are errors, values must have their field's type; CLI flags
+override them), and runs the few cross-component checks in `RunConfig.validate()`.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -327,9 +329,25 @@ def cli_flags() -> list[str]:
 
 
 def _load_yaml(path: str, known: set[str]) -> dict[str, Any]:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    """The flat keys of one --config file, each value checked against its field's type."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of flag names to values")
+    types_ = _field_types()
     out = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
@@ -337,8 +355,113 @@ def _load_yaml(path: str, known: set[str]) -> dict[str, Any]:
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ValueError(f"{path}: unknown key {raw_key!r}{hint}")
-        out[key] = value
+        flag = "--" + key.replace("_", "-")
+        if flag in UNSUPPORTED:
+            raise ValueError(f"{path}: {raw_key} is not supported: {UNSUPPORTED[flag]}")
+        try:
+            out[key] = _typed(value, types_[key])
+        except _WrongType as exc:
+            kind = "" if exc.value is None else f" ({_kind(exc.value)}{exc.hint})"
+            raise ValueError(f"{path}: {raw_key}{exc.where} must be {exc.expected}, got {_shown(exc.value)}"
+                             f"{kind}") from None
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _field_types() -> dict[str, Any]:
+    """Flat key -> the annotation of its dataclass field."""
+    out = {}
+    for cls, prefix in SECTIONS.values():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            out[_key(prefix, f.name)] = hints[f.name]
+    return out
+
+
+class _WrongType(Exception):
+    def __init__(self, value: Any, expected: str, where: str = "", hint: str = ""):
+        super().__init__(expected)
+        self.value, self.expected, self.where, self.hint = value, expected, where, hint
+
+
+# PyYAML implements YAML 1.1, which reads `3e-4` and `1e5` (no dot, or no exponent sign) as
+# strings; YAML 1.2 and every other reader take them for the numbers they look like, and so do we.
+_YAML12_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_EXPECTED_ITEMS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+_FLOAT_MAX = float.fromhex("0x1.fffffffffffffp+1023")
+
+
+def _typed(value: Any, annotation: Any) -> Any:
+    """`value` as read from YAML, converted to the field type `annotation` exactly where that
+    loses nothing; otherwise `_WrongType`."""
+    elem, is_seq = _scalar_type(annotation)
+    optional = type(None) in typing.get_args(annotation)
+    if value is None:
+        if optional:
+            return None
+        raise _WrongType(value, _expected(elem, is_seq))
+    if not is_seq:
+        return _typed_scalar(value, elem, optional=optional)
+    # One value stands for a one-element list, as a flag given one argument does.
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(_typed_scalar(item, elem, in_list=True))
+        except _WrongType as exc:
+            where = f"[{i}]" if isinstance(value, list) else ""
+            raise _WrongType(item, exc.expected, where, exc.hint) from None
+    return tuple(out)
+
+
+def _typed_scalar(value: Any, kind: Any, *, in_list: bool = False, optional: bool = False) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(value, str) and kind in (int, float) and _YAML12_NUMBER.fullmatch(value) \
+            and isinstance(yaml.safe_load(value), str):
+        value, number = float(value), True
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and (isinstance(value, int) and number or isinstance(value, float) and value.is_integer()):
+        return int(value)
+    if kind is float and number and (isinstance(value, float) or abs(value) <= _FLOAT_MAX):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    # An integer is the same text on the command line; blend weights in a --data-path list are
+    # written as numbers.
+    if kind is str and number and (isinstance(value, int) or in_list):
+        return str(value)
+    if kind not in _EXPECTED:
+        return value
+    hint = ""
+    if isinstance(value, str) and kind is bool and isinstance(yaml.safe_load(value), bool):
+        hint = "; write true or false without quotes"
+    elif isinstance(value, str) and kind in (int, float) and isinstance(yaml.safe_load(value), (int, float)):
+        hint = "; write it without quotes"
+    elif isinstance(value, bool) and kind is str:
+        hint = "; YAML reads unquoted yes/no/on/off as booleans, so quote it"
+    expected = _EXPECTED[kind] + (" or null" if optional else "")
+    raise _WrongType(value, expected, hint=hint)
+
+
+def _expected(elem: Any, is_seq: bool) -> str:
+    if is_seq:
+        return f"a list of {_EXPECTED_ITEMS.get(elem, 'values')}"
+    return _EXPECTED.get(elem, getattr(elem, "__name__", str(elem)))
+
+
+def _kind(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+                       (list, "a list"), (dict, "a mapping")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def from_flat(values: dict[str, Any]) -> RunConfig:
@@ -378,7 +501,8 @@ def parse_flat(argv: Sequence[str] | None = None) -> tuple[dict[str, Any], argpa
         for path in args.config:
             values.update(_load_yaml(path, known))
     except ValueError as exc:
-        parser.error(str(exc))
+        # A mistake inside a file, not in the command line: the usage text would only bury it.
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     values.update({k: v for k, v in vars(args).items() if k not in _NOT_CONFIG})
     return values, args
 

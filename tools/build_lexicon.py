@@ -2,7 +2,7 @@
 
     python tools/build_lexicon.py --dictionary en-de.txt --tokenizer-type SentencePieceTokenizer \
         --tokenizer-model tokenizer.model --output en-de.lex [--format auto] [--skip-invalid] \
-        [--case-variants] [--mode word|longest-match]
+        [--max-invalid-fraction 0.1] [--case-variants] [--mode word|longest-match]
 
 Prints a summary (entries, unique sources, multi-token share, dropped counts) to stdout. The
 command line of `megatron_prealign.lexicon.build_lexicon`.
@@ -18,6 +18,7 @@ from megatron_prealign.log import quiet_optional_accelerator_warnings
 quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
 from megatron_prealign.lexicon import (
+    DEFAULT_MAX_INVALID_FRACTION,
     FORMATS,
     MODES,
     TOKENIZER_TYPE_ALIASES,
@@ -40,16 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer-model", required=True, help=".model file, tokenizer.json or HF directory")
     p.add_argument("--output", required=True, help="output .lex file (written atomically)")
     p.add_argument("--skip-invalid", action="store_true", help="count malformed lines instead of failing")
+    p.add_argument("--max-invalid-fraction", type=float, default=DEFAULT_MAX_INVALID_FRACTION,
+                   help="with --skip-invalid, fail when more than this share of the data lines is malformed "
+                        "(the file is then almost surely in another --format); default %(default)s")
     p.add_argument("--case-variants", action="store_true", help="also add Capitalized forms of every group")
     p.add_argument("--mode", default="word", choices=MODES, help="word: spaced scripts; longest-match: unspaced")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = BuildLexiconConfig(dictionary=args.dictionary, format=args.format, tokenizer_type=args.tokenizer_type,
-                             tokenizer_model=args.tokenizer_model, output=args.output,
-                             skip_invalid=args.skip_invalid, case_variants=args.case_variants, mode=args.mode)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = BuildLexiconConfig(dictionary=args.dictionary, format=args.format, tokenizer_type=args.tokenizer_type,
+                                 tokenizer_model=args.tokenizer_model, output=args.output,
+                                 skip_invalid=args.skip_invalid, max_invalid_fraction=args.max_invalid_fraction,
+                                 case_variants=args.case_variants, mode=args.mode)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         lexicon = build_lexicon(cfg)
     except (LexiconError, FileNotFoundError) as exc:

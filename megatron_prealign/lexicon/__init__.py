@@ -2,6 +2,7 @@
 `.lex` (token-id trie + translation table) -> scan spans. See README.md in this folder."""
 from megatron_prealign.lexicon.build import BuildLexiconConfig, build_lexicon, format_summary
 from megatron_prealign.lexicon.dictionary import (
+    DEFAULT_MAX_INVALID_FRACTION,
     FORMATS,
     DictionaryReadResult,
     LexiconError,
@@ -27,6 +28,7 @@ from megatron_prealign.lexicon.tokenizer import (
 __all__ = [
     "BuildLexiconConfig",
     "CONTINUATION",
+    "DEFAULT_MAX_INVALID_FRACTION",
     "FORMATS",
     "MODES",
     "OTHER",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from megatron_prealign.lexicon.dictionary import FORMATS, read_dictionary
+from megatron_prealign.lexicon.dictionary import DEFAULT_MAX_INVALID_FRACTION, FORMATS, read_dictionary
 from megatron_prealign.lexicon.lexicon import MODES, Lexicon, compile_lexicon
 from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type
 from megatron_prealign.log import get_logger
@@ -41,6 +41,9 @@ class BuildLexiconConfig:
     """Dictionary format, one of FORMATS; auto detects it from the file (--format)."""
     skip_invalid: bool = False
     """Count malformed lines instead of failing (--skip-invalid)."""
+    max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION
+    """With skip_invalid, the largest share of data lines that may be malformed; more means the
+    file was read in the wrong format and is an error (--max-invalid-fraction)."""
     case_variants: bool = False
     """Also add Capitalized forms of every group (--case-variants)."""
     mode: str = "word"
@@ -51,6 +54,8 @@ class BuildLexiconConfig:
             raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0.0 <= self.max_invalid_fraction <= 1.0:
+            raise ValueError(f"--max-invalid-fraction must be in [0, 1], got {self.max_invalid_fraction!r}")
         object.__setattr__(self, "tokenizer_type", canonical_tokenizer_type(self.tokenizer_type))
 
 
@@ -58,11 +63,14 @@ def build_lexicon(cfg: BuildLexiconConfig) -> Lexicon:
     """Read, compile and save the lexicon; returns it.
 
     Raises:
-        LexiconError: a malformed dictionary line (without ``skip_invalid``), an unknown format.
+        LexiconError: a malformed dictionary line (without ``skip_invalid``), more malformed
+            lines than ``max_invalid_fraction`` (with it), no translation pair in the file or
+            none the tokenizer can represent, an unknown format.
         FileNotFoundError: the dictionary or the tokenizer model does not exist.
     """
     tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
-    result = read_dictionary(cfg.dictionary, format=cfg.format, skip_invalid=cfg.skip_invalid)
+    result = read_dictionary(cfg.dictionary, format=cfg.format, skip_invalid=cfg.skip_invalid,
+                             max_invalid_fraction=cfg.max_invalid_fraction)
     for report in result.invalid_reports[:_REPORTED_INVALID]:
         logger.warning("skipped: %s", report)
     lexicon = compile_lexicon(result, tokenizer, case_variants=cfg.case_variants, mode=cfg.mode)

@@ -22,8 +22,14 @@ Formats (`format=`):
 - ``auto``: ``.jsonl``/``.json`` or a first line starting with ``{`` -> jsonl; ``.tsv`` -> tsv;
   a first data line containing `` :: `` -> trans; otherwise muse.
 
+In every format, blank lines and lines whose first non-blank character is ``#`` are skipped
+(comments), so a word cannot begin a line with ``#``.
+
 Errors name the place: ``path:line: what is wrong``. With ``skip_invalid=True`` such lines are
-counted and their messages kept in `DictionaryReadResult.invalid_reports` instead.
+counted and their messages kept in `DictionaryReadResult.invalid_reports` instead, as long as they
+are at most ``max_invalid_fraction`` of the data lines: past that share the file is almost always
+in another format than the one it was read as, and reading on would build a lexicon from its few
+lines that happen to parse. A file that yields no translation pair is an error too.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Iterator
 
 __all__ = [
+    "DEFAULT_MAX_INVALID_FRACTION",
     "FORMATS",
     "DictionaryReadResult",
     "LexiconError",
@@ -43,6 +50,8 @@ __all__ = [
 ]
 
 FORMATS = ("auto", "muse", "tsv", "jsonl", "trans")
+DEFAULT_MAX_INVALID_FRACTION = 0.1
+"""Largest share of invalid data lines that ``skip_invalid`` skips before calling the file misread."""
 
 # Field names that mark the first TSV row as a header rather than a word pair.
 _TSV_HEADER_NAMES = frozenset(
@@ -50,6 +59,8 @@ _TSV_HEADER_NAMES = frozenset(
 )
 # Keeping every message of a badly broken million-line file would cost memory for nothing.
 _MAX_KEPT_REPORTS = 1000
+# Data lines read in each other format to suggest one when a file is mostly invalid.
+_PROBE_LINES = 1000
 
 _TRANS_ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|\([^)]*\)|<[^>]*>|/[^/\s][^/]*/")
 
@@ -128,7 +139,10 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def read_dictionary(
-    path: str | os.PathLike, format: str = "auto", skip_invalid: bool = False
+    path: str | os.PathLike,
+    format: str = "auto",
+    skip_invalid: bool = False,
+    max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION,
 ) -> DictionaryReadResult:
     """Read a dictionary file into translation groups.
 
@@ -136,29 +150,49 @@ def read_dictionary(
         path: the dictionary file.
         format: one of ``auto``, ``muse``, ``tsv``, ``jsonl``, ``trans`` (see module docstring).
         skip_invalid: count malformed lines instead of raising.
+        max_invalid_fraction: with `skip_invalid`, the largest share of data lines (blank and
+            comment lines aside) that may be invalid; more is an error.
 
     Returns:
-        A `DictionaryReadResult`; duplicate and identity groups are dropped and counted.
+        A `DictionaryReadResult` with at least one group; duplicate and identity groups are
+        dropped and counted.
 
     Raises:
-        LexiconError: on the first malformed line (``path:line: ...``) unless `skip_invalid`,
-            or for an unknown format.
+        LexiconError: on the first malformed line (``path:line: ...``) unless `skip_invalid`;
+            more than `max_invalid_fraction` of the lines invalid; no translation pair left;
+            an unknown format.
     """
     if format not in FORMATS:
         raise LexiconError(f"unknown dictionary format {format!r}; expected one of {FORMATS}")
+    if not 0.0 <= max_invalid_fraction <= 1.0:
+        raise LexiconError(f"max_invalid_fraction must be in [0, 1], got {max_invalid_fraction!r}")
     path_str = os.fspath(path)
     fmt = detect_format(path_str) if format == "auto" else format
-    result = DictionaryReadResult(path=path_str, format=fmt)
+    result = _read(path_str, fmt, skip_invalid)
+    total = result.num_lines + result.dropped_invalid
+    if result.dropped_invalid > max_invalid_fraction * total:
+        raise LexiconError(_too_many_invalid(result, format == "auto", max_invalid_fraction))
+    if not result.groups:
+        raise LexiconError(_no_pairs(result))
+    return result
+
+
+def _read(path: str, fmt: str, skip_invalid: bool, max_lines: int | None = None) -> DictionaryReadResult:
+    """Parse `path` as `fmt` (the first `max_lines` data lines, if given), without the
+    file-level checks of `read_dictionary`."""
+    result = DictionaryReadResult(path=path, format=fmt)
     seen: set[tuple[str, ...]] = set()
     parse = {"muse": _parse_muse, "tsv": _TsvParser(), "jsonl": _parse_jsonl, "trans": _parse_trans}[fmt]
 
-    for lineno, text in _numbered_lines(path_str, result, skip_invalid):
+    for lineno, text in _numbered_lines(path, result, skip_invalid):
+        if max_lines is not None and result.num_lines + result.dropped_invalid >= max_lines:
+            break
         try:
             parsed = parse(text)
         except _LineError as exc:
-            _report(result, f"{path_str}:{lineno}: {exc}", skip_invalid)
+            _report(result, f"{path}:{lineno}: {exc}", skip_invalid)
             continue
-        if parsed is None:  # header or comment
+        if parsed is None:  # header
             continue
         result.num_lines += 1
         groups, phrases = parsed
@@ -175,10 +209,60 @@ def read_dictionary(
     return result
 
 
+def _too_many_invalid(result: DictionaryReadResult, detected: bool, limit: float) -> str:
+    total = result.num_lines + result.dropped_invalid
+    how = "detected from the file" if detected else "as asked"
+    first = result.invalid_reports[0][len(result.path) + 1 :] if result.invalid_reports else "?"
+    message = (
+        f"{result.path}: {result.dropped_invalid} of {total} data lines "
+        f"({result.dropped_invalid / total:.1%}) are invalid read as {result.format} ({how}), more "
+        f"than --max-invalid-fraction {limit:g} allows (first at line {first}); "
+    )
+    better = _better_format(result.path, result.format, limit)
+    if better is not None:
+        fmt, invalid, probed = better
+        return message + (
+            f"the file reads as {fmt} with {invalid} invalid of its first {probed} data lines: "
+            f"pass --format {fmt}"
+        )
+    return message + (
+        f"the file is none of the formats {', '.join(FORMATS[1:])} (--format); fix its lines or, "
+        f"if these lines are really to be skipped, raise --max-invalid-fraction"
+    )
+
+
+def _better_format(path: str, current: str, limit: float) -> tuple[str, int, int] | None:
+    """(format, invalid lines, lines read) of the format that reads the start of `path` best,
+    if it stays within `limit` and yields pairs; None otherwise."""
+    best = None
+    for fmt in FORMATS[1:]:
+        if fmt == current:
+            continue
+        probe = _read(path, fmt, skip_invalid=True, max_lines=_PROBE_LINES)
+        probed = probe.num_lines + probe.dropped_invalid
+        if not probe.groups or probe.dropped_invalid > limit * probed:
+            continue
+        if best is None or probe.dropped_invalid / probed < best[1] / best[2]:
+            best = (fmt, probe.dropped_invalid, probed)
+    return best
+
+
+def _no_pairs(result: DictionaryReadResult) -> str:
+    total = result.num_lines + result.dropped_invalid
+    if total == 0:
+        return f"{result.path}: no translation pairs: the file has no data lines (only blank lines and # comments)"
+    dropped = ", ".join(f"{k}={v}" for k, v in result.dropped.items())
+    return (
+        f"{result.path}: no translation pairs in {total} data lines read as {result.format} "
+        f"(dropped: {dropped})"
+    )
+
+
 def _numbered_lines(
     path: str, result: DictionaryReadResult, skip_invalid: bool
 ) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, decoded line) for non-blank lines; bad UTF-8 is reported."""
+    """Yield (1-based line number, decoded line) for data lines, neither blank nor comments;
+    bad UTF-8 is reported."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
@@ -194,7 +278,8 @@ def _numbered_lines(
             if lineno == 1:
                 text = text.lstrip("\ufeff")
             text = text.rstrip("\r\n")
-            if text.strip():
+            stripped = text.strip()
+            if stripped and not stripped.startswith("#"):
                 yield lineno, text
 
 
@@ -211,6 +296,13 @@ def _check_words(words: list[str]) -> tuple[str, ...]:
     for i, w in enumerate(stripped):
         if not w:
             raise _LineError(f"empty word in column {i + 1}")
+        try:
+            w.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # Only JSON escapes (``"\ud800"``) get here; no tokenizer can encode such a word.
+            raise _LineError(
+                f"word in column {i + 1} has a lone surrogate U+{ord(w[exc.start]):04X}"
+            ) from None
     return stripped
 
 
@@ -248,6 +340,10 @@ def _parse_jsonl(text: str) -> tuple[list[tuple[str, ...]], int]:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _LineError(f"bad JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise _LineError("bad JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer beyond Python's digit limit; its advice is not for us
+        raise _LineError(f"bad JSON: {str(exc).split(':')[0]}") from None
     if not isinstance(record, dict):
         raise _LineError(f"expected a JSON object, got {type(record).__name__}")
     if "words" in record:
@@ -270,9 +366,7 @@ def _parse_jsonl(text: str) -> tuple[list[tuple[str, ...]], int]:
     raise _LineError('expected keys "src_text" and "tgt_text", or "words"')
 
 
-def _parse_trans(text: str) -> tuple[list[tuple[str, ...]], int] | None:
-    if text.lstrip().startswith("#"):
-        return None
+def _parse_trans(text: str) -> tuple[list[tuple[str, ...]], int]:
     sides = text.split(" :: ")
     if len(sides) != 2:
         raise _LineError(f'expected one " :: " separating the two languages, got {len(sides) - 1}')

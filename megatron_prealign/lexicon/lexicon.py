@@ -19,7 +19,7 @@ import numpy as np
 
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon.dictionary import DictionaryReadResult, LexiconError
-from megatron_prealign.lexicon.tokenizer import WORD_START, Tokenizer
+from megatron_prealign.lexicon.tokenizer import CONTINUATION, WORD_START, Tokenizer
 from megatron_prealign.log import get_logger
 
 __all__ = ["LEX_MAGIC", "LEX_VERSION", "MODES", "Lexicon", "compile_lexicon", "load_lexicon"]
@@ -279,7 +279,11 @@ class Lexicon:
             _native_order(self._arrays[name])
             for name in ("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry", "token_classes")
         ]
-        self._trie = _native().LexiconTrie(*arrays)
+        try:
+            self._trie = _native().LexiconTrie(*arrays)
+        except ValueError as exc:
+            # Only a damaged or hand-made file gets here (compile_lexicon builds valid tries).
+            raise LexiconError(f"{self.path or '<lexicon>'}: corrupt lexicon: {exc}") from None
         return self._trie
 
     def summary(self) -> dict[str, Any]:
@@ -369,6 +373,9 @@ class Lexicon:
         ne = a["trie_node_entry"]
         if len(ne) and ne.max() >= num:
             problems.append("trie_node_entry has entry ids out of range")
+        tc = a["token_classes"]
+        if len(tc) and tc.max() > CONTINUATION:
+            problems.append(f"token_classes has class {int(tc.max())} (expected 0, 1 or 2)")
         if problems:
             raise LexiconError(f"{where}: corrupt lexicon: " + "; ".join(problems))
 
@@ -409,9 +416,12 @@ def compile_lexicon(
         mode: ``"word"`` (scripts with spaces) or ``"longest-match"`` (scripts without).
 
     Returns:
-        The lexicon. Words that tokenize to nothing are dropped (``untokenizable``); two words
-        with identical tokens become one entry, and a translation that collapses onto its own
-        entry that way is dropped (``identical_tokens``).
+        The lexicon. Words that tokenize to nothing or to any unknown-token id are dropped
+        (``untokenizable``); two words with identical tokens become one entry, and a translation
+        that collapses onto its own entry that way is dropped (``identical_tokens``).
+
+    Raises:
+        LexiconError: no entry is left with a translation (naming the dictionary file).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -441,6 +451,7 @@ def compile_lexicon(
     entry_tokens: list[tuple[int, ...]] = []
     entry_texts: list[str] = []
     untokenizable: set[str] = set()
+    unk = tokenizer.unk
 
     def entry(word: str) -> int | None:
         if word in entry_of_word:
@@ -448,7 +459,11 @@ def compile_lexicon(
         if word in untokenizable:
             return None
         ids = tuple(tokenizer.encode_word(word))
-        if not ids:
+        # Any unknown id, not only an all-unknown encoding: the entry would stand for every word
+        # with some unrepresentable character at that place ("жаба" and "шаба" alike when "ж" and
+        # "ш" are unknown), so the scan would switch words that are not this one, and switching
+        # *to* it would write unknown tokens into the model's input.
+        if not ids or (unk is not None and unk in ids):
             untokenizable.add(word)
             return None
         e = entry_of_tokens.get(ids)
@@ -473,6 +488,16 @@ def compile_lexicon(
         else:
             translations[ea].add(eb)
 
+    if untokenizable:
+        examples = ", ".join(repr(w) for w in sorted(untokenizable)[:5])
+        logger.warning("%s: %d words the tokenizer cannot represent (empty or unknown-token ids) are dropped, "
+                       "e.g. %s", dictionary_result.path, len(untokenizable), examples)
+    if not any(translations):
+        raise LexiconError(
+            f"{dictionary_result.path}: no entry with a translation is left for the {tokenizer.tokenizer_type} "
+            f"tokenizer ({len(dictionary_result.groups)} groups: {len(untokenizable)} words untokenizable, "
+            f"{identical_tokens} translations with the same tokens as their word)"
+        )
     source_entries = {entry_of_word[w] for w in sources if w in entry_of_word}
     dropped = dict(dictionary_result.dropped)
     dropped["untokenizable"] = len(untokenizable)

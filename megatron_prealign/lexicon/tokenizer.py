@@ -2,8 +2,8 @@
 
 `build_tokenizer(tokenizer_type, tokenizer_model)` returns a `SentencePieceTokenizer` (a ``.model``
 file) or a `HuggingFaceTokenizer` (a ``tokenizer.json`` or a local directory; never a hub
-download). Both expose the same small surface: ``vocab_size``, ``eod``, ``pad``, ``fingerprint``,
-``encode``, ``decode``, ``encode_word`` and ``token_classes()``.
+download). Both expose the same small surface: ``vocab_size``, ``eod``, ``pad``, ``unk``,
+``fingerprint``, ``encode``, ``decode``, ``encode_word`` and ``token_classes()``.
 
 Word boundaries are derived from the vocabulary, not from the model family: the tokenizer encodes
 the probe text ``"e e"`` and the piece that begins the second word reveals the word-start marker
@@ -154,6 +154,12 @@ class Tokenizer(abc.ABC):
     def pad(self) -> int:
         """Padding token id, or `eod` when the tokenizer has none."""
 
+    @property
+    @abc.abstractmethod
+    def unk(self) -> int | None:
+        """Id of the unknown token that stands for text the vocabulary cannot represent, or None
+        when the model has none (byte-level BPE represents every text)."""
+
     @abc.abstractmethod
     def pieces(self) -> list[str]:
         """The vocabulary pieces, in id order (raw, as stored by the tokenizer)."""
@@ -254,6 +260,11 @@ class SentencePieceTokenizer(Tokenizer):
         pad = self._sp.pad_id()
         return pad if pad >= 0 else self.eod
 
+    @property
+    def unk(self) -> int | None:
+        unk = self._sp.unk_id()
+        return unk if 0 <= unk < self.vocab_size else None
+
     def pieces(self) -> list[str]:
         return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
 
@@ -349,6 +360,14 @@ class HuggingFaceTokenizer(Tokenizer):
     @property
     def pad(self) -> int:
         return self._pad
+
+    @functools.cached_property
+    def unk(self) -> int | None:
+        model = self._spec.get("model") or {}
+        if isinstance(model.get("unk_id"), int):  # Unigram
+            return model["unk_id"]
+        token = model.get("unk_token")  # WordPiece, BPE, WordLevel
+        return self._tok.token_to_id(token) if isinstance(token, str) else None
 
     def pieces(self) -> list[str]:
         return [self._tok.id_to_token(i) or "" for i in range(self.vocab_size)]

@@ -135,3 +135,68 @@ def test_architecture_flags_of_converted_families_survive_a_checkpoint_round_tri
     heads_width = 4 * 24 + 2 * 4 * 24
     assert model.num_parameters() - plain.num_parameters() == model.num_layers * (heads_width + 2 * 24)
 
+
+
+def config_error(tmp_path, capsys, text: str | None, name: str = "run.yaml") -> str:
+    """The one error line that `--config FILE` (with `text` in it, or missing) exits with."""
+    config = tmp_path / name
+    if text is not None:
+        config.write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--config", str(config)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err  # no usage text around it
+    assert f"error: {config}: " in err
+    return err.strip().split(f"{config}: ", 1)[1]
+
+
+@pytest.mark.parametrize("text,message", [
+    # A quoted "no" is a non-empty string: read by truthiness it would switch the option on.
+    ('swiglu: "no"\n', "swiglu must be true or false, got 'no' (a string; write true or false without quotes)"),
+    ("swiglu: 0\n", "swiglu must be true or false, got 0 (an integer)"),
+    # Unchecked, a fractional layer count reaches a divisibility check and `true` counts as 1.
+    ("num_layers: 6.5\n", "num_layers must be an integer, got 6.5 (a float)"),
+    ("num_layers: true\n", "num_layers must be an integer, got True (a boolean)"),
+    ("num_layers: null\n", "num_layers must be an integer, got null"),
+    ("num_query_groups: 2.5\n", "num_query_groups must be an integer or null, got 2.5 (a float)"),
+    # Unchecked, a string temperature fails later with "'>' not supported between 'str' and 'int'".
+    ('align_temperature: "warm"\n', "align_temperature must be a number, got 'warm' (a string)"),
+    ('align_temperature: "0.2"\n', "align_temperature must be a number, got '0.2' (a string; write it without quotes)"),
+    ("lr: {a: 1}\n", "lr must be a number, got {'a': 1} (a mapping)"),
+    ("recompute-granularity: off\n", "recompute-granularity must be a string or null, got False (a boolean; YAML reads "
+                                     "unquoted yes/no/on/off as booleans, so quote it)"),
+    ("split: 0.9\n", "split must be a string, got 0.9 (a float)"),
+    ("window_size: [4095, 0.5]\n", "window_size[1] must be an integer, got 0.5 (a float)"),
+    ("data_path: [0.3, a, 0.7, [b]]\n", "data_path[3] must be a string, got ['b'] (a list)"),
+    ("data_path: null\n", "data_path must be a list of strings, got null"),
+])
+def test_yaml_values_of_the_wrong_type_name_file_key_type_and_value(tmp_path, capsys, text, message):
+    assert config_error(tmp_path, capsys, text) == message
+
+
+def test_yaml_values_converted_where_nothing_is_lost(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("num_layers: 4.0\nlr: 1\nalign_temperature: 3e-2\ntrain_iters: 1e3\nswiglu: false\n"
+                      "align_layers: 3\ndata_path: [0.3, a, 0.7, b]\nwindow_size: [4095, 0]\n"
+                      "recompute_granularity: null\n", encoding="utf-8")
+    cfg, _ = parse_args(["--config", str(config)])
+    assert cfg.model.num_layers == 4 and type(cfg.model.num_layers) is int
+    assert cfg.optim.lr == 1.0 and type(cfg.optim.lr) is float
+    assert cfg.align.temperature == 0.03 and cfg.training.train_iters == 1000  # YAML 1.2 numbers
+    assert cfg.model.swiglu is False and cfg.align.layers == "3" and cfg.model.window_size == (4095, 0)
+    assert cfg.data.data_path == ("0.3", "a", "0.7", "b") and cfg.data.blend() == (["a", "b"], [0.3, 0.7])
+    # One prefix stands for a one-element list, not for a list of its characters.
+    config.write_text("data_path: /data/corpus_text_document\n", encoding="utf-8")
+    assert parse_args(["--config", str(config)])[0].data.data_path == ("/data/corpus_text_document",)
+
+
+def test_yaml_syntax_errors_and_missing_files_are_one_line(tmp_path, capsys):
+    assert config_error(tmp_path, capsys, "num_layers: [1\n") == (
+        "not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'")
+    assert config_error(tmp_path, capsys, "a: b: c\n") == (
+        "not valid YAML at line 1, column 5: mapping values are not allowed here")
+    assert config_error(tmp_path, capsys, None, name="absent.yaml") == "no such config file"
+    assert config_error(tmp_path, capsys, "- 1\n- 2\n") == "expected a mapping of flag names to values"
+    assert config_error(tmp_path, capsys, "num_layer: 6\n").startswith("unknown key 'num_layer' (did you mean num_layers")
+    assert config_error(tmp_path, capsys, "num-experts: 8\n").startswith("num-experts is not supported: mixture-of-experts")

@@ -14,6 +14,7 @@ from megatron_prealign.lexicon import (
     LexiconError,
     build_tokenizer,
     compile_lexicon,
+    format_summary,
     load_lexicon,
     read_dictionary,
 )
@@ -111,6 +112,7 @@ def test_words_with_identical_tokens_merge(tmp_path):
     class Lowering:
         tokenizer_type = "Test"
         fingerprint = "f" * 64
+        unk = None
 
         def encode_word(self, word):
             return [ord(c) for c in word.lower()]
@@ -131,6 +133,7 @@ def test_untokenizable_words_are_dropped(tmp_path, sp):
     class Empty:
         tokenizer_type = sp.tokenizer_type
         fingerprint = sp.fingerprint
+        unk = sp.unk
 
         def encode_word(self, word):
             return [] if word == "nothing" else sp.encode_word(word)
@@ -147,6 +150,43 @@ def test_untokenizable_words_are_dropped(tmp_path, sp):
     s = lex.summary()
     assert s["dropped"]["untokenizable"] == 1
     assert s["scannable_entries"] == 2  # "nichts" has nothing to switch to: not in the trie
+
+
+@pytest.fixture(scope="module")
+def sp_without_byte_fallback(tmp_path_factory):
+    """A tokenizer with a real unknown token: Cyrillic is outside its vocabulary."""
+    import sentencepiece as spm
+
+    prefix = tmp_path_factory.mktemp("nofb") / "nofb"
+    spm.SentencePieceTrainer.train(
+        input=str(ASSETS / "tiny_corpus.txt"), model_prefix=str(prefix), vocab_size=300, model_type="unigram",
+        character_coverage=1.0, byte_fallback=False, pad_id=3, unk_id=0, bos_id=1, eos_id=2, num_threads=1,
+        normalization_rule_name="identity", minloglevel=2,
+    )
+    return build_tokenizer("SentencePieceTokenizer", f"{prefix}.model")
+
+
+def test_words_with_unknown_tokens_are_untokenizable(tmp_path, sp_without_byte_fallback):
+    tok = sp_without_byte_fallback
+    assert tok.encode_word("жаба") == tok.encode_word("щука") == tok.encode_word("ёж")  # [▁, <unk>]
+    d = tmp_path / "d.txt"
+    d.write_text("house Haus\nжаба Kröte\nщука Hecht\nriverж Fluss\n", encoding="utf-8")
+    lex = compile_lexicon(read_dictionary(d), tok)
+    assert set(entry_by_text(lex)) == {"house", "Haus", "Kröte", "Hecht", "Fluss"}
+    for i in range(lex.num_entries):
+        assert tok.unk not in lex.entry_tokens(i).tolist()
+    assert lex.summary()["dropped"]["untokenizable"] == 3
+    assert "untokenizable=3" in format_summary(lex.summary())
+    # Other words the vocabulary cannot spell are not taken for dictionary words.
+    tokens = np.asarray(tok.encode("the ёж and the riverщ by the house"), dtype=np.int32)
+    assert [lex.entry_text(i) for i in lex.scan(tokens)[2]] == ["house"]
+
+
+def test_nothing_compilable_is_an_error_naming_the_dictionary(tmp_path, sp_without_byte_fallback):
+    d = tmp_path / "cyrillic.txt"
+    d.write_text("жаба щука\nёж ёжик\n", encoding="utf-8")
+    with pytest.raises(LexiconError, match=r"cyrillic\.txt: no entry with a translation is left .* 4 words untokenizable"):
+        compile_lexicon(read_dictionary(d), sp_without_byte_fallback)
 
 
 def test_save_load_round_trip(tmp_path, muse_lexicon, sp):
@@ -227,6 +267,24 @@ def test_wrong_magic_version_and_header(tmp_path, muse_lexicon):
     path.write_bytes(blob[:16] + b"#" + blob[17:])
     with pytest.raises(LexiconError, match=rf"{path}: corrupt lexicon header"):
         load_lexicon(path)
+
+
+def test_crafted_arrays_are_refused_naming_the_file(muse_lexicon, sp):
+    """What a `.lex` written by something else than compile_lexicon (its sha256 then matches)
+    could carry: a class outside the three, trie offsets past the edges."""
+    arrays = {name: np.array(muse_lexicon._arrays[name]) for name in muse_lexicon._arrays}
+
+    def crafted(**changes):
+        return Lexicon({**arrays, **changes}, mode="word", tokenizer_fingerprint="", tokenizer_type="",
+                       path="crafted.lex")
+
+    with pytest.raises(LexiconError, match=r"crafted\.lex: corrupt lexicon: token_classes has class 9"):
+        crafted(token_classes=np.where(np.arange(sp.vocab_size) == 5, 9, arrays["token_classes"]).astype(np.uint8))
+    offsets = arrays["trie_child_offsets"].copy()
+    offsets[1] = offsets[-1] + 1000
+    lex = crafted(trie_child_offsets=offsets)
+    with pytest.raises(LexiconError, match=r"crafted\.lex: corrupt lexicon: invalid lexicon trie: child_offsets"):
+        lex.scan(np.zeros(3, np.int32))
 
 
 def test_from_entries_validation():

@@ -94,6 +94,9 @@ def test_trans_format():
     assert r.dropped_phrase == 2  # "guten Morgen" / "good morning"
 
 
+VALID_LINE = {"muse": "x y\n", "tsv": "x\ty\n", "jsonl": '{"src_text": "x", "tgt_text": "y"}\n', "trans": "x :: y\n"}
+
+
 @pytest.mark.parametrize(
     "name,content,fmt,message",
     [
@@ -116,17 +119,102 @@ def test_error_messages_name_file_and_line(tmp_path, name, content, fmt, message
     p = write(tmp_path, name, content)
     with pytest.raises(LexiconError, match=message):
         read_dictionary(p, format=fmt)
-    # The same line under skip_invalid is counted and reported, not raised.
-    r = read_dictionary(p, format=fmt, skip_invalid=True)
+    # The same line under skip_invalid is counted and reported, not raised (next to a valid line,
+    # and with a share of invalid lines that tiny files need).
+    p.write_text(content + VALID_LINE[fmt], encoding="utf-8")
+    r = read_dictionary(p, format=fmt, skip_invalid=True, max_invalid_fraction=1.0)
     assert r.dropped_invalid == 1
     assert len(r.invalid_reports) == 1 and r.invalid_reports[0].startswith(str(p) + ":")
+
+
+COMMENTED = {
+    # Read as data, a two-word comment is the pair ("#", "comment"), a tabbed one the pair
+    # ("# src", "tgt") or, in TSV, the first row that sets the column count.
+    "muse": "# comment\n#English German\nhouse Haus\n  # indented note\n# src\ttgt\nriver Fluss\n",
+    "tsv": "# src\ttgt\tnote\nsrc\ttgt\nhouse\tHaus\n# a note\nriver\tFluss\n",
+    "jsonl": '# comment\n{"src_text": "house", "tgt_text": "Haus"}\n  # x y\n{"src_text": "river", "tgt_text": "Fluss"}\n',
+    "trans": "# de :: en\nhouse :: Haus\n# comment here\nriver :: Fluss\n",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(COMMENTED))
+def test_comment_lines_are_skipped_in_every_format(tmp_path, fmt):
+    p = write(tmp_path, f"c.{fmt}", COMMENTED[fmt])
+    for asked in (fmt, "auto"):
+        r = read_dictionary(p, format=asked)
+        assert r.format == fmt
+        assert r.groups == [("house", "Haus"), ("river", "Fluss")]
+        assert r.num_lines == 2 and r.dropped_invalid == 0
+
+
+def test_a_hash_inside_a_line_is_a_word(tmp_path):
+    p = write(tmp_path, "h.txt", "C# Cis\nsharp #\n")
+    assert read_dictionary(p).groups == [("C#", "Cis"), ("sharp", "#")]
+
+
+@pytest.mark.parametrize("content,detail", [
+    ("", "the file has no data lines"),
+    ("\n# only comments\n\n", "the file has no data lines"),
+    ("OK OK\nja ja\n", r"in 2 data lines read as muse \(dropped: duplicate=0, identity=2"),
+])
+def test_a_dictionary_without_pairs_is_an_error_naming_the_file(tmp_path, content, detail):
+    p = write(tmp_path, "empty.txt", content)
+    with pytest.raises(LexiconError, match=rf"^{p}: no translation pairs.* {detail}"):
+        read_dictionary(p)
+
+
+def test_skip_invalid_refuses_a_file_read_in_the_wrong_format(tmp_path):
+    # A three-column table in a .txt file is detected as MUSE: every row is "invalid".
+    rows = "".join(f"word{i}\tWort{i}\tmot{i}\n" for i in range(200)) + "a b\n"
+    p = write(tmp_path, "table.txt", rows)
+    with pytest.raises(LexiconError) as info:
+        read_dictionary(p, skip_invalid=True)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{p}: 200 of 201 data lines (99.5%) are invalid read as muse (detected from the file)")
+    assert "more than --max-invalid-fraction 0.1 allows (first at line 1: expected 2 columns" in message
+    assert message.endswith("the file reads as tsv with 1 invalid of its first 201 data lines: pass --format tsv")
+    # Asked for explicitly, and with no format that fits.
+    with pytest.raises(LexiconError, match=r"read as muse \(as asked\)"):
+        read_dictionary(p, format="muse", skip_invalid=True)
+    junk = write(tmp_path, "junk.txt", "".join(f"w{i} x y z\n" for i in range(9)) + "a b\n")
+    with pytest.raises(LexiconError, match=r"9 of 10 data lines .*the file is none of the formats muse, tsv, jsonl, "
+                                           r"trans \(--format\); fix its lines or, if these lines are really to be "
+                                           r"skipped, raise --max-invalid-fraction$"):
+        read_dictionary(junk, skip_invalid=True)
+    assert read_dictionary(junk, skip_invalid=True, max_invalid_fraction=0.9).groups == [("a", "b")]
+
+
+def test_skip_invalid_within_the_share_reads_on(tmp_path):
+    lines = [f"w{i} v{i}" for i in range(9)] + ["broken line here"]
+    p = write(tmp_path, "ok.txt", "\n".join(lines) + "\n")
+    r = read_dictionary(p, skip_invalid=True)  # 1 in 10 is the default share, not above it
+    assert len(r.groups) == 9 and r.dropped_invalid == 1
+    with pytest.raises(LexiconError, match="1 of 10 data lines"):
+        read_dictionary(p, skip_invalid=True, max_invalid_fraction=0.05)
+    with pytest.raises(LexiconError, match=r"max_invalid_fraction must be in \[0, 1\], got 1.5"):
+        read_dictionary(p, skip_invalid=True, max_invalid_fraction=1.5)
+
+
+def test_json_lines_that_broke_the_reader(tmp_path):
+    """Lines on which json.loads raises something else than a decode error, and a word no
+    tokenizer can encode (the fuzz pass in test_lexicon_fuzz.py generates all three)."""
+    cases = {
+        "[" * 5000: "nested too deeply",
+        "1" * 5000: "Exceeds the limit",
+        '{"src_text": "\\ud800x", "tgt_text": "b"}': "word in column 1 has a lone surrogate U\\+D800",
+    }
+    for i, (line, message) in enumerate(cases.items()):
+        p = write(tmp_path, f"j{i}.jsonl", line + "\n")
+        with pytest.raises(LexiconError, match=rf"j{i}\.jsonl:1: .*{message}"):
+            read_dictionary(p)
 
 
 def test_invalid_utf8(tmp_path):
     p = write(tmp_path, "u.txt", b"house Haus\nbad \xff\xfe word\nriver Fluss\n")
     with pytest.raises(LexiconError, match=r"u\.txt:2: invalid UTF-8 \(byte 0xff at byte offset 4\)"):
         read_dictionary(p)
-    r = read_dictionary(p, skip_invalid=True)
+    r = read_dictionary(p, skip_invalid=True, max_invalid_fraction=0.5)
     assert r.groups == [("house", "Haus"), ("river", "Fluss")]
     assert r.dropped_invalid == 1
 
@@ -134,7 +222,7 @@ def test_invalid_utf8(tmp_path):
 def test_skip_invalid_counts_every_bad_line(tmp_path):
     lines = ["house Haus", "broken", "a b c", "{", "river Fluss", "x\t", "water Wasser"]
     p = write(tmp_path, "mixed.txt", "\n".join(lines) + "\n")
-    r = read_dictionary(p, format="muse", skip_invalid=True)
+    r = read_dictionary(p, format="muse", skip_invalid=True, max_invalid_fraction=0.6)
     assert r.groups == [("house", "Haus"), ("river", "Fluss"), ("water", "Wasser")]
     assert r.dropped_invalid == 4
     assert [rep.split(":")[-2] for rep in r.invalid_reports] == ["2", "3", "4", "6"]

@@ -149,6 +149,12 @@ def test_compiled_trie_rejects_malformed_arrays():
             node_entry=np.array([-1, 0, 1], np.int32),
         ),
         "-1 or an entry id": dict(node_entry=np.array([-1, -7], np.int32)),
+        # An offset past the edges that the next node's offset undoes: it must be refused
+        # before that node's edges are read (and written) out of bounds.
+        "must not exceed the number of edges": dict(child_offsets=np.array([0, 1 << 20, 1], np.int64)),
+        "token classes must be 0 \\(other\\), 1 \\(word start\\) or 2 \\(continuation\\), got 200": dict(
+            token_classes=np.array([0, 1, 2, 200], np.uint8)
+        ),
     }
     for message, change in bad.items():
         with pytest.raises(ValueError, match=message):

@@ -127,6 +127,14 @@ def test_wordpiece_continuation_prefix(hf_dir):
     assert pieces["##2"] == OTHER and pieces["[UNK]"] == OTHER
 
 
+def test_unknown_token_id_of_each_kind(sp, hf_dir):
+    assert sp.unk == sp.pieces().index("<unk>")
+    assert build_tokenizer("HuggingFaceTokenizer", hf_dir / "wordpiece.json").unk == 0  # "[UNK]"
+    metaspace = build_tokenizer("HuggingFaceTokenizer", hf_dir / "metaspace")
+    assert metaspace.unk == metaspace.pieces().index("<unk>")
+    assert build_tokenizer("HuggingFaceTokenizer", hf_dir / "bytelevel.json").unk is None
+
+
 def test_hf_directory_without_tokenizer_json_goes_through_transformers(tmp_path):
     (tmp_path / "tokenizer.model").write_bytes((ASSETS / "tiny_sp.model").read_bytes())
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({

@@ -48,7 +48,8 @@ def test_build_options(tmp_path):
     with pytest.raises(LexiconError, match="bad.jsonl:5: bad JSON"):  # malformed line without skip_invalid
         build_lexicon(config(bad, out, format="jsonl"))
     assert not out.exists()
-    built = build_lexicon(config(bad, out, format="jsonl", skip_invalid=True, case_variants=True, mode="longest-match"))
+    built = build_lexicon(config(bad, out, format="jsonl", skip_invalid=True, max_invalid_fraction=0.2,
+                                 case_variants=True, mode="longest-match"))
     assert "invalid=1" in format_summary(built.summary())
     lex = load_lexicon(out)
     assert lex.mode == "longest-match"
@@ -81,3 +82,34 @@ def test_script_runs_as_a_subprocess(tmp_path):
     proc = run_tool("build_lexicon", ["--dictionary", "x", "--tokenizer-type", "Nope", "--tokenizer-model", "m",
                                       "--output", "o"], timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "invalid choice: 'Nope'" in proc.stderr
+
+
+def test_a_dictionary_without_pairs_builds_nothing(tmp_path):
+    out = tmp_path / "e.lex"
+    for content in ("", "# header only\n", "OK OK\n"):
+        empty = tmp_path / "empty.txt"
+        empty.write_text(content, encoding="utf-8")
+        with pytest.raises(LexiconError, match=rf"^{empty}: no translation pairs"):
+            build_lexicon(config(empty, out))
+        assert not out.exists()
+    proc = run_tool("build_lexicon", ["--dictionary", str(empty), *SP, "--output", str(out)], timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and not proc.stdout and not out.exists()
+    assert len(proc.stderr.strip().splitlines()) == 1 and f"{empty}: no translation pairs" in proc.stderr
+
+
+def test_skip_invalid_on_a_file_in_another_format_fails_with_the_fix(tmp_path):
+    table = tmp_path / "table.txt"
+    table.write_text("".join(f"house{i}\tHaus{i}\tmaison{i}\n" for i in range(30)) + "river Fluss\n", encoding="utf-8")
+    out = tmp_path / "t.lex"
+    args = ["--dictionary", str(table), *SP, "--output", str(out), "--skip-invalid"]
+    proc = run_tool("build_lexicon", args, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and not proc.stdout and not out.exists()
+    line, = proc.stderr.strip().splitlines()
+    assert f"{table}: 30 of 31 data lines (96.8%) are invalid read as muse (detected from the file)" in line
+    assert line.endswith("pass --format tsv")
+    # The suggested fix works; so does accepting the share, and a share outside [0, 1] is refused.
+    assert build_lexicon(config(table, out, format="tsv", skip_invalid=True)).summary()["dropped"]["invalid"] == 1
+    proc = run_tool("build_lexicon", [*args, "--max-invalid-fraction", "1"], timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and "invalid=30" in proc.stdout
+    proc = run_tool("build_lexicon", [*args, "--max-invalid-fraction", "1.5"], timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "--max-invalid-fraction must be in [0, 1], got 1.5" in proc.stderr

@@ -232,6 +232,14 @@ class Tokenizer(abc.ABC):
         return f"{type(self).__name__}({self.model_path!r}, vocab_size={self.vocab_size})"
 
 
+def _read_tokenizer_json(reader, path: Path):
+    try:
+        return reader.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises a bare Exception
+        raise LexiconError(f"{path} is not a Hugging Face tokenizer.json ({str(exc).splitlines()[0]}); a "
+                           f"SentencePiece .model file needs --tokenizer-type SentencePieceTokenizer") from None
+
+
 class SentencePieceTokenizer(Tokenizer):
     """A SentencePiece ``.model`` file."""
 
@@ -243,7 +251,12 @@ class SentencePieceTokenizer(Tokenizer):
         self.model_path = os.fspath(model_path)
         if not os.path.isfile(self.model_path):
             raise FileNotFoundError(f"SentencePiece model not found: {self.model_path}")
-        self._sp = spm.SentencePieceProcessor(model_file=self.model_path)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=self.model_path)
+        except (RuntimeError, OSError) as exc:
+            raise LexiconError(f"{self.model_path} is not a SentencePiece model ({str(exc).splitlines()[0]}); a "
+                               f"tokenizer.json or Hugging Face directory needs --tokenizer-type "
+                               f"HuggingFaceTokenizer") from None
         if self._sp.eos_id() < 0:
             raise LexiconError(f"{self.model_path}: SentencePiece model has no EOS piece (eos_id=-1)")
 
@@ -309,10 +322,10 @@ class HuggingFaceTokenizer(Tokenizer):
         p = Path(self.model_path)
         named: dict[str, str | None] = {}
         if p.is_file():
-            self._tok = _HFTokenizer.from_file(str(p))
+            self._tok = _read_tokenizer_json(_HFTokenizer, p)
             config_dir = p.parent
         elif (p / "tokenizer.json").is_file():
-            self._tok = _HFTokenizer.from_file(str(p / "tokenizer.json"))
+            self._tok = _read_tokenizer_json(_HFTokenizer, p / "tokenizer.json")
             config_dir = p
         elif p.is_dir():
             from transformers import AutoTokenizer

@@ -188,3 +188,16 @@ def test_unknown_type_and_missing_files(tmp_path):
         build_tokenizer("SentencePieceTokenizer", tmp_path / "missing.model")
     with pytest.raises(FileNotFoundError):
         build_tokenizer("HuggingFaceTokenizer", tmp_path / "missing")
+
+
+def test_a_corrupt_model_or_the_wrong_tokenizer_type_is_named(tmp_path):
+    from megatron_prealign.lexicon import LexiconError, build_tokenizer
+    from tests.conftest import ASSETS
+
+    garbage = tmp_path / "bad.model"
+    garbage.write_bytes(b"\x00not a model")
+    with pytest.raises(LexiconError, match="bad.model is not a SentencePiece model"):
+        build_tokenizer("SentencePieceTokenizer", garbage)
+    with pytest.raises(LexiconError, match="tiny_sp.model is not a Hugging Face tokenizer.json .*--tokenizer-type "
+                                           "SentencePieceTokenizer"):
+        build_tokenizer("HuggingFaceTokenizer", ASSETS / "tiny_sp.model")

@@ -106,7 +106,7 @@ def test_setting_manifest_and_counts(setting_dir):
     assert 0.05 < stats["clone_token_share"] < 0.45
     assert stats["eval_dictionary_matches"] > 100
     for name in ("en_train", "clone_train", "knowledge_en", "transfer_en", "en_eval", "clone_eval"):
-        for suffix in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json"):
+        for suffix in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json", ".json"):
             assert Path(setting.prefix(name) + suffix).is_file(), (name, suffix)
 
 
@@ -216,7 +216,7 @@ def test_finalize_catches_a_wrong_clone_set(setting_dir, tmp_path):
     copy = tmp_path / "setting"
     shutil.copytree(setting_dir, copy)
     setting = load_setting(copy)
-    for suffix in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json"):
+    for suffix in (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json", ".json"):
         shutil.copy(setting.prefix("en_eval") + suffix, setting.prefix("clone_eval") + suffix)
     with pytest.raises(ValueError, match="clone document contains English ids"):
         finalize(setting)

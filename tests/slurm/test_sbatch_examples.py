@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "examples" / "slurm"
 TOKENIZER = str(REPO / "tests" / "assets" / "tiny_sp.model")
 CPU_CONFIG = str(REPO / "examples" / "configs" / "debug_cpu.yaml")
-SUFFIXES = (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json")
+SUFFIXES = (".bin", ".idx", "_codeswitch.bin", "_codeswitch.idx", "_codeswitch.json", ".json")
 
 # On top of CPU_CONFIG (2 layers, 4 heads): tiny sizes, log every iteration, evaluate at the end.
 TINY_MODEL_ARGS = ("--hidden-size 32 --seq-length 32 --micro-batch-size 2 --log-interval 1 "

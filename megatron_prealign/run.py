@@ -199,8 +199,10 @@ class Run:
     def _load_prepass(self, path: Path, backend) -> None:
         """Restore a stopped pre-pass's state into its newly built backend (see _save_prepass)."""
         if self.deepspeed is not None:
+            # The weights are in place already (_restore); this restores the RNG streams. The
+            # engine's own checkpoint brings the optimizer and the LR schedule back.
+            load_checkpoint(path, model=self.model, pg_collection=self.pgs, with_rng=True)
             self.deepspeed.load_optimizer(path, backend)
-            backend.scheduler.load_state_dict(load_scheduler_state(path))
             return
         load_checkpoint(path, model=backend.model, optimizer=backend.optimizer, scheduler=backend.scheduler,
                         pg_collection=self.pgs, with_rng=True)

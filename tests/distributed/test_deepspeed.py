@@ -284,3 +284,38 @@ def test_sigkill_sigterm_and_resume_are_exact(runs):
 
 def test_timings(runs):
     print(runs["timings"])
+
+
+def test_sigterm_in_the_pre_pass_resumes_on_zero2(tmp_path, data_prefixes, data_lexicon_path):
+    """On the DeepSpeed backend too: SIGTERM mid pre-pass saves the pre-pass's engine state, and
+    --load continues it to the same final weights as an uninterrupted pre-pass."""
+    import torch
+
+    from megatron_prealign.checkpointing import read_full_checkpoint
+    from tests.conftest import ASSETS
+
+    steps = 40
+    base = {**_flat(data_prefixes, data_lexicon_path, str(ASSETS / "tiny_sp.model")), "align_steps": steps,
+            "deepspeed_config": str(CONFIGS / "zero2.json"), "hidden_dropout": 0.0}
+
+    def argv(name, root):
+        return _argv({**base, "save": str(root), "metrics_log": str(tmp_path / f"{name}.jsonl")}) + ["--align-only"]
+
+    run(1, argv("whole", tmp_path / "whole"), tmp_path / "whole.log")
+    root = tmp_path / "stopped"
+    proc = launch(1, argv("stopped", root), tmp_path / "stopped.log")
+    metrics = tmp_path / "stopped.jsonl"
+    _wait_for(lambda: metrics.exists() and '"align_step"' in metrics.read_text(), proc, tmp_path / "stopped.log")
+    signal_job(proc, signal.SIGSTOP)
+    signal_job(proc, signal.SIGTERM)
+    signal_job(proc, signal.SIGCONT)
+    assert proc.wait(timeout=120) == 0, (tmp_path / "stopped.log").read_text()[-3000:]
+    state = json.loads((root / "iter_0000000" / "prealign_state.json").read_text())
+    assert 0 < state["align_step"] < steps and not state["align_finished"], state
+    run(1, argv("stopped", root) + ["--load", str(root)], tmp_path / "resumed.log")
+    assert f"resuming the pre-pass at step {state['align_step'] + 1}/{steps}" in (tmp_path / "resumed.log").read_text()
+    whole = read_full_checkpoint(tmp_path / "whole" / "iter_0000000")
+    resumed = read_full_checkpoint(root / "iter_0000000")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key

@@ -192,14 +192,6 @@ def _warn_rank0(message: str) -> None:
     log_rank0(logger, "%s", message, level=logging.WARNING)
 
 
-def holds_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether `path` holds anything of a checkpoint (a tracker, a checkpoint directory, or is
-    one), broken or not: reading it says what is wrong."""
-    path = Path(path)
-    return ((path / TRACKER_FILE).is_file() or (path / STATE_FILE).is_file() or (path / RELEASE).is_dir()
-            or bool(checkpoint_dirs(path)))
-
-
 def set_aside_newer(root: str | os.PathLike, iteration: int) -> list[Path]:
     """Rename the checkpoint directories of `root` newer than `iteration` (the one a resumed
     run starts from) to `<name>.set-aside`, so the run's own saves at those iterations cannot

@@ -12,7 +12,11 @@ Directory layout (Megatron-LM's, so its tooling recognizes it):
 Every tensor is stored under its global name with its global shape, so a checkpoint written at
 one TP/PP layout loads at any other. A checkpoint directory is written under a temporary name and
 renamed when every rank has finished; the tracker file is replaced atomically after that, so a
-run killed mid-save leaves the previous checkpoint as `latest`.
+run killed mid-save leaves the previous checkpoint as `latest`. A checkpoint counts as complete
+only when its state file, metadata and every shard's bytes are there (`checkpoint_problem`); a
+root whose tracker is missing or names something incomplete resolves to its newest complete
+checkpoint, and nothing this module writes replaces a directory the run did not write or
+continue from (`save_checkpoint(replaceable=...)`, `set_aside_newer`, `check_save_root`).
 """
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from megatron.core import dist_checkpointing, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from torch.distributed.checkpoint.api import CheckpointException
 
+from megatron_prealign.fileio import replace_path
 from megatron_prealign.log import get_logger, log_rank0
 from megatron_prealign.preemption import deferred_preemption_signals
 
@@ -145,12 +146,11 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     return None
 
 
-def resolve_checkpoint_dir(path: str | os.PathLike, *, on_fallback: Callable[[str], None] | None = None) -> Path:
+def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
     """The complete checkpoint directory that `path` designates: `path` itself when it is a
     checkpoint directory, else the one its tracker file names. When a root's tracker is missing,
     unreadable, or names a directory that is missing or incomplete, the newest complete
-    checkpoint in the root is used instead and `on_fallback` (default: a warning on rank 0) is
-    told why. Raises `NoCheckpoint` for a root holding no checkpoint at all, `CheckpointError`
+    checkpoint in the root is used instead, with a warning on rank 0 saying why. Raises `NoCheckpoint` for a root holding no checkpoint at all, `CheckpointError`
     when nothing in it is complete."""
     path = Path(path)
     if not path.exists():
@@ -183,7 +183,7 @@ def resolve_checkpoint_dir(path: str | os.PathLike, *, on_fallback: Callable[[st
     candidates = [entry for entry in candidates if entry.is_dir() and entry != named]
     for entry in candidates:
         if checkpoint_problem(entry) is None:
-            (on_fallback or _warn_rank0)(f"checkpoint root {path}: {problem}; continuing from its newest complete "
+            _warn_rank0(f"checkpoint root {path}: {problem}; continuing from its newest complete "
                                          f"checkpoint, {entry.name}")
             return entry
     if named is None and not candidates:
@@ -229,7 +229,7 @@ def check_save_root(root: str | os.PathLike, start_iteration: int) -> None:
             f"--load {root} to continue them, or choose another --save")
 
 
-def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+def remove_unfinished_saves(root: str | os.PathLike) -> list[Path]:
     """Remove `.iter_*.tmp` directories under `root`: saves that never finished (killed, or out of
     disk space). Only this module's own temporary names are touched. Rank 0; collective."""
     removed = []
@@ -394,25 +394,12 @@ def _commit_checkpoint(root: Path, tmp: Path, final: Path, iteration: int | None
         (tmp / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     _barrier()
     if _is_rank0():
-        _replace_dir(tmp, final)
+        replace_path(tmp, final)
         tracker_tmp = root / f".{TRACKER_FILE}.tmp"
         tracker_tmp.write_text(RELEASE if iteration is None else str(iteration))
         os.replace(tracker_tmp, root / TRACKER_FILE)
     _barrier()
     log_rank0(logger, "saved checkpoint %s", final)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename `tmp` onto `final`; an existing `final` is moved aside first and removed only once
-    the new one is in place."""
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _disk_full(root: Path) -> bool:
@@ -529,7 +516,7 @@ def save_model_weights(model, path: str | os.PathLike) -> None:
     dist_checkpointing.save(_model_sharded_state(model), str(tmp))
     _barrier()
     if _is_rank0():
-        _replace_dir(tmp, final)
+        replace_path(tmp, final)
     _barrier()
 
 

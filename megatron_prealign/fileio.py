@@ -18,9 +18,6 @@ def tmp_name(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}{_TMP_SUFFIX}{os.getpid()}")
 
 
-_tmp_name = tmp_name
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it onto `path`, on error remove it.
@@ -36,8 +33,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         remove_path(tmp)
         raise
+    replace_path(tmp, final)
+
+
+def replace_path(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Rename the finished `tmp` onto `final`. os.replace cannot replace a non-empty directory,
+    so an existing directory is moved aside first and removed only once the new one is in place."""
+    tmp, final = Path(tmp), Path(final)
     if final.is_dir() and tmp.is_dir():
-        # os.replace cannot replace a non-empty directory: move the old one aside first.
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
         os.replace(tmp, final)
@@ -53,9 +56,6 @@ def remove_path(path: str | os.PathLike) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-_remove = remove_path
 
 
 def _pid_alive(pid: int) -> bool:

@@ -46,9 +46,9 @@ class PreemptionFlag:
     def _handle(self, signum, frame) -> None:
         self.received = True
 
-    def any_rank(self, *conditions: bool, group=None) -> tuple[bool, ...]:
-        """(signal received, *conditions), each true if it is on any rank of `group` (default
-        the world): every rank must stop at the same step."""
+    def any_rank(self, *conditions: bool) -> tuple[bool, ...]:
+        """(signal received, *conditions), each true if it is on any rank of the job: every rank
+        must stop at the same step."""
         flags = torch.tensor([self.received, *conditions], dtype=torch.int32)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=group if group is not None else dist.group.WORLD)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=dist.group.WORLD)
         return tuple(bool(flag) for flag in flags.tolist())

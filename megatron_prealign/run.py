@@ -25,7 +25,7 @@ import torch.distributed as dist
 from megatron_prealign.align import AlignReport, PrepassResume, PrepassStop, alignment_gap, evaluation_pairs, \
     gap_words, run_align_prepass, split_entries, steps_for_token_budget, write_gap_plot
 from megatron_prealign.checkpointing import CheckpointError, NoCheckpoint, check_save_root, load_checkpoint, \
-    load_scheduler_state, new_async_queue, read_checkpoint_state, remove_stale_temporaries, \
+    load_scheduler_state, new_async_queue, read_checkpoint_state, remove_unfinished_saves, \
     resolve_checkpoint_dir, save_checkpoint, set_aside_newer, start_checkpoint_writer_queue
 from megatron_prealign.config import RunConfig
 from megatron_prealign.fileio import atomic_path
@@ -324,7 +324,7 @@ class Run:
         save.mkdir(parents=True, exist_ok=True)  # an unusable --save fails now, not at the first save
         if not os.access(save, os.W_OK):
             raise CheckpointError(f"--save {save} is not writable")
-        remove_stale_temporaries(save)
+        remove_unfinished_saves(save)
         iteration = int((start or {}).get("iteration") or 0)
         continues = (self._start_is_load and self._start_dir.name != "release"
                      and self._start_dir.parent.resolve() == save.resolve())
@@ -523,7 +523,7 @@ def resolve_dry_run(cfg: RunConfig, world_size: int) -> dict[str, Any]:
     start = read_checkpoint_state(start_dir)[1] if start_dir else None
     model = resolve_model_config(cfg, tokenizer, start)
     if start is not None:
-        check_compatible(training.load or training.pretrained_checkpoint, start, model,
+        check_compatible(str(start_dir), start, model,
                          {"lexicon_sha256": lexicon.sha256 if lexicon is not None else None,
                           "tokenizer_fingerprint": getattr(tokenizer, "fingerprint", None)},
                          training.override_checkpoint_mismatch)

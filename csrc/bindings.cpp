@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "codeswitch.h"
+#include "lexicon_compile.h"
 #include "lexicon_scan.h"
 
 namespace py = pybind11;
@@ -129,6 +130,39 @@ py::array_t<T, py::array::c_style> ExactArray(const py::array& arr, const char* 
   if (!(arr.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous");
   return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(arr);
+}
+
+// compile_lexicon's table builders: ragged rows as (offsets int64 (n+1,), flat int32).
+py::tuple DedupeRows(const py::array& offsets, const py::array& flat) {
+  auto o = ExactArray<int64_t>(offsets, "offsets");
+  auto f = ExactArray<int32_t>(flat, "flat");
+  if (o.size() < 1) throw py::value_error("offsets must hold at least one value");
+  std::vector<int32_t> inverse;
+  std::vector<int64_t> first;
+  WithoutGil([&] {
+    prealign::DedupeRows(o.data(), o.size() - 1, f.data(), f.size(), &inverse, &first);
+  });
+  return py::make_tuple(ToNumpy(std::move(inverse)), ToNumpy(std::move(first)));
+}
+
+py::array_t<int32_t> ConnectedComponents(const py::array& offsets, const py::array& flat) {
+  auto o = ExactArray<int64_t>(offsets, "offsets");
+  auto f = ExactArray<int32_t>(flat, "flat");
+  if (o.size() < 1) throw py::value_error("offsets must hold at least one value");
+  return ToNumpy(WithoutGil(
+      [&] { return prealign::ConnectedComponents(o.data(), o.size() - 1, f.data(), f.size()); }));
+}
+
+py::tuple BuildTrie(const py::array& offsets, const py::array& flat, const py::array& include) {
+  auto o = ExactArray<int64_t>(offsets, "offsets");
+  auto f = ExactArray<int32_t>(flat, "flat");
+  auto inc = ExactArray<uint8_t>(include, "include");
+  if (o.size() < 1) throw py::value_error("offsets must hold at least one value");
+  if (inc.size() != o.size() - 1) throw py::value_error("include must have one value per row");
+  auto t = WithoutGil(
+      [&] { return prealign::BuildTrie(o.data(), o.size() - 1, f.data(), f.size(), inc.data()); });
+  return py::make_tuple(ToNumpy(std::move(t.child_offsets)), ToNumpy(std::move(t.child_tokens)),
+                        ToNumpy(std::move(t.child_nodes)), ToNumpy(std::move(t.node_entry)));
 }
 
 // _C.CodeSwitchLexicon: the lexicon's flat arrays, held (not copied) for the object's life.
@@ -377,6 +411,17 @@ class CodeSwitcher {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled kernels of megatron_prealign (built by `pip install -e .`).";
+
+  m.def("dedupe_rows", &DedupeRows, py::arg("offsets"), py::arg("flat"),
+        "dedupe_rows(offsets int64 (n+1,), flat int32) -> (inverse int32 (n,), first int64 (u,)):"
+        " distinct rows in first-occurrence order. Releases the GIL.");
+  m.def("connected_components", &ConnectedComponents, py::arg("offsets"), py::arg("flat"),
+        "connected_components(offsets int64 (n+1,), flat int32 neighbour ids) -> int32 (n,)"
+        " component per node, numbered by smallest node. Releases the GIL.");
+  m.def("build_trie", &BuildTrie, py::arg("offsets"), py::arg("flat"), py::arg("include"),
+        "build_trie(offsets int64 (n+1,), flat int32 tokens, include uint8 (n,)) -> (child_offsets"
+        " int64, child_tokens int32, child_nodes int32, node_entry int32): the lexicon trie over"
+        " the included rows, inserted in row order. Releases the GIL.");
 
   py::class_<prealign::LexiconTrie>(m, "LexiconTrie",
                                     "Token-id trie (CSR arrays) plus the token-class table.")

@@ -152,7 +152,7 @@ def test_failed_run_leaves_no_final_named_file(corpus, tmp_path, monkeypatch, da
             raise RuntimeError("simulated failure in the middle of the corpus")
         return real(self, lines, nbytes)
 
-    monkeypatch.setattr(preprocess_module, "_BATCH_LINES", 20)
+    monkeypatch.setattr(preprocess_module, "_BATCH_BYTES", 2000)
     monkeypatch.setattr(preprocess_module._Encoder, "encode_batch", fail_on_second_batch)
     with pytest.raises(RuntimeError, match="simulated failure"):
         preprocess(config(path, tmp_path / "out", lexicon=data_lexicon_path, workers=workers, partitions=2))
@@ -183,8 +183,10 @@ def test_arguments_are_checked(corpus, tmp_path):
             check_inputs(dataclasses.replace(config(path, tmp_path / "out"), **extra))
     gz = tmp_path / "corpus.jsonl.gz"
     gz.write_bytes(b"\x1f\x8b\x08\x00rest")
-    with pytest.raises(ValueError, match="gzip-compressed: decompress it first"):
+    with pytest.raises(ValueError, match="corpus.jsonl.gz: corrupt or truncated gzip file"):
         preprocess(config(gz, tmp_path / "out"))
+    with pytest.raises(ValueError, match="--input .*shard-\\*.jsonl: no file matches the pattern"):
+        check_inputs(config(tmp_path / "shard-*.jsonl", tmp_path / "out"))
     assert check_inputs(config(path, tmp_path / "out")).input_format == "jsonl"
 
 

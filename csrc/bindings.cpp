@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -163,6 +164,49 @@ py::tuple BuildTrie(const py::array& offsets, const py::array& flat, const py::a
       [&] { return prealign::BuildTrie(o.data(), o.size() - 1, f.data(), f.size(), inc.data()); });
   return py::make_tuple(ToNumpy(std::move(t.child_offsets)), ToNumpy(std::move(t.child_tokens)),
                         ToNumpy(std::move(t.child_nodes)), ToNumpy(std::move(t.node_entry)));
+}
+
+// Token-id lists as the tokenizer libraries return them (a Python list of lists of ints) into
+// one flat array, with `eod` (if >= 0) after every non-empty list: the per-token loop that
+// numpy.fromiter would run through the iterator protocol, at C speed.
+template <typename T>
+py::tuple FlattenTokenLists(const py::list& rows, int64_t eod) {
+  PyObject* list = rows.ptr();
+  const Py_ssize_t n = PyList_GET_SIZE(list);
+  std::vector<int64_t> lengths(static_cast<size_t>(n));
+  size_t total = 0;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* row = PyList_GET_ITEM(list, i);
+    if (!PyList_Check(row)) throw py::type_error("row " + std::to_string(i) + " is not a list");
+    const Py_ssize_t m = PyList_GET_SIZE(row);
+    lengths[i] = m + ((m > 0 && eod >= 0) ? 1 : 0);
+    total += static_cast<size_t>(lengths[i]);
+  }
+  const int64_t max_id = static_cast<int64_t>(std::numeric_limits<T>::max());
+  if (eod > max_id) throw py::value_error("eod " + std::to_string(eod) + " does not fit the dtype");
+  std::vector<T> out(total);
+  size_t k = 0;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* row = PyList_GET_ITEM(list, i);
+    const Py_ssize_t m = PyList_GET_SIZE(row);
+    for (Py_ssize_t j = 0; j < m; ++j) {
+      const long long v = PyLong_AsLongLong(PyList_GET_ITEM(row, j));
+      if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+      if (v < 0 || v > max_id)
+        throw py::value_error("token id " + std::to_string(v) + " in row " + std::to_string(i) +
+                              " does not fit the dtype");
+      out[k++] = static_cast<T>(v);
+    }
+    if (m > 0 && eod >= 0) out[k++] = static_cast<T>(eod);
+  }
+  return py::make_tuple(ToNumpy(std::move(lengths)), ToNumpy(std::move(out)));
+}
+
+py::tuple FlattenTokens(const py::list& rows, int64_t eod, const py::dtype& dtype) {
+  if (dtype.is(py::dtype::of<uint16_t>()) || dtype.equal(py::dtype::of<uint16_t>()))
+    return FlattenTokenLists<uint16_t>(rows, eod);
+  if (dtype.equal(py::dtype::of<int32_t>())) return FlattenTokenLists<int32_t>(rows, eod);
+  throw py::type_error("dtype must be uint16 or int32, got " + std::string(py::str(dtype)));
 }
 
 // _C.CodeSwitchLexicon: the lexicon's flat arrays, held (not copied) for the object's life.
@@ -422,6 +466,11 @@ PYBIND11_MODULE(_C, m) {
         "build_trie(offsets int64 (n+1,), flat int32 tokens, include uint8 (n,)) -> (child_offsets"
         " int64, child_tokens int32, child_nodes int32, node_entry int32): the lexicon trie over"
         " the included rows, inserted in row order. Releases the GIL.");
+
+  m.def("flatten_token_lists", &FlattenTokens, py::arg("rows"), py::arg("eod"), py::arg("dtype"),
+        "flatten_token_lists(rows: list of lists of int, eod: int (-1: none), dtype: uint16|int32) ->"
+        " (lengths int64 (n,), tokens): the rows back to back, eod after every non-empty row"
+        " (counted in its length); an id outside the dtype is a ValueError.");
 
   py::class_<prealign::LexiconTrie>(m, "LexiconTrie",
                                     "Token-id trie (CSR arrays) plus the token-class table.")

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
-from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from tqdm import tqdm
 
 from megatron_prealign.data.integrity import (
@@ -62,10 +61,10 @@ from megatron_prealign.data.integrity import (
     staged_file_entry,
     tokenizer_identity,
 )
-from megatron_prealign.data.sidecar import SIDECAR_FILES, SidecarWriter, append_documents, sidecar_prefix
+from megatron_prealign.data.codeswitch import _native
 from megatron_prealign.fileio import remove_path, remove_stale_temporaries, tmp_name
 from megatron_prealign.lexicon.lexicon import load_lexicon
-from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type, ragged_ids
+from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type
 from megatron_prealign.log import get_logger
 
 __all__ = ["INPUT_FORMATS", "PreprocessConfig", "PreprocessSummary", "check_inputs", "input_files", "preprocess"]
@@ -247,6 +246,12 @@ def _detect_format(path: str) -> str:
 # Encoding (runs in the workers)
 
 
+def _token_dtype(vocab_size: int) -> type:
+    """megatron-core's ``DType.optimal_dtype``, known before megatron-core is imported (the
+    workers start first); `preprocess` checks that both agree once it is imported."""
+    return np.uint16 if vocab_size < 65500 else np.int32
+
+
 @dataclass(frozen=True)
 class _EncoderOptions:
     tokenizer_type: str
@@ -291,6 +296,7 @@ class _Encoder:
             lexicon = load_lexicon(options.lexicon, self.tokenizer)
         self.lexicon = lexicon
         self.eod = self.tokenizer.eod
+        self.dtype = np.dtype(options.dtype)
 
     def encode_task(self, task: _Task) -> _Batch:
         if isinstance(task, tuple):
@@ -350,15 +356,14 @@ class _Encoder:
             texts = [v for v in values if isinstance(v, str) and v.strip()]
             missing = sum(1 for v in values if not isinstance(v, str))
             counts[f"{key}:missing_key"] += missing
-            lengths, tokens = ragged_ids(self.tokenizer.encode_batch(texts, num_threads=1))
+            # Flat, in the output dtype, with the EOD after each document, in one compiled pass.
+            lengths, tokens = _native().flatten_token_lists(self.tokenizer.encode_batch(texts, num_threads=1),
+                                                            self.eod if self.options.append_eod else -1,
+                                                            self.dtype)
             nonempty = lengths > 0
             counts[f"{key}:empty"] += len(values) - missing - int(nonempty.sum())
             if not nonempty.all():
                 lengths = lengths[nonempty]
-            if self.options.append_eod:
-                tokens = _append_after_each(tokens, lengths, self.eod)
-                lengths = lengths + 1
-            tokens = tokens.astype(self.options.dtype, copy=False)
             if self.lexicon is not None and len(lengths):
                 # One compiled scan per batch, already in the sidecar's (start, length, entry) layout.
                 flat, span_values, span_tokens = self.lexicon.scan_documents(tokens, lengths)
@@ -367,17 +372,6 @@ class _Encoder:
             out[key] = _KeyBatch(lengths=lengths, tokens=tokens, span_values=span_values, spans=flat,
                                  span_tokens=span_tokens)
         return _Batch(nbytes=nbytes, counts=counts, keys=out)
-
-
-def _append_after_each(tokens: np.ndarray, lengths: np.ndarray, value: int) -> np.ndarray:
-    """``tokens`` (documents of ``lengths`` back to back) with ``value`` after every document."""
-    ends = np.cumsum(lengths + 1) - 1  # where each document's extra value goes
-    out = np.empty(len(tokens) + len(lengths), dtype=tokens.dtype)
-    out[ends] = value
-    keep = np.ones(len(out), dtype=bool)
-    keep[ends] = False
-    out[keep] = tokens
-    return out
 
 
 _WORKER: Optional[_Encoder] = None
@@ -461,6 +455,10 @@ class _Outputs:
     """The token builder (and sidecar writer) of one key for one partition."""
 
     def __init__(self, prefix_paths: Dict[str, str], dtype, with_sidecar: bool, hashed: bool = False) -> None:
+        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+        from megatron_prealign.data.sidecar import SidecarWriter
+
         self.paths = prefix_paths
         self.tokens = IndexedDatasetBuilder(prefix_paths["bin"], dtype=dtype)
         # The final outputs' digests go into the manifest (partial files are not committed).
@@ -469,6 +467,8 @@ class _Outputs:
         self.num_tokens = 0
 
     def add(self, batch: _KeyBatch) -> None:
+        from megatron_prealign.data.sidecar import append_documents
+
         append_documents(self.tokens, batch.tokens, batch.lengths)
         self.num_tokens += int(batch.tokens.size)
         if self.sidecar is not None:
@@ -498,6 +498,35 @@ class PreprocessSummary:
         return self.span_tokens.get(key, 0) / max(1, self.tokens.get(key, 0))
 
 
+class _InOrder:
+    """Results of a pool's workers for a stream of tasks, in input order. Keeps
+    ``limit`` tasks in flight from the moment it is made, so that the workers start on the
+    input while the main process still gets its writers ready."""
+
+    def __init__(self, pool, tasks: Iterator[Tuple[_Task, int]], limit: int) -> None:
+        self.pool, self.tasks, self.limit = pool, iter(tasks), limit
+        self.pending: collections.deque = collections.deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.limit:
+            item = next(self.tasks, None)
+            if item is None:
+                return
+            task, n = item
+            self.pending.append((self.pool.apply_async(_encode_in_worker, (task,)), n))
+
+    def __iter__(self) -> "_InOrder":
+        return self
+
+    def __next__(self) -> Tuple[_Batch, int]:
+        if not self.pending:
+            raise StopIteration
+        result, n = self.pending.popleft()
+        self._fill()  # before waiting: the workers never run dry while this one is written
+        return result.get(), n
+
+
 @contextlib.contextmanager
 def _encode_fn(options: _EncoderOptions, workers: int, tokenizer, lexicon):
     """Yields ``encode(iterable of (task, disk bytes)) -> iterator of (_Batch, disk bytes)`` in
@@ -507,19 +536,7 @@ def _encode_fn(options: _EncoderOptions, workers: int, tokenizer, lexicon):
         yield lambda tasks: ((encoder.encode_task(task), n) for task, n in tasks)
         return
     with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(options,)) as pool:
-
-        def encode(tasks):
-            pending: collections.deque = collections.deque()
-            for task, n in tasks:
-                pending.append((pool.apply_async(_encode_in_worker, (task,)), n))
-                if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
-                    result, n = pending.popleft()
-                    yield result.get(), n
-            while pending:
-                result, n = pending.popleft()
-                yield result.get(), n
-
-        yield encode
+        yield lambda tasks: _InOrder(pool, tasks, workers * _IN_FLIGHT_PER_WORKER)
 
 
 def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
@@ -535,7 +552,7 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
     t_start = time.perf_counter()
     tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
     lexicon = load_lexicon(cfg.lexicon, tokenizer) if cfg.lexicon else None  # fails early on a mismatch
-    dtype = DType.optimal_dtype(tokenizer.vocab_size)
+    dtype = _token_dtype(tokenizer.vocab_size)
     keys = cfg.json_keys
     options = _EncoderOptions(
         cfg.tokenizer_type, cfg.tokenizer_model, cfg.lexicon, keys, cfg.input_format, cfg.append_eod, dtype
@@ -550,10 +567,10 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
         prefix = f"{cfg.output_prefix}_{key}_document"
         finals[key] = {"bin": prefix + ".bin", "idx": prefix + ".idx"}
         if lexicon is not None:
-            side = sidecar_prefix(prefix)
+            side = prefix + _SIDECAR_SUFFIX
             finals[key].update(cs_bin=side + ".bin", cs_idx=side + ".idx", cs_json=side + ".json")
         summary.outputs[key] = prefix
-        ours += [prefix + s for s in (".bin", ".idx", ".json", *SIDECAR_FILES)]
+        ours += [prefix + s for s in (".bin", ".idx", ".json", *_SIDECAR_FILES)]
     scratch_name = cfg.output_prefix + _SCRATCH_SUFFIX
     out_dir = os.path.dirname(os.path.abspath(cfg.output_prefix))
     tmp = {key: {kind: str(tmp_name(p)) for kind, p in paths.items()} for key, paths in finals.items()}
@@ -567,14 +584,18 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
         with contextlib.ExitStack() as stack:
             stack.callback(_remove_all, [p for paths in tmp.values() for p in paths.values()])
             scratch = stack.enter_context(_scratch_dir(scratch_name)) if cfg.partitions > 1 else None
+            # The workers start on the first partition first; megatron-core (torch) is imported
+            # meanwhile, which is most of a small run's time.
+            encode = stack.enter_context(_encode_fn(options, cfg.workers, tokenizer, lexicon))
+            first = encode(parts[0])
+            _check_token_dtype(dtype, tokenizer.vocab_size)
             final_outputs = {key: _Outputs(tmp[key], dtype, lexicon is not None, hashed=True) for key in keys}
             progress = stack.enter_context(
                 tqdm(total=summary.input_bytes, unit="B", unit_scale=True, desc="preprocess", disable=None,
                      file=sys.stderr)
             )
-            encode = stack.enter_context(_encode_fn(options, cfg.workers, tokenizer, lexicon))
-            _encode_partitions(parts, keys, encode, final_outputs, scratch, dtype, lexicon is not None,
-                               summary, progress, t_start)
+            _encode_partitions([first, *map(encode, parts[1:])], keys, final_outputs, scratch, dtype,
+                               lexicon is not None, summary, progress, t_start)
             for key in keys:
                 manifests[key] = _finalize_key(final_outputs[key], tmp[key], finals[key], tokenizer, cfg,
                                                lexicon, summary, key)
@@ -593,7 +614,15 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
     return summary
 
 
-def _encode_partitions(parts, keys, encode, final_outputs, scratch, dtype, with_sidecar, summary, progress,
+def _check_token_dtype(dtype, vocab_size: int) -> None:
+    from megatron.core.datasets.indexed_dataset import DType
+
+    if DType.optimal_dtype(vocab_size) != dtype:
+        raise RuntimeError(f"megatron-core stores a vocabulary of {vocab_size} as {DType.optimal_dtype(vocab_size)}, "
+                           f"not {dtype}: update _token_dtype")
+
+
+def _encode_partitions(parts, keys, final_outputs, scratch, dtype, with_sidecar, summary, progress,
                        t_start) -> None:
     """Encode the input, partition by partition, into the final outputs (through partial files
     in `scratch` when there are several partitions)."""
@@ -610,7 +639,7 @@ def _encode_partitions(parts, keys, encode, final_outputs, scratch, dtype, with_
                 )
                 for key in keys
             }
-        for batch, disk_bytes in encode(tasks):
+        for batch, disk_bytes in tasks:
             summary.counts.update(batch.counts)
             for key in keys:
                 outputs[key].add(batch.keys[key])
@@ -662,6 +691,9 @@ def _finalize_key(out: _Outputs, tmp: Dict[str, str], finals: Dict[str, str], to
                            num_tokens=summary.tokens[key], files=files)
 
 
+# megatron_prealign.data.sidecar's names, which importing it (hence megatron-core) would give.
+_SIDECAR_SUFFIX = "_codeswitch"
+_SIDECAR_FILES = tuple(_SIDECAR_SUFFIX + s for s in (".bin", ".idx", ".json"))
 _PART_SUFFIXES = {"bin": ".bin", "idx": ".idx", "cs_bin": "_cs.bin", "cs_idx": "_cs.idx"}
 # The partial files of --partitions live in one directory beside the outputs, named after the
 # output prefix so that a later run over the same prefix finds it if this run is killed.
@@ -708,6 +740,6 @@ def _report(summary: PreprocessSummary, with_lexicon: bool, input_path: str) -> 
             logger.info(
                 "%s: lexicon coverage %.2f%% of tokens inside a matchable span (%d spans, %d tokens) -> %s",
                 key, 100 * summary.coverage(key), summary.spans[key], summary.span_tokens[key],
-                sidecar_prefix(prefix) + ".{bin,idx,json}",
+                prefix + _SIDECAR_SUFFIX + ".{bin,idx,json}",
             )
 

@@ -5,7 +5,7 @@ compiler it replaced (tests/_lexicon_reference.py) on a prefix of the same dicti
     python bench/bench_lexicon_compile.py [--pairs 1000000] [--reference-pairs 100000]
 
 The dictionary is synthetic from a real word list (/usr/share/dict/words): every word paired
-with made-up twins in ten "languages" (vowels shifted, a suffix per language), so that the
+with made-up twins in up to 14 "languages" (vowels shifted, a suffix per language), so that the
 targets tokenize into several pieces as rare foreign words do; each word and its twins form one
 translation group. The tokenizer is the SentencePiece model of bench/_bench_data.py (trained on
 first use). Each compile runs in a fresh child process, which reports its own peak RSS.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import _bench_data  # noqa: E402
 
 WORDS = Path("/usr/share/dict/words")
-_SUFFIXES = ("", "a", "ek", "ul", "ö", "ja", "ir", "os", "än", "ije")
+_SUFFIXES = ("", "a", "ek", "ul", "ö", "ja", "ir", "os", "än", "ije", "ak", "eß", "um", "ys", "ot")
 _VOWELS = "aeiou"
 
 _CHILD = r"""
@@ -65,7 +65,7 @@ def synthetic_dictionary(path: Path, pairs: int) -> Path:
         return path
     words = sorted({w.strip() for w in WORDS.read_text(encoding="utf-8").split("\n") if w.strip() and " " not in w})
     lines, seen = [], 0
-    for language in range(1, 10):
+    for language in range(1, len(_SUFFIXES)):
         for w in words:
             t = twin(w, language)
             if t != w:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import importlib
 import json
 import os
@@ -453,7 +454,7 @@ def compile_lexicon(
     both = (src >= 0) & (dst >= 0)
     identical_tokens = int(np.count_nonzero(both & (src == dst)))
     both &= src != dst
-    pairs = np.unique(src[both].astype(np.int64) * max(num, 1) + dst[both])  # sorted by (src, dst)
+    pairs = _sorted_unique(src[both].astype(np.int64) * max(num, 1) + dst[both])  # by (src, dst)
     del src, dst, both
     translation_offsets = np.zeros(num + 1, dtype=np.int64)
     np.cumsum(np.bincount(pairs // max(num, 1), minlength=num), out=translation_offsets[1:])
@@ -480,7 +481,7 @@ def compile_lexicon(
         "dictionary_format": dictionary_result.format,
         "dictionary_groups": len(dictionary_result.groups),
         "case_variants": case_variants,
-        "unique_sources": int(len(np.unique(sources[sources >= 0]))),
+        "unique_sources": len(_sorted_unique(sources[sources >= 0])),
         "dropped": dropped,
     }
     texts = [words[i] for i in entry_words.tolist()]
@@ -514,23 +515,27 @@ def _word_graph(groups: Sequence[tuple[str, ...]], case_variants: bool
     of a group, then for the capitalized groups (see `compile_lexicon`); the word id of every
     group's source (its first member, and with case variants its capitalized form).
     """
-    index: dict[str, int] = {}
-    word_id = index.setdefault  # setdefault(w, len(index)) numbers a new word, returns a known one
+    # Members in file order are the words in the order they first appear (a group's members are
+    # distinct); dict.fromkeys keeps that order, all loops below run in C or numpy.
+    members = list(itertools.chain.from_iterable(groups))
+    sizes = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    starts = np.zeros(len(groups), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    index = dict.fromkeys(members)
+    index.update(zip(index, range(len(index))))
+    member_ids = np.fromiter(map(index.__getitem__, members), dtype=np.int64, count=len(members))
+    del members
+    src_parts, dst_parts = [], []
+    for k in np.unique(sizes).tolist():
+        # Every ordered pair (i, j), i != j, of the members of every group of size k.
+        pair_i, pair_j = np.nonzero(~np.eye(k, dtype=bool))
+        first = starts[sizes == k][:, None]
+        src_parts.append(member_ids[(first + pair_i).reshape(-1)])
+        dst_parts.append(member_ids[(first + pair_j).reshape(-1)])
+    sources = member_ids[starts].tolist()
     src: list[int] = []
     dst: list[int] = []
-    sources: list[int] = []
-    for group in groups:
-        ids = [word_id(w, len(index)) for w in group]
-        sources.append(ids[0])
-        if len(ids) == 2:
-            src += ids
-            dst += (ids[1], ids[0])
-            continue
-        for a in ids:
-            for b in ids:
-                if a != b:
-                    src.append(a)
-                    dst.append(b)
+    word_id = index.setdefault  # setdefault(w, len(index)) numbers a new word, returns a known one
     capital_sources: list[str] = []
     if case_variants:
         for group in groups:
@@ -549,8 +554,17 @@ def _word_graph(groups: Sequence[tuple[str, ...]], case_variants: bool
                         dst.append(word_id(cj, len(index)))
     # A capitalized source that no edge reached is no word of the lexicon.
     sources += [index[w] for w in capital_sources if w in index]
-    return (list(index), np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64),
-            np.asarray(sources, dtype=np.int64))
+    src_parts.append(np.asarray(src, dtype=np.int64))
+    dst_parts.append(np.asarray(dst, dtype=np.int64))
+    return list(index), np.concatenate(src_parts), np.concatenate(dst_parts), np.asarray(sources, dtype=np.int64)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    # np.unique's hash path is several times slower than a sort on millions of int64s.
+    values = np.sort(values)
+    keep = np.ones(len(values), dtype=bool)
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def _take_rows(offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

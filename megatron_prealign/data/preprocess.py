@@ -40,6 +40,7 @@ import dataclasses
 import glob
 import gzip
 import json
+import json.scanner
 import lzma
 import multiprocessing
 import os
@@ -306,17 +307,19 @@ class _Encoder:
                 data = f.read(end - start)
         else:
             data = task
-        lines = data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()  # the newline ending the last line, not an empty line after it
-        return self.encode_batch(lines, len(data))
+        return self.encode_batch(data)
 
-    def _records(self, lines: List[bytes], counts: collections.Counter) -> List[Optional[dict]]:
-        """Per line: its keys' texts (a key maps to None when missing), or None for a skipped line."""
+    def _records(self, data: bytes, counts: collections.Counter) -> List[Optional[dict]]:
+        """Per line of ``data``: its keys' texts (a key maps to None when missing), or None for
+        a skipped line."""
         try:
-            text = b"\n".join(lines).decode("utf-8")
-            decoded: List[Optional[str]] = text.split("\n") if lines else []
+            decoded: List[Optional[str]] = data.decode("utf-8").split("\n")
+            if decoded[-1] == "":
+                decoded.pop()  # the newline ending the last line, not an empty line after it
         except UnicodeDecodeError:  # find the bad lines; the others are read as usual
+            lines = data.split(b"\n")
+            if lines[-1] == b"":
+                lines.pop()
             decoded = []
             for raw in lines:
                 try:
@@ -324,37 +327,47 @@ class _Encoder:
                 except UnicodeDecodeError:
                     counts["invalid_utf8"] += 1
                     decoded.append(None)
+        counts["lines"] += len(decoded)
         keys = self.options.keys
         if self.options.input_format == "text":
             key = keys[0]
             return [None if line is None else {key: line.rstrip("\r")} for line in decoded]
         records: List[Optional[dict]] = []
-        loads = json.loads
+        scan_once, loads = _JSON_SCAN_ONCE, json.loads
         for line in decoded:
             if line is None:
                 records.append(None)
-            elif not line.strip():
+                continue
+            if not line or line.isspace():
                 records.append({key: "" for key in keys})  # a blank line: an empty document
-            else:
+                continue
+            try:
+                # json.loads without its Python wrapper layers: a line that is one value, at most
+                # followed by whitespace (else loads, for leading whitespace and the error).
+                record, end = scan_once(line, 0)
+                if end != len(line) and not line[end:].isspace():
+                    record = loads(line)
+            except (ValueError, StopIteration):
                 try:
                     record = loads(line)
                 except ValueError:
                     record = None
-                if not isinstance(record, dict):
-                    counts["invalid_json"] += 1
-                    record = None
-                records.append(record)
+            if not isinstance(record, dict):
+                counts["invalid_json"] += 1
+                record = None
+            records.append(record)
         return records
 
-    def encode_batch(self, lines: List[bytes], nbytes: int) -> _Batch:
-        """Encode whole lines (without their newline): one tokenizer call per key, one scan."""
-        counts: collections.Counter = collections.Counter(lines=len(lines))
-        records = [r for r in self._records(lines, counts) if r is not None]
+    def encode_batch(self, data: bytes) -> _Batch:
+        """Encode whole lines: one tokenizer call per key, one compiled scan."""
+        counts: collections.Counter = collections.Counter(lines=0)
+        records = [r for r in self._records(data, counts) if r is not None]
         out = {}
         for key in self.options.keys:
             values = [r.get(key) for r in records]
-            texts = [v for v in values if isinstance(v, str) and v.strip()]
-            missing = sum(1 for v in values if not isinstance(v, str))
+            strings = [v for v in values if isinstance(v, str)]
+            missing = len(values) - len(strings)
+            texts = [v for v in strings if v and not v.isspace()]
             counts[f"{key}:missing_key"] += missing
             # Flat, in the output dtype, with the EOD after each document, in one compiled pass.
             lengths, tokens = _native().flatten_token_lists(self.tokenizer.encode_batch(texts, num_threads=1),
@@ -371,9 +384,10 @@ class _Encoder:
                 flat, span_values, span_tokens = np.zeros(0, np.int32), np.zeros(len(lengths), np.int64), 0
             out[key] = _KeyBatch(lengths=lengths, tokens=tokens, span_values=span_values, spans=flat,
                                  span_tokens=span_tokens)
-        return _Batch(nbytes=nbytes, counts=counts, keys=out)
+        return _Batch(nbytes=len(data), counts=counts, keys=out)
 
 
+_JSON_SCAN_ONCE = json.scanner.make_scanner(json.JSONDecoder())
 _WORKER: Optional[_Encoder] = None
 
 

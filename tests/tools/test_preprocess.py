@@ -145,12 +145,12 @@ def test_failed_run_leaves_no_final_named_file(corpus, tmp_path, monkeypatch, da
     calls = {"n": 0}
     real = preprocess_module._Encoder.encode_batch
 
-    def fail_on_second_batch(self, lines, nbytes):
+    def fail_on_second_batch(self, data):
         # Each worker process counts its own calls: every worker fails on its second batch.
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated failure in the middle of the corpus")
-        return real(self, lines, nbytes)
+        return real(self, data)
 
     monkeypatch.setattr(preprocess_module, "_BATCH_BYTES", 2000)
     monkeypatch.setattr(preprocess_module._Encoder, "encode_batch", fail_on_second_batch)

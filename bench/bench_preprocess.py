@@ -16,8 +16,9 @@ SentencePiece model trained on it, a dense 20,000-word dictionary) are built on 
 first half; the difference is what the second half of the corpus costs, without the fixed costs
 (starting Python, imports, loading the tokenizer, starting workers) that both runs pay. For (d)
 only the encoding is timed, not loading the texts, so that its rate is the tokenizer's own.
-Printed: the times per tool and round, the wall times (end to end) and the rates per corpus byte
-(medians over rounds) and their ratios. The tokens of (a), (b) and (c) are compared byte for
+Printed: wall and CPU times (the whole process tree's, which a shared machine's load moves much
+less than wall time) per tool and round, end to end and per corpus byte (medians over rounds),
+and their ratios. The tokens of (a), (b) and (c) are compared byte for
 byte. Without --megatron-lm, (c) is reported as not measured.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import filecmp
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -77,30 +79,42 @@ def tokenizer_only(corpus: str, model: str, workers: int) -> None:
     texts = _bench_data.corpus_texts(Path(corpus))
     chunks = [texts[i : i + 256] for i in range(0, len(texts), 256)]
 
+    ctx = multiprocessing.get_context("fork")
+    cpu_seconds = ctx.Queue()
+
     def encode(worker: int) -> None:
         sp = spm.SentencePieceProcessor(model_file=model)
+        t = time.process_time()
         for chunk in chunks[worker::workers]:
             sp.encode(chunk, num_threads=1)
+        cpu_seconds.put(time.process_time() - t)
 
     t0 = time.perf_counter()
-    procs = [multiprocessing.get_context("fork").Process(target=encode, args=(w,)) for w in range(workers)]
+    procs = [ctx.Process(target=encode, args=(w,)) for w in range(workers)]
     for p in procs:
         p.start()
+    cpu = sum(cpu_seconds.get() for _ in procs)
     for p in procs:
         p.join()
         if p.exitcode:
             raise SystemExit(f"tokenizer worker failed with exit code {p.exitcode}")
-    print(json.dumps({"encode_seconds": time.perf_counter() - t0, "documents": len(texts)}))
+    print(json.dumps({"encode_seconds": time.perf_counter() - t0, "encode_cpu_seconds": cpu,
+                      "documents": len(texts)}))
 
 
-def run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
-    """(wall seconds, stdout) of a command that must succeed."""
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the whole process tree, stdout) of a command that must succeed."""
+    cpu0, t0 = _children_cpu(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds, proc.stdout
+    return seconds, cpu, proc.stdout
 
 
 def _twice(wall: float) -> tuple[float, float]:
@@ -142,22 +156,26 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         megatron = extract_megatron(args.megatron_lm, tmp / "megatron-lm") if args.megatron_lm else None
 
-        # Each returns (wall seconds, seconds that scale with the input): the whole command for
-        # the tools; for (d) only the encoding, not loading the texts.
-        def ours(inp: Path, out: str, *extra: str) -> tuple[float, float]:
-            return _twice(run([py, "tools/preprocess_data.py", "--input", str(inp), "--output-prefix", str(tmp / out),
-                        "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", str(model),
-                        "--append-eod", "--workers", str(args.workers), *extra], REPO, env)[0])
+        # Each returns (wall s, CPU s, scaling wall s, scaling CPU s): the whole command for the
+        # tools; for (d) the scaling part is only the encoding, not loading the texts.
+        def ours(inp: Path, out: str, *extra: str) -> tuple[float, float, float, float]:
+            wall, cpu, _ = run([py, "tools/preprocess_data.py", "--input", str(inp), "--output-prefix",
+                                str(tmp / out), "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
+                                str(model), "--append-eod", "--workers", str(args.workers), *extra], REPO, env)
+            return wall, cpu, wall, cpu
 
-        def theirs(inp: Path, out: str) -> tuple[float, float]:
-            return _twice(run([py, "tools/preprocess_data.py", "--input", str(inp), "--output-prefix", str(tmp / out),
-                        "--tokenizer-type", "GPTSentencePieceTokenizer", "--tokenizer-model", str(model),
-                        "--append-eod", "--workers", str(args.workers)], megatron,
-                       {**os.environ, "PYTHONPATH": str(megatron)})[0])
+        def theirs(inp: Path, out: str) -> tuple[float, float, float, float]:
+            wall, cpu, _ = run([py, "tools/preprocess_data.py", "--input", str(inp), "--output-prefix",
+                                str(tmp / out), "--tokenizer-type", "GPTSentencePieceTokenizer", "--tokenizer-model",
+                                str(model), "--append-eod", "--workers", str(args.workers)], megatron,
+                               {**os.environ, "PYTHONPATH": str(megatron)})
+            return wall, cpu, wall, cpu
 
-        def tokenizer(inp: Path, out: str) -> tuple[float, float]:
-            wall, stdout = run([py, __file__, "--tokenizer-only", str(inp), str(model), str(args.workers)], REPO, env)
-            return wall, json.loads(stdout.strip().splitlines()[-1])["encode_seconds"]
+        def tokenizer(inp: Path, out: str) -> tuple[float, float, float, float]:
+            wall, cpu, stdout = run([py, __file__, "--tokenizer-only", str(inp), str(model), str(args.workers)],
+                                    REPO, env)
+            inner = json.loads(stdout.strip().splitlines()[-1])
+            return wall, cpu, inner["encode_seconds"], inner["encode_cpu_seconds"]
 
         tools = {"a": lambda i, o: ours(i, o, "--lexicon", str(lexicon)), "b": ours, "d": tokenizer}
         if megatron is not None:
@@ -169,10 +187,10 @@ def main(argv=None) -> int:
             for name in order:
                 full = tools[name](corpus, f"{name}_full")
                 first_half = tools[name](small, f"{name}_small")
-                times[name].append((full[0], full[1] - first_half[1]))
-                print(f"round {r}: ({name}) full corpus {full[0]:7.2f} s, first half {first_half[0]:6.2f} s, "
-                      f"second half {full[1] - first_half[1]:6.2f} s, load average {os.getloadavg()[0]:.1f}",
-                      flush=True)
+                times[name].append((full[0], full[1], full[2] - first_half[2], full[3] - first_half[3]))
+                print(f"round {r}: ({name}) full corpus {full[0]:6.2f} s ({full[1]:6.2f} s CPU), first half "
+                      f"{first_half[0]:6.2f} s ({first_half[1]:6.2f} s CPU), second half {times[name][-1][2]:6.2f} s "
+                      f"({times[name][-1][3]:6.2f} s CPU), load average {os.getloadavg()[0]:.1f}", flush=True)
             for name in ("a", "b", "c"):
                 shutil.rmtree(tmp / f"{name}_small", ignore_errors=True)
 
@@ -188,18 +206,21 @@ def main(argv=None) -> int:
              "d": "tokenizer alone (ceiling)"}
     print(f"\npython {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; corpus {mb:.1f} MB ({corpus}), {args.workers} workers, {args.rounds} rounds")
-    wall = {n: statistics.median(f for f, _ in t) for n, t in times.items()}
-    marginal = {n: statistics.median(m for _, m in t) for n, t in times.items()}
-    print(f"{'':32} {'wall s':>7} {'2nd half s':>11} {'MB/s':>7}")
+    med = {n: [statistics.median(v[i] for v in t) for i in range(4)] for n, t in times.items()}
+    print(f"{'':32} {'wall s':>7} {'CPU s':>7} | second half: {'wall s':>7} {'CPU s':>7} {'MB/s':>6} {'MB/CPU s':>9}")
     for n in sorted(times):
-        print(f"({n}) {names[n]:<28} {wall[n]:7.2f} {marginal[n]:11.2f} {second_mb / marginal[n]:7.2f}")
+        w, c, hw, hc = med[n]
+        print(f"({n}) {names[n]:<28} {w:7.2f} {c:7.2f} |              {hw:7.2f} {hc:7.2f} {second_mb / hw:6.2f} "
+              f"{second_mb / hc:9.2f}")
     if "c" not in tools:
         print("(c) Megatron-LM: not measured (no --megatron-lm)")
     else:
-        print(f"speed (a) / (c): end to end {wall['c'] / wall['a']:.2f}x, per corpus byte "
-              f"{marginal['c'] / marginal['a']:.2f}x")
+        a, c = med["a"], med["c"]
+        print(f"speed (a) / (c): end to end {c[0] / a[0]:.2f}x wall, {c[1] / a[1]:.2f}x CPU; per corpus byte "
+              f"{c[2] / a[2]:.2f}x wall, {c[3] / a[3]:.2f}x CPU")
     for n in ("a", "b"):
-        print(f"speed ({n}) / (d), per corpus byte: {marginal['d'] / marginal[n]:.2f} of the tokenizer's")
+        print(f"speed ({n}) / (d), per corpus byte: {med['d'][2] / med[n][2]:.2f} of the tokenizer's (wall), "
+              f"{med['d'][3] / med[n][3]:.2f} (CPU)")
     for name, equal in same.items():
         print(f"tokens of (a) and ({name}): {'identical' if equal else 'DIFFERENT'}")
     return 0 if all(same.values()) else 1

@@ -63,6 +63,8 @@ from megatron_prealign.data.integrity import (
     tokenizer_identity,
 )
 from megatron_prealign.data.codeswitch import _native
+from megatron_prealign.data.indexed_writer import IndexWriter
+from megatron_prealign.data.sidecar import SIDECAR_FILES, SidecarWriter, append_documents, sidecar_prefix
 from megatron_prealign.fileio import remove_path, remove_stale_temporaries, tmp_name
 from megatron_prealign.lexicon.lexicon import load_lexicon
 from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type
@@ -248,8 +250,8 @@ def _detect_format(path: str) -> str:
 
 
 def _token_dtype(vocab_size: int) -> type:
-    """megatron-core's ``DType.optimal_dtype``, known before megatron-core is imported (the
-    workers start first); `preprocess` checks that both agree once it is imported."""
+    """megatron-core's ``DType.optimal_dtype``, without importing megatron-core (and torch) for it
+    (tests/tools/test_preprocess.py checks that both agree)."""
     return np.uint16 if vocab_size < 65500 else np.int32
 
 
@@ -469,20 +471,14 @@ class _Outputs:
     """The token builder (and sidecar writer) of one key for one partition."""
 
     def __init__(self, prefix_paths: Dict[str, str], dtype, with_sidecar: bool, hashed: bool = False) -> None:
-        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
-        from megatron_prealign.data.sidecar import SidecarWriter
-
         self.paths = prefix_paths
-        self.tokens = IndexedDatasetBuilder(prefix_paths["bin"], dtype=dtype)
+        self.tokens = IndexWriter(prefix_paths["bin"], dtype=dtype)
         # The final outputs' digests go into the manifest (partial files are not committed).
         self.tokens_hash = hash_builder_output(self.tokens) if hashed else None
         self.sidecar = SidecarWriter(prefix_paths["cs_bin"]) if with_sidecar else None
         self.num_tokens = 0
 
     def add(self, batch: _KeyBatch) -> None:
-        from megatron_prealign.data.sidecar import append_documents
-
         append_documents(self.tokens, batch.tokens, batch.lengths)
         self.num_tokens += int(batch.tokens.size)
         if self.sidecar is not None:
@@ -581,10 +577,10 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
         prefix = f"{cfg.output_prefix}_{key}_document"
         finals[key] = {"bin": prefix + ".bin", "idx": prefix + ".idx"}
         if lexicon is not None:
-            side = prefix + _SIDECAR_SUFFIX
+            side = sidecar_prefix(prefix)
             finals[key].update(cs_bin=side + ".bin", cs_idx=side + ".idx", cs_json=side + ".json")
         summary.outputs[key] = prefix
-        ours += [prefix + s for s in (".bin", ".idx", ".json", *_SIDECAR_FILES)]
+        ours += [prefix + s for s in (".bin", ".idx", ".json", *SIDECAR_FILES)]
     scratch_name = cfg.output_prefix + _SCRATCH_SUFFIX
     out_dir = os.path.dirname(os.path.abspath(cfg.output_prefix))
     tmp = {key: {kind: str(tmp_name(p)) for kind, p in paths.items()} for key, paths in finals.items()}
@@ -598,11 +594,9 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
         with contextlib.ExitStack() as stack:
             stack.callback(_remove_all, [p for paths in tmp.values() for p in paths.values()])
             scratch = stack.enter_context(_scratch_dir(scratch_name)) if cfg.partitions > 1 else None
-            # The workers start on the first partition first; megatron-core (torch) is imported
-            # meanwhile, which is most of a small run's time.
+            # The workers start on the first partition before the outputs are opened.
             encode = stack.enter_context(_encode_fn(options, cfg.workers, tokenizer, lexicon))
             first = encode(parts[0])
-            _check_token_dtype(dtype, tokenizer.vocab_size)
             final_outputs = {key: _Outputs(tmp[key], dtype, lexicon is not None, hashed=True) for key in keys}
             progress = stack.enter_context(
                 tqdm(total=summary.input_bytes, unit="B", unit_scale=True, desc="preprocess", disable=None,
@@ -626,14 +620,6 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
     summary.seconds = time.perf_counter() - t_start
     _report(summary, lexicon is not None, cfg.input)
     return summary
-
-
-def _check_token_dtype(dtype, vocab_size: int) -> None:
-    from megatron.core.datasets.indexed_dataset import DType
-
-    if DType.optimal_dtype(vocab_size) != dtype:
-        raise RuntimeError(f"megatron-core stores a vocabulary of {vocab_size} as {DType.optimal_dtype(vocab_size)}, "
-                           f"not {dtype}: update _token_dtype")
 
 
 def _encode_partitions(parts, keys, final_outputs, scratch, dtype, with_sidecar, summary, progress,
@@ -705,9 +691,6 @@ def _finalize_key(out: _Outputs, tmp: Dict[str, str], finals: Dict[str, str], to
                            num_tokens=summary.tokens[key], files=files)
 
 
-# megatron_prealign.data.sidecar's names, which importing it (hence megatron-core) would give.
-_SIDECAR_SUFFIX = "_codeswitch"
-_SIDECAR_FILES = tuple(_SIDECAR_SUFFIX + s for s in (".bin", ".idx", ".json"))
 _PART_SUFFIXES = {"bin": ".bin", "idx": ".idx", "cs_bin": "_cs.bin", "cs_idx": "_cs.idx"}
 # The partial files of --partitions live in one directory beside the outputs, named after the
 # output prefix so that a later run over the same prefix finds it if this run is killed.
@@ -754,6 +737,6 @@ def _report(summary: PreprocessSummary, with_lexicon: bool, input_path: str) -> 
             logger.info(
                 "%s: lexicon coverage %.2f%% of tokens inside a matchable span (%d spans, %d tokens) -> %s",
                 key, 100 * summary.coverage(key), summary.spans[key], summary.span_tokens[key],
-                prefix + _SIDECAR_SUFFIX + ".{bin,idx,json}",
+                sidecar_prefix(prefix) + ".{bin,idx,json}",
             )
 

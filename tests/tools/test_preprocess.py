@@ -394,3 +394,24 @@ def test_script_reports_output_and_tokenizer_problems_in_one_line(corpus, tmp_pa
         proc = run_tool("preprocess_data", args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compressed_inputs_and_missing_zstandard(corpus, tmp_path, monkeypatch):
+    import bz2
+    import lzma
+
+    path, _ = corpus
+    raw = Path(path).read_bytes()
+    preprocess(config(path, tmp_path / "plain"))
+    for name, data in (("c.jsonl.bz2", bz2.compress(raw)), ("c.jsonl.xz", lzma.compress(raw))):
+        (tmp_path / name).write_bytes(data)
+        summary = preprocess(config(tmp_path / name, tmp_path / name.replace(".", "_")))
+        assert summary.counts["lines"] == 400
+        for suffix in (".bin", ".idx"):
+            assert (Path(summary.outputs["text"] + suffix).read_bytes()
+                    == Path(f"{tmp_path / 'plain'}_text_document{suffix}").read_bytes())
+    zst = tmp_path / "c.jsonl.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 16)
+    monkeypatch.setattr(preprocess_module, "_zstd_module", lambda: None)
+    with pytest.raises(ValueError, match=r"c.jsonl.zst is zstd-compressed .* pip install zstandard"):
+        check_inputs(config(zst, tmp_path / "out"))

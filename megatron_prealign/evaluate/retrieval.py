@@ -26,13 +26,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["check_candidates", "distinct_pairs", "encode_pairs", "read_parallel", "retrieval_accuracy", "retrieval_slot_names", "sentence_embeddings",
-           "format_retrieval"]
+from megatron_prealign.log import get_logger
+
+__all__ = ["candidate_indices", "check_candidates", "distinct_pairs", "encode_pairs", "format_retrieval",
+           "read_parallel", "retrieval_accuracy", "retrieval_slot_names", "sentence_embeddings"]
+
+logger = get_logger(__name__)
 
 
 def retrieval_slot_names(num_layers: int) -> list[str]:
@@ -141,6 +146,7 @@ def sentence_embeddings(model, sentences: Sequence[Sequence[int]], *, batch_size
     """
     from megatron_prealign.align.capture import LayerTap, unwrap_model
     from megatron_prealign.align.data import WordMicrobatch
+    from megatron_prealign.align.loss import pool_hidden
     from megatron_prealign.platform import compute_device
 
     module = unwrap_model(model)
@@ -156,11 +162,14 @@ def sentence_embeddings(model, sentences: Sequence[Sequence[int]], *, batch_size
 
     def decoder_hook(_module, _args, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        final["rep"] = tap._pool(hidden, tap.current.batch)
+        final["rep"] = pool_hidden(hidden, tap.current.batch.word_mask)
         raise _DecoderDone
 
     slots = list(range(num_layers + 1))
     out: torch.Tensor | None = None
+    num_batches = -(-len(order) // batch_size)
+    report_every = max(1, num_batches // 10)
+    started = time.monotonic()
     was_training = module.training
     module.eval()
     handle = None
@@ -194,6 +203,12 @@ def sentence_embeddings(model, sentences: Sequence[Sequence[int]], *, batch_size
                                       device=reps[0].device)
                 index = torch.as_tensor(rows, device=out.device)
                 out[:, index] = torch.stack(reps).float()
+                done = start // batch_size + 1
+                if num_batches >= 20 and (done % report_every == 0 or done == num_batches):
+                    elapsed = time.monotonic() - started
+                    logger.info("sentence embeddings: %d/%d sentences, %.0f s, ETA %.0f s",
+                                min(start + batch_size, len(order)), len(order), elapsed,
+                                elapsed / done * (num_batches - done))
     finally:
         if handle is not None:
             handle.remove()

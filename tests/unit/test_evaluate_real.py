@@ -270,6 +270,7 @@ def test_cli_measures_all_three_and_says_what_was_held_out(checkpoint, data_pref
     (["--lexicon", "x.lex", "--seed", "1", "--align-seed", "2"], "--seed has no effect with --align-seed"),
     ([], "nothing to measure"),
     (["--data-path", "PREFIX_A", "--heldout-split", "valid", "--documents", "0:3"], "not allowed with argument"),
+    (["--data-path", "PREFIX_A", "--documents", "5"], "--documents '5': expected FIRST:END"),
 ])
 def test_cli_refuses_options_that_would_be_ignored(checkpoint, data_prefixes, capsys, argv, message):
     from megatron_prealign.evaluate.__main__ import main
@@ -280,6 +281,26 @@ def test_cli_refuses_options_that_would_be_ignored(checkpoint, data_prefixes, ca
         main(["--load", str(root), *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and message in err[-1], err
+
+
+def test_api_runs_what_the_command_line_runs(checkpoint, data_prefixes, data_lexicon_path, tmp_path):
+    """`evaluate_checkpoint(EvaluateConfig(...))` is the command line's path: the same refusals
+    (as ValueError) and the same numbers."""
+    from megatron_prealign.evaluate import EvaluateConfig, evaluate_checkpoint, format_results
+    from megatron_prealign.evaluate.__main__ import main
+
+    root = str(checkpoint[0])
+    with pytest.raises(ValueError, match="--retrieval-seed has no effect without --parallel-data"):
+        EvaluateConfig(load=root, lexicon=data_lexicon_path, retrieval_seed=1)
+    with pytest.raises(ValueError, match="--heldout-split and --documents both pick the documents"):
+        EvaluateConfig(load=root, data_path=(data_prefixes[0],), heldout_split="valid", documents="0:1")
+    results = evaluate_checkpoint(EvaluateConfig(load=root, data_path=(f"a={data_prefixes[0]}",),
+                                                 heldout_split="test", lexicon=data_lexicon_path, max_tokens=300))
+    out = tmp_path / "cli.json"
+    assert main(["--load", root, "--data-path", f"a={data_prefixes[0]}", "--heldout-split", "test",
+                 "--lexicon", data_lexicon_path, "--max-tokens", "300", "--output", str(out)]) == 0
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert results["perplexity"]["a"]["heldout"] == "yes" and len(format_results(results)) == 6
 
 
 def test_cli_one_line_errors_on_mismatched_inputs(checkpoint, data_prefixes, data_other_tokenizer_model, sentences,
@@ -303,7 +324,6 @@ def test_cli_one_line_errors_on_mismatched_inputs(checkpoint, data_prefixes, dat
          "is not the checkpoint's tokenizer"),
         (["--parallel-data", str(pairs)], "--retrieval-candidates 100 needs at least 100 distinct pairs, there are 10"),
         (["--data-path", data_prefixes[0], "--documents", "0:100000"], "--documents 0:100000:"),
-        (["--data-path", data_prefixes[0], "--documents", "5"], "--documents '5': expected FIRST:END"),
     )
     for argv, message in cases:
         with pytest.raises(SystemExit) as exc:

@@ -18,6 +18,9 @@ import numpy as np
 
 __all__ = ["GapSplit", "format_gaps", "gap_split_from_checkpoint", "lexicon_alignment_gaps"]
 
+NUM_EXAMPLES = 5
+"""Translation pairs shown per side, so the output says which words it measured."""
+
 
 @dataclass(frozen=True)
 class GapSplit:
@@ -81,7 +84,8 @@ def lexicon_alignment_gaps(model, lexicon, pg_collection, split: GapSplit, *, pa
     Returns:
         ``{"split": {heldout_fraction, seed, source}, "dictionary": part, "heldout": part}``,
         each part ``{"entries": entries on that side, "words": words measured, "translation_pairs":
-        aligned pairs among them, "gap": {slot: gap} or None, "note": why None}``.
+        aligned pairs among them, "examples": a few of those pairs as "word=translation",
+        "gap": {slot: gap} or None, "note": why None}``.
     """
     from megatron_prealign.align import alignment_gap, evaluation_pairs, gap_words, split_entries
 
@@ -94,7 +98,9 @@ def lexicon_alignment_gaps(model, lexicon, pg_collection, split: GapSplit, *, pa
                           max_word_tokens=split.max_word_tokens) if len(ids) else np.zeros(0, np.int64)
         aligned, unrelated = evaluation_pairs(lexicon, words, num_random_pairs, split.seed)
         part: dict[str, Any] = {"entries": int(len(ids)), "words": int(len(words)),
-                                "translation_pairs": int(len(aligned)), "gap": None, "note": None}
+                                "translation_pairs": int(len(aligned)), "gap": None, "note": None,
+                                "examples": [f"{lexicon.entry_text(int(words[a]))}={lexicon.entry_text(int(words[b]))}"
+                                             for a, b in aligned[:NUM_EXAMPLES]]}
         if not len(aligned) or not len(unrelated):
             part["note"] = (f"{len(words)} words with {len(aligned)} translation pairs and {len(unrelated)} "
                             "different-group pairs: the gap needs both"
@@ -116,7 +122,8 @@ def format_gaps(result: dict[str, Any]) -> list[str]:
                         ("heldout", "held-out words (never trained on by the pre-pass)")):
         part = result[name]
         head = (f"alignment   {label}: {part['words']} of {part['entries']} entries, "
-                f"{part['translation_pairs']} translation pairs")
+                f"{part['translation_pairs']} translation pairs"
+                + (f" (e.g. {', '.join(part['examples'])})" if part.get("examples") else ""))
         if part["gap"] is None:
             lines.append(f"{head}; no gap: {part['note']}")
             continue

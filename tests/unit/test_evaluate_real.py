@@ -199,6 +199,7 @@ def test_lexicon_gaps_label_dictionary_and_heldout_words(pgs, data_lexicon_path)
     for part in ("dictionary", "heldout"):
         assert result[part]["words"] > 0 and result[part]["translation_pairs"] > 0
         assert list(result[part]["gap"]) == ["embedding", "layer_1", "layer_2", "output_embedding"]
+        assert 0 < len(result[part]["examples"]) <= 5 and all("=" in pair for pair in result[part]["examples"])
     text = "\n".join(format_gaps(result))
     assert "dictionary words (pre-pass training split)" in text and "held-out words" in text
     none_held = lexicon_alignment_gaps(model, lexicon, pgs, GapSplit(heldout_fraction=0.0, seed=5))

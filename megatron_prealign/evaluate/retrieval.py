@@ -154,10 +154,10 @@ def sentence_embeddings(model, sentences: Sequence[Sequence[int]], *, batch_size
     num_layers = tap.num_layers
     if not (tap.pre_process and tap.post_process):
         raise ValueError("sentence embeddings need the whole model in one process (load it with evaluate.load_model)")
+    if not sentences or any(len(s) == 0 for s in sentences):
+        raise ValueError("sentence_embeddings: no sequences, or an empty one")
     device = compute_device()
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    if any(len(s) == 0 for s in sentences):
-        raise ValueError("sentence_embeddings: empty token sequence")
     final = {}
 
     def decoder_hook(_module, _args, output):
@@ -166,7 +166,7 @@ def sentence_embeddings(model, sentences: Sequence[Sequence[int]], *, batch_size
         raise _DecoderDone
 
     slots = list(range(num_layers + 1))
-    out: torch.Tensor | None = None
+    out = None  # allocated at the first batch, once the hidden size and device are known
     num_batches = -(-len(order) // batch_size)
     report_every = max(1, num_batches // 10)
     started = time.monotonic()
@@ -213,7 +213,6 @@ def sentence_embeddings(model, sentences: Sequence[Sequence[int]], *, batch_size
         if handle is not None:
             handle.remove()
         module.train(was_training)
-    assert out is not None
     return out
 
 

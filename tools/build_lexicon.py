@@ -35,8 +35,10 @@ logger = get_logger("megatron_prealign.tools.build_lexicon")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dictionary", required=True, help="dictionary file (MUSE pairs, TSV, JSONL, trans)")
-    p.add_argument("--format", default="auto", choices=FORMATS)
+    p.add_argument("--dictionary", required=True, help="dictionary file (MUSE pairs, TSV, JSONL, trans), or a dictd/FreeDict "
+                   "database: its .index, its .dict.dz or their common stem")
+    p.add_argument("--format", default="auto", choices=FORMATS,
+                   help="dictionary format; auto detects it and logs the one it chose (default %(default)s)")
     p.add_argument("--tokenizer-type", required=True, choices=(*TOKENIZER_TYPES, *TOKENIZER_TYPE_ALIASES))
     p.add_argument("--tokenizer-model", required=True, help=".model file, tokenizer.json or HF directory")
     p.add_argument("--output", required=True, help="output .lex file (written atomically)")

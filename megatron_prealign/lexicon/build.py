@@ -29,7 +29,8 @@ class BuildLexiconConfig:
     """What `build_lexicon` compiles (each field is the tools/build_lexicon.py flag of the same name)."""
 
     dictionary: str
-    """Dictionary file: MUSE pairs, TSV, JSONL or trans (--dictionary)."""
+    """Dictionary: a MUSE, TSV, JSONL or trans file, or a dictd/FreeDict database (its .index,
+    its .dict.dz or their common stem) (--dictionary)."""
     tokenizer_type: str
     """SentencePieceTokenizer or HuggingFaceTokenizer; Megatron-LM's GPTSentencePieceTokenizer and
     Llama2Tokenizer name the first (--tokenizer-type)."""

@@ -19,8 +19,18 @@ Formats (`format=`):
 - ``trans``: the Debian ``trans-de-en`` layout ``Deutsch :: English`` with ``|``-aligned senses and
   ``;``-separated synonyms; annotations in ``{} [] () <> //`` are stripped, and only single-word
   synonyms are kept (phrases are counted as dropped).
-- ``auto``: ``.jsonl``/``.json`` or a first line starting with ``{`` -> jsonl; ``.tsv`` -> tsv;
-  a first data line containing `` :: `` -> trans; otherwise muse.
+- ``dictd``: dictd / FreeDict databases, ``NAME.index`` + ``NAME.dict.dz`` (or ``.dict``); `path`
+  may name either file or their common stem. Headword -> translations, without pronunciations,
+  part-of-speech and usage notes, numbering, examples and cross-references (``dictd.py``).
+- ``auto``: a dictd index, data file or stem -> dictd; ``.jsonl``/``.json`` or a first line
+  starting with ``{`` -> jsonl; ``.tsv`` -> tsv; a first data line containing `` :: `` -> trans;
+  otherwise muse. The format chosen is logged (``read X as dictd (detected from the file)``).
+
+A file that is plainly in another format than the one asked for (a dictd ``.index`` or
+``.dict.dz`` read as ``tsv``) or not text at all (compressed, binary) is refused before reading,
+with a message naming the format it looks like; ``skip_invalid`` does not change that, since the
+few lines of such a file that happen to parse (a dictd ``.dict`` has ``word /pronunciation/``
+lines that read as MUSE pairs) would make a lexicon of garbage.
 
 In every format, blank lines and lines whose first non-blank character is ``#`` are skipped
 (comments), so a word cannot begin a line with ``#``.
@@ -40,6 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from megatron_prealign.lexicon import dictd
+from megatron_prealign.log import get_logger
+
 __all__ = [
     "DEFAULT_MAX_INVALID_FRACTION",
     "FORMATS",
@@ -49,7 +62,11 @@ __all__ = [
     "read_dictionary",
 ]
 
-FORMATS = ("auto", "muse", "tsv", "jsonl", "trans")
+FORMATS = ("auto", "muse", "tsv", "jsonl", "trans", "dictd")
+# Formats read line by line from one text file; the others have readers of their own.
+_LINE_FORMATS = ("muse", "tsv", "jsonl", "trans")
+# Drop reasons only some formats have; `DictionaryReadResult.dropped` lists them for those.
+_FORMAT_DROPS = {"dictd": ("fragment", "truncated")}
 DEFAULT_MAX_INVALID_FRACTION = 0.1
 """Largest share of invalid data lines that ``skip_invalid`` skips before calling the file misread."""
 
@@ -61,6 +78,18 @@ _TSV_HEADER_NAMES = frozenset(
 _MAX_KEPT_REPORTS = 1000
 # Data lines read in each other format to suggest one when a file is mostly invalid.
 _PROBE_LINES = 1000
+
+# Leading bytes of compressed and binary files, which no text format reads.
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+}
+_SNIFF_BYTES = 8192
+
+logger = get_logger(__name__)
 
 _TRANS_ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]|\([^)]*\)|<[^>]*>|/[^/\s][^/]*/")
 
@@ -83,7 +112,10 @@ class DictionaryReadResult:
         dropped_identity: pairs whose words are equal (``OK OK``), or multi-way groups with
             fewer than two distinct words.
         dropped_invalid: malformed lines skipped because ``skip_invalid=True``.
-        dropped_phrase: multi-word synonyms skipped by the ``trans`` reader.
+        dropped_phrase: multi-word translations skipped by the ``trans`` and ``dictd`` readers
+            (and dictd entries whose headword is a phrase).
+        dropped_fragment: dictd affixes (``archi-``) and elided fragments (``hace...``).
+        dropped_truncated: dictd entries whose headword lost its later words (see ``dictd.py``).
         invalid_reports: ``path:line: message`` for skipped lines (the first 1000).
     """
 
@@ -95,17 +127,22 @@ class DictionaryReadResult:
     dropped_identity: int = 0
     dropped_invalid: int = 0
     dropped_phrase: int = 0
+    dropped_fragment: int = 0
+    dropped_truncated: int = 0
     invalid_reports: list[str] = field(default_factory=list)
 
     @property
     def dropped(self) -> dict[str, int]:
-        """Dropped counts by reason, for summaries."""
-        return {
+        """Dropped counts by reason, for summaries (the reasons the format can have)."""
+        counts = {
             "duplicate": self.dropped_duplicate,
             "identity": self.dropped_identity,
             "invalid": self.dropped_invalid,
             "phrase": self.dropped_phrase,
         }
+        for reason in _FORMAT_DROPS.get(self.format, ()):
+            counts[reason] = getattr(self, f"dropped_{reason}")
+        return counts
 
     @property
     def num_sources(self) -> int:
@@ -118,7 +155,9 @@ class _LineError(Exception):
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """Guess the dictionary format of `path` from its extension and first data line."""
+    """Guess the dictionary format of `path` from its name and first data line."""
+    if dictd.is_dictd_path(os.fspath(path)):
+        return "dictd"
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".json"):
@@ -148,7 +187,7 @@ def read_dictionary(
 
     Args:
         path: the dictionary file.
-        format: one of ``auto``, ``muse``, ``tsv``, ``jsonl``, ``trans`` (see module docstring).
+        format: one of `FORMATS` (see module docstring).
         skip_invalid: count malformed lines instead of raising.
         max_invalid_fraction: with `skip_invalid`, the largest share of data lines (blank and
             comment lines aside) that may be invalid; more is an error.
@@ -168,13 +207,94 @@ def read_dictionary(
         raise LexiconError(f"max_invalid_fraction must be in [0, 1], got {max_invalid_fraction!r}")
     path_str = os.fspath(path)
     fmt = detect_format(path_str) if format == "auto" else format
-    result = _read(path_str, fmt, skip_invalid)
+    _refuse_mismatch(path_str, fmt, format == "auto")
+    if fmt == "dictd":
+        result = _read_dictd(path_str, skip_invalid)
+    else:
+        result = _read(path_str, fmt, skip_invalid)
     total = result.num_lines + result.dropped_invalid
     if result.dropped_invalid > max_invalid_fraction * total:
         raise LexiconError(_too_many_invalid(result, format == "auto", max_invalid_fraction))
     if not result.groups:
         raise LexiconError(_no_pairs(result))
+    unit = "entries" if fmt == "dictd" else "data lines"
+    logger.info("read %s as %s%s: %d translation pairs from %d %s", path_str, fmt,
+                " (detected from the file)" if format == "auto" else "", len(result.groups), result.num_lines, unit)
     return result
+
+
+def _refuse_mismatch(path: str, fmt: str, detected: bool) -> None:
+    """Refuse a file that is plainly not `fmt`: a dictd file read as a text format, or a
+    compressed / binary file; the message names the format it looks like."""
+    if fmt == "dictd":
+        return
+    if dictd.is_dictd_path(path) or _looks_like_dictd_index(path):
+        raise LexiconError(
+            f"{path}: this is a dictd dictionary (.index + .dict.dz), not {fmt}: pass --format dictd "
+            f"(or --format auto) with the .index, the .dict.dz or their common stem"
+        )
+    kind = _binary_kind(path)
+    if kind is not None:
+        how = "detected from its first line" if detected else "as asked"
+        raise LexiconError(
+            f"{path}: a {kind} file, not a {fmt} text dictionary ({how}): decompress it first, or if "
+            f"it is a dictd .dict.dz, pass it with its .index beside it and --format dictd"
+        )
+
+
+def _looks_like_dictd_index(path: str) -> bool:
+    """A dictd index read under another name: its first data line is a meta entry or an
+    ``word<TAB>base64<TAB>base64`` line."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    return first.startswith(("00database", "00-database")) and "\t" in first
+
+
+def _binary_kind(path: str) -> str | None:
+    """``gzip``, ``zip``, ... for a compressed file, ``binary`` for one with NUL bytes; None for text."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return None  # reading will raise the error that names it
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    # UTF-16 text has NUL bytes too, and is as unreadable here as any binary.
+    return "binary" if b"\x00" in head else None
+
+
+def _read_dictd(path: str, skip_invalid: bool) -> DictionaryReadResult:
+    result = DictionaryReadResult(path=path, format="dictd")
+    try:
+        pairs, counts = dictd.read_dictd_entries(path, lambda message: _report(result, message, skip_invalid))
+    except OSError as exc:
+        raise LexiconError(str(exc)) from None
+    result.num_lines = counts["entries"]
+    result.dropped_phrase = counts["phrase"]
+    result.dropped_fragment = counts["fragment"]
+    result.dropped_truncated = counts["truncated"]
+    seen: set[tuple[str, ...]] = set()
+    for headword, translations in pairs:
+        _add_groups(result, seen, [(headword, t) for t in translations])
+    return result
+
+
+def _add_groups(result: DictionaryReadResult, seen: set[tuple[str, ...]], groups: list[tuple[str, ...]]) -> None:
+    """Append `groups` to `result`, dropping and counting identities and duplicates."""
+    for group in groups:
+        distinct = tuple(dict.fromkeys(group))
+        if len(distinct) < 2:
+            result.dropped_identity += 1
+        elif distinct in seen:
+            result.dropped_duplicate += 1
+        else:
+            seen.add(distinct)
+            result.groups.append(distinct)
 
 
 def _read(path: str, fmt: str, skip_invalid: bool, max_lines: int | None = None) -> DictionaryReadResult:
@@ -197,21 +317,20 @@ def _read(path: str, fmt: str, skip_invalid: bool, max_lines: int | None = None)
         result.num_lines += 1
         groups, phrases = parsed
         result.dropped_phrase += phrases
-        for group in groups:
-            distinct = tuple(dict.fromkeys(group))
-            if len(distinct) < 2:
-                result.dropped_identity += 1
-            elif distinct in seen:
-                result.dropped_duplicate += 1
-            else:
-                seen.add(distinct)
-                result.groups.append(distinct)
+        _add_groups(result, seen, groups)
     return result
 
 
 def _too_many_invalid(result: DictionaryReadResult, detected: bool, limit: float) -> str:
     total = result.num_lines + result.dropped_invalid
     how = "detected from the file" if detected else "as asked"
+    if result.format == "dictd":
+        first = result.invalid_reports[0] if result.invalid_reports else "?"
+        return (
+            f"{result.path}: {result.dropped_invalid} of {total} entries ({result.dropped_invalid / total:.1%}) "
+            f"are invalid read as dictd ({how}), more than --max-invalid-fraction {limit:g} allows "
+            f"(first: {first}); the index does not belong to this data file or one of them is damaged"
+        )
     first = result.invalid_reports[0][len(result.path) + 1 :] if result.invalid_reports else "?"
     message = (
         f"{result.path}: {result.dropped_invalid} of {total} data lines "
@@ -226,7 +345,7 @@ def _too_many_invalid(result: DictionaryReadResult, detected: bool, limit: float
             f"pass --format {fmt}"
         )
     return message + (
-        f"the file is none of the formats {', '.join(FORMATS[1:])} (--format); fix its lines or, "
+        f"the file is none of the formats {', '.join(_LINE_FORMATS)} (--format); fix its lines or, "
         f"if these lines are really to be skipped, raise --max-invalid-fraction"
     )
 
@@ -235,7 +354,7 @@ def _better_format(path: str, current: str, limit: float) -> tuple[str, int, int
     """(format, invalid lines, lines read) of the format that reads the start of `path` best,
     if it stays within `limit` and yields pairs; None otherwise."""
     best = None
-    for fmt in FORMATS[1:]:
+    for fmt in _LINE_FORMATS:
         if fmt == current:
             continue
         probe = _read(path, fmt, skip_invalid=True, max_lines=_PROBE_LINES)
@@ -250,10 +369,13 @@ def _better_format(path: str, current: str, limit: float) -> tuple[str, int, int
 def _no_pairs(result: DictionaryReadResult) -> str:
     total = result.num_lines + result.dropped_invalid
     if total == 0:
+        if result.format == "dictd":
+            return f"{result.path}: no translation pairs: the dictd index has no entries"
         return f"{result.path}: no translation pairs: the file has no data lines (only blank lines and # comments)"
     dropped = ", ".join(f"{k}={v}" for k, v in result.dropped.items())
+    unit = "entries" if result.format == "dictd" else "data lines"
     return (
-        f"{result.path}: no translation pairs in {total} data lines read as {result.format} "
+        f"{result.path}: no translation pairs in {total} {unit} read as {result.format} "
         f"(dropped: {dropped})"
     )
 

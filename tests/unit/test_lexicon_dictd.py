@@ -72,7 +72,7 @@ def test_auto_names_the_format_it_chose(caplog):
     assert f"read {FIXTURE}.dict.dz as dictd (detected from the file)" in caplog.text
 
 
-@pytest.mark.parametrize("fmt", ["muse", "tsv", "jsonl", "trans"])
+@pytest.mark.parametrize("fmt", ["muse", "tsv", "jsonl", "trans", "cedict"])
 @pytest.mark.parametrize("name", ["d.index", "d.dict.dz"])
 @pytest.mark.parametrize("skip_invalid", [False, True])
 def test_a_dictd_file_read_as_another_format_is_refused(tmp_path, fmt, name, skip_invalid):
@@ -82,40 +82,63 @@ def test_a_dictd_file_read_as_another_format_is_refused(tmp_path, fmt, name, ski
         read_dictionary(path, format=fmt, skip_invalid=skip_invalid, max_invalid_fraction=1.0)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: this is a dictd dictionary (.index + .dict.dz), not {fmt}: pass --format dictd")
+    assert message.startswith(f"{path}: this is a dictd dictionary (.index + .dict.dz), not {fmt} (as asked): "
+                              f"pass --format dictd")
 
 
-def test_an_index_or_plain_data_file_apart_from_its_pair_is_recognized(tmp_path):
+def test_an_index_or_data_file_apart_from_its_pair_is_recognized(tmp_path):
     # The index alone, renamed: its meta entries give it away.
     lone = tmp_path / "words.txt"
     shutil.copy(f"{FIXTURE}.index", lone)
-    with pytest.raises(LexiconError, match=r"words.txt: this is a dictd dictionary .*not muse: pass --format dictd"):
+    with pytest.raises(LexiconError, match=r"words.txt: this is a dictd dictionary's index, not muse \(detected from "
+                                           r"the file\): pass --format dictd with the .index and the .dict.dz"):
         read_dictionary(lone, skip_invalid=True, max_invalid_fraction=1.0)
-    # The uncompressed data file beside its index would otherwise read as "word /pron/" MUSE pairs.
-    stem = copy_fixture(tmp_path, plain=True)
-    with pytest.raises(LexiconError, match="not muse: pass --format dictd"):
-        read_dictionary(f"{stem}.dict", format="muse", skip_invalid=True)
-
-
-@pytest.mark.parametrize("skip_invalid", [False, True])
-def test_compressed_or_binary_files_are_refused_naming_what_they_are(tmp_path, skip_invalid):
-    gz = tmp_path / "pairs.txt.gz"
-    gz.write_bytes(gzip.compress(b"house casa\nriver r\xc3\xado\n"))
-    with pytest.raises(LexiconError, match=r"pairs.txt.gz: a gzip file, not a muse text dictionary \(detected "
-                                           r"from its first line\): decompress it first, or if it is a dictd "
-                                           r"\.dict\.dz, pass it with its \.index beside it and --format dictd"):
-        read_dictionary(gz, skip_invalid=skip_invalid, max_invalid_fraction=1.0)
-    # A .dict.dz without its index is the same case.
+    # The data file without its index, compressed or not.
     dz = tmp_path / "lonely.dict.dz"
     shutil.copy(f"{FIXTURE}.dict.dz", dz)
-    with pytest.raises(LexiconError, match=r"lonely.dict.dz: a gzip file, not a tsv text dictionary \(as asked\)"):
-        read_dictionary(dz, format="tsv", skip_invalid=skip_invalid)
+    with pytest.raises(LexiconError, match=r"lonely.dict.dz: this is a dictd dictionary's data file, not tsv \(as asked\)"):
+        read_dictionary(dz, format="tsv", skip_invalid=True, max_invalid_fraction=1.0)
     with pytest.raises(LexiconError, match=rf"{dz}: a dictd dictionary is .*lonely.index with .*missing: .*lonely.index"):
         read_dictionary(dz, format="dictd")
-    utf16 = tmp_path / "utf16.txt"
-    utf16.write_bytes("house casa\n".encode("utf-16"))
-    with pytest.raises(LexiconError, match="utf16.txt: a binary file, not a muse text dictionary"):
-        read_dictionary(utf16, skip_invalid=skip_invalid, max_invalid_fraction=1.0)
+    plain = tmp_path / "lonely.txt"
+    plain.write_bytes(gzip.decompress(dz.read_bytes()))
+    # Without the check, its "word /pronunciation/" lines would be read as MUSE pairs.
+    with pytest.raises(LexiconError, match=r"lonely.txt: this is a dictd dictionary's data file, not muse"):
+        read_dictionary(plain, skip_invalid=True, max_invalid_fraction=1.0)
+
+
+def test_compressed_text_is_read_and_archives_and_binary_files_are_refused(tmp_path):
+    import bz2
+    import lzma
+    import zipfile
+
+    for name, compress in (("pairs.txt.gz", gzip.compress), ("pairs.txt.bz2", bz2.compress),
+                           ("pairs.tsv.xz", lzma.compress)):
+        path = tmp_path / name
+        path.write_bytes(compress("house\tcasa\nriver\trío\n".encode()))
+        assert detect_format(path) == ("tsv" if ".tsv" in name else "muse")
+        assert read_dictionary(path).groups == [("house", "casa"), ("river", "río")]
+    archive = tmp_path / "pairs.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("pairs.txt", "house casa\n")
+    for skip_invalid in (False, True):
+        with pytest.raises(LexiconError, match=r"pairs.zip: a zip archive, not a muse text dictionary \(detected from "
+                                               r"the file\): unpack it first"):
+            read_dictionary(archive, skip_invalid=skip_invalid, max_invalid_fraction=1.0)
+        utf16 = tmp_path / "utf16.txt"
+        utf16.write_bytes("house casa\n".encode("utf-16"))
+        with pytest.raises(LexiconError, match=r"utf16.txt: a binary file, not a muse text dictionary \(detected from "
+                                               r"the file\); a dictionary must be UTF-8 text"):
+            read_dictionary(utf16, skip_invalid=skip_invalid, max_invalid_fraction=1.0)
+        packed = tmp_path / "packed.gz"
+        packed.write_bytes(gzip.compress(b"\x00\x01binary"))
+        with pytest.raises(LexiconError, match=r"packed.gz: a gzip-compressed binary file, not a tsv text dictionary "
+                                               r"\(as asked\)"):
+            read_dictionary(packed, format="tsv", skip_invalid=skip_invalid, max_invalid_fraction=1.0)
+    broken = tmp_path / "broken.txt.gz"
+    broken.write_bytes(gzip.compress(b"house casa\n" * 1000)[:40])
+    with pytest.raises(LexiconError, match=r"broken.txt.gz: a damaged compressed file"):
+        read_dictionary(broken)
 
 
 def test_damaged_index_lines_are_named_and_counted(tmp_path):
@@ -149,7 +172,7 @@ def test_build_lexicon_from_dictd(tmp_path):
     proc = run_tool("build_lexicon", ["--dictionary", str(FIXTURE), "--format", "tsv", *SP,
                                       "--output", str(tmp_path / "t.lex")], timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and not (tmp_path / "t.lex").exists()
-    assert "not tsv: pass --format dictd" in proc.stderr
+    assert "not tsv (as asked): pass --format dictd" in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if "ERROR" in line]) == 1
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "DictionaryReadResult",
     "LexiconError",
     "detect_format",
+    "open_text_lines",
     "read_dictionary",
 ]
 
@@ -134,6 +135,8 @@ class DictionaryReadResult:
         dropped_reference: CC-CEDICT cross-references and classifier lists (``CL:``, ``see``...).
         dropped_pinyin: CC-CEDICT glosses that are only pinyin.
         dropped_not_chinese: CC-CEDICT headwords without a Chinese character (``3C``).
+        dropped_by_filter: groups dropped by the quality filters (``quality.filter_dictionary``),
+            by filter.
         invalid_reports: ``path:line: message`` for skipped lines (the first 1000).
     """
 
@@ -150,6 +153,7 @@ class DictionaryReadResult:
     dropped_reference: int = 0
     dropped_pinyin: int = 0
     dropped_not_chinese: int = 0
+    dropped_by_filter: dict[str, int] = field(default_factory=dict)
     invalid_reports: list[str] = field(default_factory=list)
 
     @property
@@ -163,6 +167,7 @@ class DictionaryReadResult:
         }
         for reason in _FORMAT_DROPS.get(self.format, ()):
             counts[reason] = getattr(self, f"dropped_{reason}")
+        counts.update(self.dropped_by_filter)
         return counts
 
     @property
@@ -302,6 +307,28 @@ def _is_dictd_text(head: bytes) -> bool:
     """dictd index or data under another name: the ``00-database-*`` meta entries come first."""
     lines = [line.strip() for line in head.split(b"\n")[:5]]
     return any(line.startswith((b"00database", b"00-database")) for line in lines)
+
+
+def open_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its end) for the non-blank lines of the UTF-8 text file
+    `path`, decompressed on the fly when it is gzip, bzip2 or xz.
+
+    Raises:
+        LexiconError: a line that is not UTF-8 (``path:line``), or a binary file.
+    """
+    path = os.fspath(path)
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise LexiconError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{raw[exc.start]:02x} at byte offset "
+                                   f"{exc.start}); the file must be UTF-8 text") from None
+            if lineno == 1:
+                text = text.lstrip("\ufeff")
+            text = text.rstrip("\r\n")
+            if text.strip():
+                yield lineno, text
 
 
 @contextlib.contextmanager

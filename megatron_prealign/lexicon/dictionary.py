@@ -603,8 +603,9 @@ def _parse_cedict(text: str) -> tuple[list[tuple[str, ...]], dict[str, int]]:
 
 def _trans_synonyms(sense: str) -> tuple[list[str], int]:
     words, phrases = [], 0
-    for syn in sense.split(";"):
-        syn = " ".join(_TRANS_ANNOTATION.sub(" ", syn).split())
+    # Annotations first: they may hold ";" themselves ("to hear {heard; heard}").
+    for syn in _TRANS_ANNOTATION.sub(" ", sense).split(";"):
+        syn = " ".join(syn.split())
         if not syn:
             continue
         if " " in syn:

@@ -245,3 +245,18 @@ def test_detect_format(tmp_path):
 def test_unknown_format_rejected():
     with pytest.raises(LexiconError, match="unknown dictionary format 'csv'"):
         read_dictionary(ASSETS / "dict_en_de.muse", format="csv")
+
+
+TRANS_DE_EN = Path("/usr/share/trans/de-en")
+
+
+@pytest.mark.skipif(not TRANS_DE_EN.is_file(), reason="Debian package trans-de-en not installed")
+def test_real_trans_de_en():
+    r = read_dictionary(TRANS_DE_EN)
+    assert r.format == "trans" and r.dropped_invalid == 0
+    assert r.num_lines > 100_000 and len(r.groups) > 100_000
+    translations: dict[str, set[str]] = {}
+    for group in r.groups:
+        assert len(group) == 2 and all(" " not in w and not set(w) & set("{}[]<>") for w in group), group
+        translations.setdefault(group[0], set()).add(group[1])
+    assert {"house", "home"} <= translations["Haus"]

@@ -146,6 +146,8 @@ def build_lexicon_and_report(cfg: BuildLexiconConfig) -> tuple[Lexicon, dict | N
     if corpora or cfg.report:
         scans = [quality.scan_corpus(lexicon, c) for c in corpora]
         report = quality.lexicon_report(lexicon, result, tokenizer, scans, outcome, cfg.case_variants)
+        report["settings"] = {"corpus": list(cfg.corpus), **{name: getattr(cfg, name) for name in (
+            "stopwords", "stopwords_top_k", "min_frequency", "max_translations", "case_variants", "mode")}}
     lexicon.save(cfg.output)
     logger.info("wrote %s", cfg.output)
     if cfg.report:

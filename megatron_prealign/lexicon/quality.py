@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -103,11 +104,18 @@ def tokenize_corpus(path: str, tokenizer: Tokenizer, json_key: str = "text") -> 
             a line that is not UTF-8 (naming ``path:line``); a file without documents.
         FileNotFoundError: `path` does not exist.
     """
-    jsonl = path.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.bz2", ".jsonl.xz"))
+    if not os.path.exists(path) and os.path.isfile(path + ".bin") and os.path.isfile(path + ".idx"):
+        raise LexiconError(f"--corpus {path} is a preprocessed dataset prefix; --corpus takes the raw text "
+                           f"(.jsonl or one document per line) that tools/preprocess_data.py reads")
+    stem = path[: -len(os.path.splitext(path)[1])] if path.endswith((".gz", ".bz2", ".xz")) else path
+    # As tools/preprocess_data.py's "auto": .jsonl/.json, or a first line that opens a JSON object.
+    jsonl = stem.endswith((".jsonl", ".json"))
     ids: list[np.ndarray] = []
     lengths: list[int] = []
     started = last = time.monotonic()
     for lineno, line in open_text_lines(path):
+        if lineno == 1 or not lengths:
+            jsonl = jsonl or line.lstrip().startswith("{")
         if jsonl:
             try:
                 record = json.loads(line)

@@ -220,3 +220,17 @@ def test_tool_flags(files, tmp_path):
     proc = run_tool("build_lexicon", ["--dictionary", str(d), *SP, "--output", str(tmp_path / "u.lex"),
                                       "--min-frequency", "2"], timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "--min-frequency counts matches in a corpus" in proc.stderr
+
+
+def test_corpus_mistakes(tmp_path, sp):
+    # A preprocessed prefix instead of raw text.
+    prefix = tmp_path / "corpus_text_document"
+    Path(f"{prefix}.bin").write_bytes(b"")
+    Path(f"{prefix}.idx").write_bytes(b"")
+    with pytest.raises(LexiconError, match=r"--corpus .*corpus_text_document is a preprocessed dataset prefix; "
+                                           r"--corpus takes the raw text"):
+        quality.tokenize_corpus(str(prefix), sp)
+    # JSON lines in a .txt file are read as JSON, as preprocessing reads them.
+    txt = tmp_path / "docs.txt"
+    txt.write_text('{"text": "la casa"}\n', encoding="utf-8")
+    assert quality.tokenize_corpus(str(txt), sp).tokens.tolist() == sp.encode("la casa")

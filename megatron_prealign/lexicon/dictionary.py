@@ -34,8 +34,8 @@ The line formats may be gzip-, bzip2- or xz-compressed (CC-CEDICT ships as ``.tx
 file is decompressed as it is read.
 
 A file that is plainly in another format than the one asked for (a dictd ``.index`` or
-``.dict.dz`` read as ``tsv``) or not text at all (compressed, binary) is refused before reading,
-with a message naming the format it looks like; ``skip_invalid`` does not change that, since the
+``.dict.dz`` read as ``tsv``) or not text at all (a zip or zstd archive, a binary file) is refused
+before reading, with a message naming what it is; ``skip_invalid`` does not change that, since the
 few lines of such a file that happen to parse (a dictd ``.dict`` has ``word /pronunciation/``
 lines that read as MUSE pairs) would make a lexicon of garbage.
 
@@ -128,8 +128,8 @@ class DictionaryReadResult:
         dropped_identity: pairs whose words are equal (``OK OK``), or multi-way groups with
             fewer than two distinct words.
         dropped_invalid: malformed lines skipped because ``skip_invalid=True``.
-        dropped_phrase: multi-word translations skipped by the ``trans`` and ``dictd`` readers
-            (and dictd entries whose headword is a phrase).
+        dropped_phrase: multi-word translations skipped by the ``trans``, ``cedict`` and ``dictd``
+            readers (and dictd entries whose headword is a phrase).
         dropped_fragment: dictd affixes (``archi-``) and elided fragments (``hace...``).
         dropped_truncated: dictd entries whose headword lost its later words (see ``dictd.py``).
         dropped_reference: CC-CEDICT cross-references and classifier lists (``CL:``, ``see``...).

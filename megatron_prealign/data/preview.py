@@ -69,10 +69,11 @@ class SamplePreview:
 
     index: int
     """Sample index in the dataset."""
-    original: list[tuple[str, bool]]
-    """Text segments of the original input; True marks a word the sample switches."""
-    switched: list[tuple[str, bool]]
-    """Text segments of the switched input; True marks a translation written in."""
+    original: list[tuple[str, str]]
+    """(text, kind) segments of the original input; kind ``switched`` marks a word the sample
+    switches, ``eod`` a document end (its text is empty), ``text`` the rest."""
+    switched: list[tuple[str, str]]
+    """The same for the switched input; ``switched`` marks a translation written in."""
     switched_words: int
     eligible_words: int
 
@@ -153,15 +154,24 @@ def _sample_preview(dataset, idx: int, tokenizer, seq_length: int) -> SamplePrev
     )
 
 
-def _segments(tokenizer, ids: np.ndarray, marked: Sequence[tuple[int, int]]) -> list[tuple[str, bool]]:
-    """Text of `ids` cut at the `marked` [start, end) ranges (sorted, disjoint), each piece flagged."""
+def _segments(tokenizer, ids: np.ndarray, marked: Sequence[tuple[int, int]]) -> list[tuple[str, str]]:
+    """(text, kind) pieces of `ids`: the `marked` [start, end) ranges (sorted, disjoint) as
+    ``switched``, each end-of-document token as ``eod``, the rest as ``text``."""
     pieces, pos = [], 0
     for a, b in marked:
-        pieces += [(pos, a, False), (a, min(b, len(ids)), True)]
+        pieces += [(pos, a, "text"), (a, min(b, len(ids)), "switched")]
         pos = min(b, len(ids))
-    pieces.append((pos, len(ids), False))
+    pieces.append((pos, len(ids), "text"))
+    eod = tokenizer.eod
+    split = []
+    for start, end, kind in pieces:
+        if kind == "text":
+            for e in np.flatnonzero(ids[start:end] == eod) + start:
+                split += [(start, int(e), "text"), (int(e), int(e) + 1, "eod")]
+                start = int(e) + 1
+        split.append((start, end, kind))
     out, previous = [], ""
-    for start, end, is_marked in pieces:
+    for start, end, kind in split:
         if end <= start:
             continue
         # Decoding the prefix and keeping the new characters keeps the space that a tokenizer
@@ -169,19 +179,22 @@ def _segments(tokenizer, ids: np.ndarray, marked: Sequence[tuple[int, int]]) -> 
         text = tokenizer.decode(ids[:end].tolist())
         piece = text[len(previous):] if text.startswith(previous) else tokenizer.decode(ids[start:end].tolist())
         previous = text
-        out.append((piece, is_marked))
+        out.append(("" if kind == "eod" else piece, kind))
     return out
 
 
-def format_preview(p: SamplePreview, open_mark: str = "[", close_mark: str = "]") -> str:
-    """Three lines: a header, the original input and the switched input, spans marked."""
+def format_preview(p: SamplePreview, open_mark: str = "[", close_mark: str = "]", eod_mark: str = " ¶") -> str:
+    """Three lines: a header, the original input and the switched input; switched spans in
+    `open_mark`/`close_mark`, document ends as `eod_mark`."""
 
     def render(segments):
         out = []
-        for text, marked in segments:
-            if marked:
+        for text, kind in segments:
+            if kind == "switched":
                 lead = text[: len(text) - len(text.lstrip())]
                 out.append(f"{lead}{open_mark}{text.strip()}{close_mark}")
+            elif kind == "eod":
+                out.append(eod_mark)
             else:
                 out.append(text)
         return "".join(out).replace("\n", " ")

@@ -25,7 +25,7 @@ def text(segments):
 
 
 def marked(segments):
-    return [t.strip() for t, m in segments if m]
+    return [t.strip() for t, kind in segments if kind == "switched"]
 
 
 def test_samples_show_the_datasets_own_switches(data_prefixes, data_lexicon_path, data_tokenizer, tmp_path):
@@ -46,7 +46,7 @@ def test_samples_show_the_datasets_own_switches(data_prefixes, data_lexicon_path
     ds = CodeSwitchGPTDataset(indexed, prefix, np.arange(len(indexed), dtype=np.int32), None, Split.train, ds_cfg)
     lex = load_lexicon(data_lexicon_path, data_tokenizer)
     texts = {lex.entry_text(i): i for i in range(lex.num_entries)}
-    switched_total = 0
+    switched_total = eods_seen = 0
     for s in samples:
         sample = ds[s.index]
         window, decisions = ds.switch_decisions(s.index)
@@ -64,7 +64,11 @@ def test_samples_show_the_datasets_own_switches(data_prefixes, data_lexicon_path
         lines = format_preview(s).splitlines()
         assert lines[0] == f"sample {s.index}: {s.switched_words} of {s.eligible_words} dictionary words switched"
         assert lines[1].count("[") >= len(pairs) and lines[2].startswith("  switched: ")
-    assert switched_total > 0
+        # Document ends are shown where the window holds the end-of-document token.
+        eods = int((window[:SEQ] == data_tokenizer.eod).sum())
+        assert [kind for _, kind in s.original].count("eod") == eods and lines[1].count(" ¶") == eods
+        eods_seen += eods
+    assert switched_total > 0 and eods_seen > 0
 
 
 def test_seeded_and_ratio(data_prefixes, data_lexicon_path, tmp_path):

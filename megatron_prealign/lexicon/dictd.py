@@ -107,7 +107,6 @@ def dictd_paths(path: str) -> DictdPaths:
 
 @dataclass
 class _Entry:
-    location: str
     headwords: list[str]
     key: str
     pronunciation: str
@@ -170,7 +169,7 @@ def read_dictd_entries(
                 report(f"{where}: entry {headword!r} in {paths.data} has invalid UTF-8 at byte "
                        f"{offset + exc.start}")
                 continue
-            entries.append(_parse_entry(where, fields[3] if len(fields) > 3 and fields[3] else headword, body))
+            entries.append(_parse_entry(fields[3] if len(fields) > 3 and fields[3] else headword, body))
 
     truncated = _truncated(entries)
     counts = {"entries": len(entries), "phrase": 0, "fragment": 0, "truncated": len(truncated)}
@@ -206,7 +205,7 @@ def _b64(digits: str) -> int:
     return n
 
 
-def _parse_entry(location: str, index_headword: str, body: str) -> _Entry:
+def _parse_entry(index_headword: str, body: str) -> _Entry:
     lines = body.split("\n")
     first = lines[0]
     pronunciation = _PRONUNCIATION.search(_NOTE.sub(" ", first))
@@ -238,7 +237,6 @@ def _parse_entry(location: str, index_headword: str, body: str) -> _Entry:
             elif item not in translations:
                 translations.append(item)
     return _Entry(
-        location=location,
         headwords=headwords,
         key=key,
         pronunciation=_PRONUNCIATION_MARKS.sub("", pronunciation.group(0).strip("/")) if pronunciation else "",

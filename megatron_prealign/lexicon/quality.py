@@ -57,6 +57,7 @@ from megatron_prealign.log import get_logger
 __all__ = [
     "GROUP_EXPLANATION",
     "CorpusScan",
+    "CorpusTokens",
     "FilterOutcome",
     "filter_dictionary",
     "format_report",

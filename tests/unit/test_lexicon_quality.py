@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from megatron_prealign.lexicon import (
-    BuildLexiconConfig,
     LexiconError,
     build_lexicon,
     build_lexicon_and_report,

@@ -359,4 +359,3 @@ def test_dictd_reader_raises_only_lexicon_errors(workdir, entries, junk, compres
         assert len(group) == 2 and group[0] != group[1]
         for w in group:
             assert w and w == w.strip() and " " not in w
-            assert "/" not in w or w.count("/") == 0

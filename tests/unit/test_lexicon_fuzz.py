@@ -323,7 +323,9 @@ entry_body = st.lists(st.one_of(line, st.sampled_from(["house /haʊs/ <n>", "1. 
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.text(max_size=8), entry_body), min_size=0, max_size=8), st.lists(line, max_size=3),
+@given(st.lists(st.tuples(st.text(st.characters(blacklist_characters="\t\n\r"), max_size=8), entry_body),
+                max_size=8),
+       st.one_of(st.just([]), st.lists(line, max_size=2)),
        st.booleans(), st.booleans(), st.sampled_from(["stem", ".index", ".dict.dz"]))
 def test_dictd_reader_raises_only_lexicon_errors(workdir, entries, junk, compressed, skip_invalid, name):
     import gzip

@@ -77,7 +77,7 @@ GROUP_EXPLANATION = (
     "of translations (bank - banco - bench ...); big groups come from polysemy chaining words together"
 )
 
-# Documents tokenized per scan call: bounds the memory of one batch's concatenated ids.
+# Documents per scan call: bounds the size of the match arrays one call returns.
 _BATCH_DOCUMENTS = 4096
 _PROGRESS_SECONDS = 30.0
 _TOP_ENTRIES = 50
@@ -115,7 +115,7 @@ def tokenize_corpus(path: str, tokenizer: Tokenizer, json_key: str = "text") -> 
     lengths: list[int] = []
     started = last = time.monotonic()
     for lineno, line in open_text_lines(path):
-        if lineno == 1 or not lengths:
+        if not lengths:
             jsonl = jsonl or line.lstrip().startswith("{")
         if jsonl:
             try:

@@ -6,12 +6,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "codeswitch.h"
+#include "lexicon_compile.h"
 #include "lexicon_scan.h"
 
 namespace py = pybind11;
@@ -129,6 +131,82 @@ py::array_t<T, py::array::c_style> ExactArray(const py::array& arr, const char* 
   if (!(arr.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous");
   return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(arr);
+}
+
+// compile_lexicon's table builders: ragged rows as (offsets int64 (n+1,), flat int32).
+py::tuple DedupeRows(const py::array& offsets, const py::array& flat) {
+  auto o = ExactArray<int64_t>(offsets, "offsets");
+  auto f = ExactArray<int32_t>(flat, "flat");
+  if (o.size() < 1) throw py::value_error("offsets must hold at least one value");
+  std::vector<int32_t> inverse;
+  std::vector<int64_t> first;
+  WithoutGil([&] {
+    prealign::DedupeRows(o.data(), o.size() - 1, f.data(), f.size(), &inverse, &first);
+  });
+  return py::make_tuple(ToNumpy(std::move(inverse)), ToNumpy(std::move(first)));
+}
+
+py::array_t<int32_t> ConnectedComponents(const py::array& offsets, const py::array& flat) {
+  auto o = ExactArray<int64_t>(offsets, "offsets");
+  auto f = ExactArray<int32_t>(flat, "flat");
+  if (o.size() < 1) throw py::value_error("offsets must hold at least one value");
+  return ToNumpy(WithoutGil(
+      [&] { return prealign::ConnectedComponents(o.data(), o.size() - 1, f.data(), f.size()); }));
+}
+
+py::tuple BuildTrie(const py::array& offsets, const py::array& flat, const py::array& include) {
+  auto o = ExactArray<int64_t>(offsets, "offsets");
+  auto f = ExactArray<int32_t>(flat, "flat");
+  auto inc = ExactArray<uint8_t>(include, "include");
+  if (o.size() < 1) throw py::value_error("offsets must hold at least one value");
+  if (inc.size() != o.size() - 1) throw py::value_error("include must have one value per row");
+  auto t = WithoutGil(
+      [&] { return prealign::BuildTrie(o.data(), o.size() - 1, f.data(), f.size(), inc.data()); });
+  return py::make_tuple(ToNumpy(std::move(t.child_offsets)), ToNumpy(std::move(t.child_tokens)),
+                        ToNumpy(std::move(t.child_nodes)), ToNumpy(std::move(t.node_entry)));
+}
+
+// Token-id lists as the tokenizer libraries return them (a Python list of lists of ints) into
+// one flat array, with `eod` (if >= 0) after every non-empty list: the per-token loop that
+// numpy.fromiter would run through the iterator protocol, at C speed.
+template <typename T>
+py::tuple FlattenTokenLists(const py::list& rows, int64_t eod) {
+  PyObject* list = rows.ptr();
+  const Py_ssize_t n = PyList_GET_SIZE(list);
+  std::vector<int64_t> lengths(static_cast<size_t>(n));
+  size_t total = 0;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* row = PyList_GET_ITEM(list, i);
+    if (!PyList_Check(row)) throw py::type_error("row " + std::to_string(i) + " is not a list");
+    const Py_ssize_t m = PyList_GET_SIZE(row);
+    lengths[i] = m + ((m > 0 && eod >= 0) ? 1 : 0);
+    total += static_cast<size_t>(lengths[i]);
+  }
+  const int64_t max_id = static_cast<int64_t>(std::numeric_limits<T>::max());
+  if (eod > max_id) throw py::value_error("eod " + std::to_string(eod) + " does not fit the dtype");
+  std::vector<T> out(total);
+  size_t k = 0;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* row = PyList_GET_ITEM(list, i);
+    const Py_ssize_t m = PyList_GET_SIZE(row);
+    for (Py_ssize_t j = 0; j < m; ++j) {
+      const long long v = PyLong_AsLongLong(PyList_GET_ITEM(row, j));
+      if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+      if (v < 0 || v > max_id)
+        throw py::value_error("token id " + std::to_string(v) + " in row " + std::to_string(i) +
+                              " does not fit the dtype");
+      out[k++] = static_cast<T>(v);
+    }
+    if (m > 0 && eod >= 0) out[k++] = static_cast<T>(eod);
+  }
+  return py::make_tuple(ToNumpy(std::move(lengths)), ToNumpy(std::move(out)));
+}
+
+py::tuple FlattenTokens(const py::list& rows, int64_t eod, const py::dtype& dtype) {
+  if (dtype.is(py::dtype::of<uint16_t>()) || dtype.equal(py::dtype::of<uint16_t>()))
+    return FlattenTokenLists<uint16_t>(rows, eod);
+  if (dtype.equal(py::dtype::of<int32_t>())) return FlattenTokenLists<int32_t>(rows, eod);
+  throw py::type_error("dtype must be uint16 or int32, got " + std::string(py::str(dtype)));
 }
 
 // _C.CodeSwitchLexicon: the lexicon's flat arrays, held (not copied) for the object's life.
@@ -377,6 +455,22 @@ class CodeSwitcher {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "Compiled kernels of megatron_prealign (built by `pip install -e .`).";
+
+  m.def("dedupe_rows", &DedupeRows, py::arg("offsets"), py::arg("flat"),
+        "dedupe_rows(offsets int64 (n+1,), flat int32) -> (inverse int32 (n,), first int64 (u,)):"
+        " distinct rows in first-occurrence order. Releases the GIL.");
+  m.def("connected_components", &ConnectedComponents, py::arg("offsets"), py::arg("flat"),
+        "connected_components(offsets int64 (n+1,), flat int32 neighbour ids) -> int32 (n,)"
+        " component per node, numbered by smallest node. Releases the GIL.");
+  m.def("build_trie", &BuildTrie, py::arg("offsets"), py::arg("flat"), py::arg("include"),
+        "build_trie(offsets int64 (n+1,), flat int32 tokens, include uint8 (n,)) -> (child_offsets"
+        " int64, child_tokens int32, child_nodes int32, node_entry int32): the lexicon trie over"
+        " the included rows, inserted in row order. Releases the GIL.");
+
+  m.def("flatten_token_lists", &FlattenTokens, py::arg("rows"), py::arg("eod"), py::arg("dtype"),
+        "flatten_token_lists(rows: list of lists of int, eod: int (-1: none), dtype: uint16|int32) ->"
+        " (lengths int64 (n,), tokens): the rows back to back, eod after every non-empty row"
+        " (counted in its length); an id outside the dtype is a ValueError.");
 
   py::class_<prealign::LexiconTrie>(m, "LexiconTrie",
                                     "Token-id trie (CSR arrays) plus the token-class table.")

@@ -28,7 +28,9 @@ from megatron_prealign.lexicon.tokenizer import TOKENIZER_TYPE_ALIASES, TOKENIZE
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_argument_group("input")
-    group.add_argument("--input", required=True, help="JSON-lines file, or plain text with one document per line")
+    group.add_argument("--input", required=True,
+                       help="JSON-lines file, or plain text with one document per line; or a quoted glob pattern "
+                            "of such files (read in sorted order); gzip/bzip2/xz/zstd files are read as they are")
     group.add_argument("--input-format", choices=INPUT_FORMATS, default="auto")
     group.add_argument("--json-keys", nargs="+", default=["text"], help="keys to extract (one output per key)")
     group = parser.add_argument_group("tokenizer")

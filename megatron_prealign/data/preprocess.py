@@ -12,12 +12,18 @@ sequence per document, dtype uint16 below 65500 token ids else int32) and, with 
 
 Input: JSON lines (``{"text": ...}``), or plain text with one document per line
 (``input_format="text"``; ``auto`` picks jsonl for ``.jsonl``/``.json`` files and for files whose
-first non-blank line starts with ``{``). Lines that are not valid UTF-8 or not a JSON object,
-missing keys and empty documents are skipped, counted and reported; they never stop the run.
+first non-blank line starts with ``{``). ``input`` is one file or a glob pattern
+(``"shards/*.jsonl.gz"``): the matching files are read in sorted order as one corpus. Files may
+be gzip, bzip2, xz or zstd compressed (recognised by their first bytes; zstd needs the
+``zstandard`` package). Lines that are not valid UTF-8 or not a JSON object, missing keys and
+empty documents are skipped, counted and reported; they never stop the run.
 
-The output does not depend on ``workers`` or ``partitions``: workers encode batches of lines
-that are written in input order, and partitions (contiguous byte ranges of the input written to
-partial files) are merged in order.
+The output does not depend on ``workers`` or ``partitions``: the input is cut into tasks of about
+``_BATCH_BYTES`` of whole lines (byte ranges that each worker reads itself for uncompressed
+files, decompressed blocks for compressed ones), workers encode them in one tokenizer call per
+task and key, scan them for lexicon spans in one compiled call, and return flat arrays that are
+written in input order; partitions (contiguous runs of tasks written to partial files) are merged
+in order.
 
 Besides the data, every key gets the manifest ``<prefix>_<key>_document.json``
 (``integrity.DatasetManifest``: the tokenizer's identity, and size and sha256 of every file,
@@ -27,20 +33,23 @@ dataset. Temporaries that an earlier, killed run left for the same outputs are r
 """
 from __future__ import annotations
 
+import bz2
 import collections
 import contextlib
 import dataclasses
-import itertools
+import glob
+import gzip
 import json
+import json.scanner
+import lzma
 import multiprocessing
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
-from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from tqdm import tqdm
 
 from megatron_prealign.data.integrity import (
@@ -53,21 +62,23 @@ from megatron_prealign.data.integrity import (
     staged_file_entry,
     tokenizer_identity,
 )
+from megatron_prealign.data.codeswitch import _native
+from megatron_prealign.data.indexed_writer import IndexWriter
 from megatron_prealign.data.sidecar import SIDECAR_FILES, SidecarWriter, append_documents, sidecar_prefix
 from megatron_prealign.fileio import remove_path, remove_stale_temporaries, tmp_name
 from megatron_prealign.lexicon.lexicon import load_lexicon
 from megatron_prealign.lexicon.tokenizer import build_tokenizer, canonical_tokenizer_type
 from megatron_prealign.log import get_logger
 
-__all__ = ["INPUT_FORMATS", "PreprocessConfig", "PreprocessSummary", "check_inputs", "preprocess"]
+__all__ = ["INPUT_FORMATS", "PreprocessConfig", "PreprocessSummary", "check_inputs", "input_files", "preprocess"]
 
 logger = get_logger(__name__)
 
 INPUT_FORMATS = ("auto", "jsonl", "text")
 
-# A worker task: this many lines or bytes, whichever comes first.
-_BATCH_LINES = 512
+# A worker task: about this many bytes of whole lines (one tokenizer call per task and key).
 _BATCH_BYTES = 1 << 20
+_MIN_TASK_BYTES = 1 << 16
 # Tasks in flight per worker: bounds memory while keeping every worker busy.
 _IN_FLIGHT_PER_WORKER = 4
 
@@ -78,7 +89,9 @@ class PreprocessConfig:
     same name)."""
 
     input: str
-    """JSON-lines file, or plain text with one document per line (--input)."""
+    """JSON-lines file, or plain text with one document per line; or a glob pattern matching
+    several such files, read in sorted order; gzip/bzip2/xz/zstd-compressed files are read as
+    they are (--input)."""
     output_prefix: str
     """Outputs are <output_prefix>_<key>_document.{bin,idx} [+ _codeswitch.{bin,idx,json}] (--output-prefix)."""
     tokenizer_type: str
@@ -122,15 +135,18 @@ def check_inputs(cfg: PreprocessConfig) -> PreprocessConfig:
         `cfg` with ``input_format`` ``jsonl`` or ``text``.
 
     Raises:
-        DataError: naming the flag and the fix (missing, directory or compressed input, missing
-            lexicon or tokenizer model, several keys for plain-text input).
+        DataError: naming the flag and the fix (no input file, a directory, a zstd file without
+            the zstandard package, missing lexicon or tokenizer model, several keys for
+            plain-text input).
     """
-    _check_file("--input", cfg.input, "give one corpus file per run (merge the outputs of several with "
-                                      "tools/merge_datasets.py)")
-    compression = _compression(cfg.input)
-    if compression:
-        raise DataError(f"--input {cfg.input} is {compression}-compressed: decompress it first "
-                        f"(the input is split by byte offsets across --workers/--partitions)")
+    files = input_files(cfg.input)
+    for path in files:
+        _check_file("--input", path, "give a corpus file or a glob pattern of files (quote it: "
+                                     "--input 'shards/*.jsonl.gz')")
+        compression = _compression(path)
+        if compression == "zstd" and _zstd_module() is None:
+            raise DataError(f"--input {path} is zstd-compressed and the zstandard package is not installed: "
+                            f"pip install zstandard, or decompress it first (zstd -d)")
     if cfg.lexicon is not None:
         _check_file("--lexicon", cfg.lexicon, "give the compiled FILE.lex from tools/build_lexicon.py")
     if not os.path.exists(cfg.tokenizer_model):
@@ -138,10 +154,26 @@ def check_inputs(cfg: PreprocessConfig) -> PreprocessConfig:
     if cfg.tokenizer_type == "SentencePieceTokenizer" and os.path.isdir(cfg.tokenizer_model):
         raise DataError(f"--tokenizer-model {cfg.tokenizer_model} is a directory: SentencePieceTokenizer "
                         f"needs the .model file")
-    input_format = _detect_format(cfg.input) if cfg.input_format == "auto" else cfg.input_format
+    input_format = _detect_format(files[0]) if cfg.input_format == "auto" else cfg.input_format
     if input_format == "text" and len(cfg.json_keys) != 1:
         raise DataError("plain-text input has one document per line: give a single --json-keys name")
     return dataclasses.replace(cfg, input_format=input_format)
+
+
+def input_files(pattern: str) -> List[str]:
+    """The files ``--input`` names: the path itself if it exists, else the sorted glob matches.
+
+    Raises:
+        DataError: nothing exists at ``pattern`` and no file matches it.
+    """
+    if os.path.exists(pattern) or not glob.has_magic(pattern):
+        if not os.path.exists(pattern):
+            raise DataError(f"--input {pattern}: no such file")
+        return [pattern]
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise DataError(f"--input {pattern}: no file matches the pattern")
+    return files
 
 
 def _check_file(flag: str, path: str, hint: str) -> None:
@@ -160,11 +192,54 @@ def _compression(path: str) -> Optional[str]:
     return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
 
 
+def _zstd_module():
+    try:
+        import zstandard
+    except ImportError:
+        return None
+    return zstandard
+
+
+def _open_input(path: str) -> Tuple[BinaryIO, BinaryIO]:
+    """``(reader, raw)``: the decompressed byte stream, and the file under it (for progress)."""
+    raw = open(path, "rb")
+    compression = _compression(path)
+    if compression is None:
+        return raw, raw
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    if compression == "bzip2":
+        return bz2.BZ2File(raw, mode="rb"), raw
+    if compression == "xz":
+        return lzma.LZMAFile(raw, mode="rb"), raw
+    return _zstd_module().ZstdDecompressor().stream_reader(raw, read_across_frames=True), raw
+
+
+@contextlib.contextmanager
+def _reading(path: str):
+    """A damaged compressed file is a one-line error naming it, not a decompressor traceback."""
+    try:
+        yield
+    except (EOFError, OSError, lzma.LZMAError) as exc:
+        compression = _compression(path)
+        if compression is None:
+            raise
+        raise DataError(f"--input {path}: corrupt or truncated {compression} file ({exc})") from None
+    except Exception as exc:
+        if type(exc).__name__ != "ZstdError":
+            raise
+        raise DataError(f"--input {path}: corrupt or truncated zstd file ({exc})") from None
+
+
 def _detect_format(path: str) -> str:
-    if path.endswith((".jsonl", ".json")):
+    name = path
+    for suffix in (".gz", ".bz2", ".xz", ".zst", ".zstd"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    if name.endswith((".jsonl", ".json")):
         return "jsonl"
-    with open(path, "rb") as f:
-        for line in f:
+    reader, raw = _open_input(path)
+    with raw, reader, _reading(path):
+        for line in reader:
             if line.strip():
                 return "jsonl" if line.lstrip().startswith(b"{") else "text"
     return "text"
@@ -172,6 +247,12 @@ def _detect_format(path: str) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # Encoding (runs in the workers)
+
+
+def _token_dtype(vocab_size: int) -> type:
+    """megatron-core's ``DType.optimal_dtype``, without importing megatron-core (and torch) for it
+    (tests/tools/test_preprocess.py checks that both agree)."""
+    return np.uint16 if vocab_size < 65500 else np.int32
 
 
 @dataclass(frozen=True)
@@ -182,6 +263,12 @@ class _EncoderOptions:
     keys: Tuple[str, ...]
     input_format: str
     append_eod: bool
+    dtype: type  # the token .bin's dtype: workers send tokens in it (uint16 halves the transfer)
+
+
+# A task: a byte range of an uncompressed file (path, start, end), which the worker reads
+# itself, or a block of whole lines the main process decompressed.
+_Task = Union[Tuple[str, int, int], bytes]
 
 
 @dataclass
@@ -189,7 +276,7 @@ class _KeyBatch:
     """Encoded documents of one key in one batch (flat arrays: cheap to send between processes)."""
 
     lengths: np.ndarray  # int64 (D,) tokens per document
-    tokens: np.ndarray  # int32 (sum lengths,)
+    tokens: np.ndarray  # (sum lengths,) in the output dtype
     span_values: np.ndarray  # int64 (D,) int32 values of each document's span triples (3 per span)
     spans: np.ndarray  # int32 (sum span_values,) flattened (start, length, entry_id) triples
     span_tokens: int  # sum of the span lengths
@@ -212,66 +299,97 @@ class _Encoder:
             lexicon = load_lexicon(options.lexicon, self.tokenizer)
         self.lexicon = lexicon
         self.eod = self.tokenizer.eod
+        self.dtype = np.dtype(options.dtype)
 
-    def _texts(self, raw: bytes, counts: collections.Counter) -> Dict[str, Optional[str]]:
+    def encode_task(self, task: _Task) -> _Batch:
+        if isinstance(task, tuple):
+            path, start, end = task
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read(end - start)
+        else:
+            data = task
+        return self.encode_batch(data)
+
+    def _records(self, data: bytes, counts: collections.Counter) -> List[Optional[dict]]:
+        """Per line of ``data``: its keys' texts (a key maps to None when missing), or None for
+        a skipped line."""
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            counts["invalid_utf8"] += 1
-            return {}
+            decoded: List[Optional[str]] = data.decode("utf-8").split("\n")
+            if decoded[-1] == "":
+                decoded.pop()  # the newline ending the last line, not an empty line after it
+        except UnicodeDecodeError:  # find the bad lines; the others are read as usual
+            lines = data.split(b"\n")
+            if lines[-1] == b"":
+                lines.pop()
+            decoded = []
+            for raw in lines:
+                try:
+                    decoded.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    counts["invalid_utf8"] += 1
+                    decoded.append(None)
+        counts["lines"] += len(decoded)
+        keys = self.options.keys
         if self.options.input_format == "text":
-            return {self.options.keys[0]: line.rstrip("\r\n")}
-        if not line.strip():
-            return {key: "" for key in self.options.keys}  # a blank line: an empty document
-        try:
-            record = json.loads(line)
-        except ValueError:
-            counts["invalid_json"] += 1
-            return {}
-        if not isinstance(record, dict):
-            counts["invalid_json"] += 1
-            return {}
-        texts = {}
-        for key in self.options.keys:
-            value = record.get(key)
-            texts[key] = value if isinstance(value, str) else None
-        return texts
+            key = keys[0]
+            return [None if line is None else {key: line.rstrip("\r")} for line in decoded]
+        records: List[Optional[dict]] = []
+        scan_once, loads = _JSON_SCAN_ONCE, json.loads
+        for line in decoded:
+            if line is None:
+                records.append(None)
+                continue
+            if not line or line.isspace():
+                records.append({key: "" for key in keys})  # a blank line: an empty document
+                continue
+            try:
+                # json.loads without its Python wrapper layers: a line that is one value, at most
+                # followed by whitespace (else loads, for leading whitespace and the error).
+                record, end = scan_once(line, 0)
+                if end != len(line) and not line[end:].isspace():
+                    record = loads(line)
+            except (ValueError, StopIteration):
+                try:
+                    record = loads(line)
+                except ValueError:
+                    record = None
+            if not isinstance(record, dict):
+                counts["invalid_json"] += 1
+                record = None
+            records.append(record)
+        return records
 
-    def encode_batch(self, lines: List[bytes], nbytes: int) -> _Batch:
-        counts: collections.Counter = collections.Counter(lines=len(lines))
-        docs: Dict[str, list] = {key: [] for key in self.options.keys}
-        for raw in lines:
-            for key, text in self._texts(raw, counts).items():
-                if text is None:
-                    counts[f"{key}:missing_key"] += 1
-                    continue
-                ids = self.tokenizer.encode(text) if text.strip() else []
-                if not ids:
-                    counts[f"{key}:empty"] += 1
-                    continue
-                if self.options.append_eod:
-                    ids.append(self.eod)
-                docs[key].append(ids)
+    def encode_batch(self, data: bytes) -> _Batch:
+        """Encode whole lines: one tokenizer call per key, one compiled scan."""
+        counts: collections.Counter = collections.Counter(lines=0)
+        records = [r for r in self._records(data, counts) if r is not None]
         out = {}
         for key in self.options.keys:
-            d = docs[key]
-            lengths = np.fromiter((len(t) for t in d), dtype=np.int64, count=len(d))  # (D,)
-            tokens = np.fromiter(itertools.chain.from_iterable(d), dtype=np.int32, count=int(lengths.sum()))
-            if self.lexicon is not None and d:
+            values = [r.get(key) for r in records]
+            strings = [v for v in values if isinstance(v, str)]
+            missing = len(values) - len(strings)
+            texts = [v for v in strings if v and not v.isspace()]
+            counts[f"{key}:missing_key"] += missing
+            # Flat, in the output dtype, with the EOD after each document, in one compiled pass.
+            lengths, tokens = _native().flatten_token_lists(self.tokenizer.encode_batch(texts, num_threads=1),
+                                                            self.eod if self.options.append_eod else -1,
+                                                            self.dtype)
+            nonempty = lengths > 0
+            counts[f"{key}:empty"] += len(values) - missing - int(nonempty.sum())
+            if not nonempty.all():
+                lengths = lengths[nonempty]
+            if self.lexicon is not None and len(lengths):
                 # One compiled scan per batch, already in the sidecar's (start, length, entry) layout.
                 flat, span_values, span_tokens = self.lexicon.scan_documents(tokens, lengths)
             else:
-                flat, span_values, span_tokens = np.zeros(0, np.int32), np.zeros(len(d), np.int64), 0
-            out[key] = _KeyBatch(
-                lengths=lengths,
-                tokens=tokens,
-                span_values=span_values,
-                spans=flat,
-                span_tokens=span_tokens,
-            )
-        return _Batch(nbytes=nbytes, counts=counts, keys=out)
+                flat, span_values, span_tokens = np.zeros(0, np.int32), np.zeros(len(lengths), np.int64), 0
+            out[key] = _KeyBatch(lengths=lengths, tokens=tokens, span_values=span_values, spans=flat,
+                                 span_tokens=span_tokens)
+        return _Batch(nbytes=len(data), counts=counts, keys=out)
 
 
+_JSON_SCAN_ONCE = json.scanner.make_scanner(json.JSONDecoder())
 _WORKER: Optional[_Encoder] = None
 
 
@@ -280,49 +398,73 @@ def _init_worker(options: _EncoderOptions) -> None:
     _WORKER = _Encoder(options)
 
 
-def _encode_in_worker(lines: List[bytes], nbytes: int) -> _Batch:
-    return _WORKER.encode_batch(lines, nbytes)
+def _encode_in_worker(task: _Task) -> _Batch:
+    return _WORKER.encode_task(task)
 
 
 # ----------------------------------------------------------------------------------------------
 # Reading and writing (main process)
 
 
-def _partition_bounds(path: str, partitions: int) -> List[int]:
-    """Byte offsets splitting the file into ``partitions`` ranges that start at line starts."""
-    size = os.path.getsize(path)
-    bounds = [0]
-    with open(path, "rb") as f:
-        for i in range(1, partitions):
-            target = size * i // partitions
-            if target <= bounds[-1]:
-                bounds.append(bounds[-1])
-                continue
-            f.seek(target - 1)
-            f.readline()  # to the start of the first line at or after `target`
-            bounds.append(min(f.tell(), size))
-    bounds.append(size)
-    return bounds
+def _tasks(files: List[str], task_bytes: int) -> List[Tuple[List[_Task], int]]:
+    """Per input file: its tasks (byte ranges of an uncompressed file, found by seeking; a
+    compressed file's are produced while it is read, see `_read_tasks`) and its size on disk."""
+    out = []
+    for path in files:
+        size = os.path.getsize(path)
+        if _compression(path) is not None:
+            out.append(([], size))
+            continue
+        bounds = [0]
+        with open(path, "rb") as f:
+            while bounds[-1] < size:
+                f.seek(min(bounds[-1] + task_bytes, size) - 1)
+                f.readline()  # to the start of the next line
+                bounds.append(min(f.tell(), size))
+        out.append(([(path, a, b) for a, b in zip(bounds, bounds[1:])], size))
+    return out
 
 
-def _batches(path: str, start: int, end: int) -> Iterator[Tuple[List[bytes], int]]:
-    with open(path, "rb") as f:
-        f.seek(start)
-        pos = start
-        batch: List[bytes] = []
-        nbytes = 0
-        while pos < end:
-            line = f.readline()
-            if not line:
+def _read_tasks(path: str, tasks: List[_Task], size: int) -> Iterator[Tuple[_Task, int]]:
+    """``(task, input bytes it covers on disk)`` for one file."""
+    if tasks:
+        yield from ((t, t[2] - t[1]) for t in tasks)
+        return
+    reader, raw = _open_input(path)
+    with raw, reader, _reading(path):
+        rest, done = b"", 0
+        while True:
+            block = reader.read(_BATCH_BYTES)
+            position = raw.tell() if block else size
+            data = rest + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            if cut:
+                yield data[:cut], position - done
+                done = position
+            rest = data[cut:]
+            if not block:
                 break
-            pos += len(line)
-            batch.append(line)
-            nbytes += len(line)
-            if len(batch) >= _BATCH_LINES or nbytes >= _BATCH_BYTES:
-                yield batch, nbytes
-                batch, nbytes = [], 0
-        if batch:
-            yield batch, nbytes
+        if done < size:
+            yield b"", size - done
+
+
+def _partition_tasks(files: List[str], partitions: int, workers: int) -> List[Iterator[Tuple[_Task, int]]]:
+    """The input as ``partitions`` contiguous runs of tasks of about equal size on disk (a
+    compressed file is never split: it cannot be read from the middle)."""
+    # Smaller tasks for a small input, so that it still keeps every worker busy.
+    total = sum(os.path.getsize(f) for f in files)
+    task_bytes = max(1, min(_BATCH_BYTES, max(_MIN_TASK_BYTES, total // (4 * workers * partitions))))
+    units: List[Tuple[str, List[_Task], int]] = []
+    for path, (tasks, size) in zip(files, _tasks(files, task_bytes)):
+        units += [(path, [t], t[2] - t[1]) for t in tasks] if tasks else [(path, [], size)]
+    total = sum(u[2] for u in units)
+    parts: List[List[Tuple[str, List[_Task], int]]] = [[] for _ in range(partitions)]
+    seen = 0
+    for unit in units:
+        # A unit goes to the partition its middle byte falls in.
+        parts[min(partitions - 1, (2 * seen + unit[2]) * partitions // max(2 * total, 1))].append(unit)
+        seen += unit[2]
+    return [(item for path, tasks, size in part for item in _read_tasks(path, tasks, size)) for part in parts]
 
 
 class _Outputs:
@@ -330,7 +472,7 @@ class _Outputs:
 
     def __init__(self, prefix_paths: Dict[str, str], dtype, with_sidecar: bool, hashed: bool = False) -> None:
         self.paths = prefix_paths
-        self.tokens = IndexedDatasetBuilder(prefix_paths["bin"], dtype=dtype)
+        self.tokens = IndexWriter(prefix_paths["bin"], dtype=dtype)
         # The final outputs' digests go into the manifest (partial files are not committed).
         self.tokens_hash = hash_builder_output(self.tokens) if hashed else None
         self.sidecar = SidecarWriter(prefix_paths["cs_bin"]) if with_sidecar else None
@@ -366,25 +508,45 @@ class PreprocessSummary:
         return self.span_tokens.get(key, 0) / max(1, self.tokens.get(key, 0))
 
 
+class _InOrder:
+    """Results of a pool's workers for a stream of tasks, in input order. Keeps
+    ``limit`` tasks in flight from the moment it is made, so that the workers start on the
+    input while the main process still gets its writers ready."""
+
+    def __init__(self, pool, tasks: Iterator[Tuple[_Task, int]], limit: int) -> None:
+        self.pool, self.tasks, self.limit = pool, iter(tasks), limit
+        self.pending: collections.deque = collections.deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.limit:
+            item = next(self.tasks, None)
+            if item is None:
+                return
+            task, n = item
+            self.pending.append((self.pool.apply_async(_encode_in_worker, (task,)), n))
+
+    def __iter__(self) -> "_InOrder":
+        return self
+
+    def __next__(self) -> Tuple[_Batch, int]:
+        if not self.pending:
+            raise StopIteration
+        result, n = self.pending.popleft()
+        self._fill()  # before waiting: the workers never run dry while this one is written
+        return result.get(), n
+
+
 @contextlib.contextmanager
 def _encode_fn(options: _EncoderOptions, workers: int, tokenizer, lexicon):
-    """Yields ``encode(iterable of (lines, nbytes)) -> iterator of _Batch`` in input order."""
+    """Yields ``encode(iterable of (task, disk bytes)) -> iterator of (_Batch, disk bytes)`` in
+    input order."""
     if workers == 1:
         encoder = _Encoder(options, tokenizer, lexicon)
-        yield lambda batches: (encoder.encode_batch(lines, n) for lines, n in batches)
+        yield lambda tasks: ((encoder.encode_task(task), n) for task, n in tasks)
         return
     with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(options,)) as pool:
-
-        def encode(batches):
-            pending: collections.deque = collections.deque()
-            for lines, n in batches:
-                pending.append(pool.apply_async(_encode_in_worker, (lines, n)))
-                if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
-
-        yield encode
+        yield lambda tasks: _InOrder(pool, tasks, workers * _IN_FLIGHT_PER_WORKER)
 
 
 def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
@@ -400,13 +562,14 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
     t_start = time.perf_counter()
     tokenizer = build_tokenizer(cfg.tokenizer_type, cfg.tokenizer_model)
     lexicon = load_lexicon(cfg.lexicon, tokenizer) if cfg.lexicon else None  # fails early on a mismatch
-    dtype = DType.optimal_dtype(tokenizer.vocab_size)
+    dtype = _token_dtype(tokenizer.vocab_size)
     keys = cfg.json_keys
     options = _EncoderOptions(
-        cfg.tokenizer_type, cfg.tokenizer_model, cfg.lexicon, keys, cfg.input_format, cfg.append_eod
+        cfg.tokenizer_type, cfg.tokenizer_model, cfg.lexicon, keys, cfg.input_format, cfg.append_eod, dtype
     )
-    summary = PreprocessSummary(input_bytes=os.path.getsize(cfg.input))
-    bounds = _partition_bounds(cfg.input, cfg.partitions)
+    files = input_files(cfg.input)
+    summary = PreprocessSummary(input_bytes=sum(os.path.getsize(f) for f in files))
+    parts = _partition_tasks(files, cfg.partitions, cfg.workers)
 
     finals: Dict[str, Dict[str, str]] = {}
     ours = []  # every name this run may write, for the temporaries of earlier killed runs
@@ -431,14 +594,16 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
         with contextlib.ExitStack() as stack:
             stack.callback(_remove_all, [p for paths in tmp.values() for p in paths.values()])
             scratch = stack.enter_context(_scratch_dir(scratch_name)) if cfg.partitions > 1 else None
+            # The workers start on the first partition before the outputs are opened.
+            encode = stack.enter_context(_encode_fn(options, cfg.workers, tokenizer, lexicon))
+            first = encode(parts[0])
             final_outputs = {key: _Outputs(tmp[key], dtype, lexicon is not None, hashed=True) for key in keys}
             progress = stack.enter_context(
                 tqdm(total=summary.input_bytes, unit="B", unit_scale=True, desc="preprocess", disable=None,
                      file=sys.stderr)
             )
-            encode = stack.enter_context(_encode_fn(options, cfg.workers, tokenizer, lexicon))
-            _encode_partitions(cfg, bounds, keys, encode, final_outputs, scratch, dtype, lexicon is not None,
-                               summary, progress, t_start)
+            _encode_partitions([first, *map(encode, parts[1:])], keys, final_outputs, scratch, dtype,
+                               lexicon is not None, summary, progress, t_start)
             for key in keys:
                 manifests[key] = _finalize_key(final_outputs[key], tmp[key], finals[key], tokenizer, cfg,
                                                lexicon, summary, key)
@@ -457,12 +622,12 @@ def preprocess(cfg: PreprocessConfig) -> PreprocessSummary:
     return summary
 
 
-def _encode_partitions(cfg, bounds, keys, encode, final_outputs, scratch, dtype, with_sidecar, summary, progress,
+def _encode_partitions(parts, keys, final_outputs, scratch, dtype, with_sidecar, summary, progress,
                        t_start) -> None:
     """Encode the input, partition by partition, into the final outputs (through partial files
     in `scratch` when there are several partitions)."""
-    docs_seen = 0
-    for part in range(cfg.partitions):
+    docs_seen, bytes_seen = 0, 0
+    for part, tasks in enumerate(parts):
         if scratch is None:
             outputs = final_outputs
         else:
@@ -474,14 +639,16 @@ def _encode_partitions(cfg, bounds, keys, encode, final_outputs, scratch, dtype,
                 )
                 for key in keys
             }
-        for batch in encode(_batches(cfg.input, bounds[part], bounds[part + 1])):
+        for batch, disk_bytes in tasks:
             summary.counts.update(batch.counts)
             for key in keys:
                 outputs[key].add(batch.keys[key])
-                docs_seen += len(batch.keys[key].lengths)
-            progress.update(batch.nbytes)
+            docs_seen += len(batch.keys[keys[0]].lengths)
+            bytes_seen += batch.nbytes
+            progress.update(disk_bytes)
             elapsed = max(time.perf_counter() - t_start, 1e-9)
-            progress.set_postfix_str(f"{docs_seen / elapsed:,.0f} docs/s", refresh=False)
+            progress.set_postfix_str(f"{docs_seen / elapsed:,.0f} docs/s, {bytes_seen / 1e6 / elapsed:.1f} MB/s",
+                                     refresh=False)
         if scratch is None:
             continue
         for key in keys:

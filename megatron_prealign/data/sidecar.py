@@ -25,12 +25,12 @@ import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 import numpy as np
-from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
 from megatron_prealign.data.codeswitch import LexiconArrays, _native
+from megatron_prealign.data.indexed_writer import IndexWriter
 from megatron_prealign.data.integrity import (
     DataError,
     hash_builder_output,
@@ -55,6 +55,9 @@ __all__ = [
     "sidecar_prefix",
     "validate_sidecar",
 ]
+
+if TYPE_CHECKING:  # megatron-core imports torch: writing a sidecar needs neither
+    from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
 logger = get_logger(__name__)
 
@@ -104,14 +107,14 @@ def decode_spans(flat: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return triples[:, 0], triples[:, 1], triples[:, 2]
 
 
-def append_documents(builder: IndexedDatasetBuilder, values: np.ndarray, sizes: np.ndarray) -> None:
+def append_documents(builder: "IndexedDatasetBuilder | IndexWriter", values: np.ndarray, sizes: np.ndarray) -> None:
     """Bulk ``builder.add_document``: append ``len(sizes)`` documents of one sequence each.
 
     Equivalent to ``for each size: builder.add_document(next `size` values, [size])`` (the files
     are byte-identical), with one write instead of one per document.
 
     Args:
-        builder: a megatron-core IndexedDatasetBuilder (not multimodal).
+        builder: a megatron-core IndexedDatasetBuilder (not multimodal) or an `IndexWriter`.
         values: (sum sizes,) the documents' values, concatenated.
         sizes: int (D,) values per document.
     """
@@ -181,14 +184,15 @@ class SidecarMeta:
 
 
 class SidecarWriter:
-    """Streams document spans into a sidecar ``.bin`` (standard IndexedDatasetBuilder, int32).
+    """Streams document spans into a sidecar ``.bin`` (a standard megatron-core dataset, int32,
+    written by `IndexWriter`).
 
     The caller owns the paths (so they can be temporary names renamed when complete): call
     `add_document` once per token document, in token-dataset order, then `finalize`.
     """
 
     def __init__(self, bin_path: str) -> None:
-        self._builder = IndexedDatasetBuilder(bin_path, dtype=np.int32)
+        self._builder = IndexWriter(bin_path, dtype=np.int32)
         self.bin_hash = hash_builder_output(self._builder)
         """Size and sha256 of the ``.bin`` as written (for the dataset's manifest)."""
         self.num_documents = 0

@@ -9,6 +9,8 @@ as "the same meaning"). See README.md in this folder for the stages and the file
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import importlib
 import json
 import os
@@ -146,19 +148,19 @@ class Lexicon:
             if ids and (ids[0] < 0 or ids[-1] >= num):
                 raise ValueError(f"entry {i} has a translation id outside [0, {num})")
             trans.append(ids)
-        groups = _components(num, trans) if group_ids is None else np.asarray(group_ids, dtype=np.int32)
+        arrays = {"token_classes": np.asarray(token_classes, dtype=np.uint8)}
+        arrays["entry_offsets"], arrays["entry_flat"] = _ragged(toks, np.int32)
+        arrays["translation_offsets"], arrays["translation_flat"] = _ragged(trans, np.int32)
+        if group_ids is None:
+            groups = _native().connected_components(arrays["translation_offsets"], arrays["translation_flat"])
+        else:
+            groups = np.asarray(group_ids, dtype=np.int32)
         if len(groups) != num or (num and groups.min() < 0):
             raise ValueError(f"expected {num} non-negative group ids, got {groups.tolist()[:10]}…")
         texts = [""] * num if entry_texts is None else list(entry_texts)
-
-        arrays = {"token_classes": np.asarray(token_classes, dtype=np.uint8)}
-        arrays["entry_offsets"], arrays["entry_flat"] = _ragged(toks, np.int32)
-        encoded = [t.encode("utf-8") for t in texts]
-        arrays["entry_text_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)])
-        arrays["entry_text_utf8"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-        arrays["translation_offsets"], arrays["translation_flat"] = _ragged(trans, np.int32)
+        arrays["entry_text_offsets"], arrays["entry_text_utf8"] = _utf8_table(texts)
         arrays["group_ids"] = groups
-        trie = _build_trie(toks, [bool(t) for t in trans])
+        trie = _build_trie(arrays["entry_offsets"], arrays["entry_flat"], np.diff(arrays["translation_offsets"]) > 0)
         arrays.update(zip(("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry"), trie))
         return cls(
             arrays,
@@ -339,7 +341,7 @@ class Lexicon:
                 f.write(header_bytes)
                 f.write(b"\0" * (data_start - f.tell()))
                 for entry in layout:
-                    f.write(self._arrays[entry["name"]].tobytes())
+                    f.write(self._arrays[entry["name"]].view(np.uint8))
                     f.write(b"\0" * (_aligned(entry["nbytes"]) - entry["nbytes"]))
                 f.flush()
                 os.fsync(f.fileno())
@@ -385,7 +387,7 @@ class Lexicon:
         for name, dt in _ARRAY_DTYPES.items():
             arr = self._arrays[name]
             h.update(f"{name}\0{dt.str}\0{arr.shape}\0".encode())
-            h.update(arr.tobytes())
+            h.update(arr.view(np.uint8))  # the buffer itself: no copy of a large array
         return h.hexdigest()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -425,103 +427,165 @@ def compile_lexicon(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    edges: list[tuple[str, str]] = []
-    sources: list[str] = []
-    for group in dictionary_result.groups:
-        sources.append(group[0])
-        edges.extend((a, b) for a in group for b in group if a != b)
-    if case_variants:
-        for group in dictionary_result.groups:
-            capital = tuple(w[:1].upper() + w[1:] for w in group)
-            changed = [c != w for c, w in zip(capital, group)]
-            if not any(changed):
-                continue
-            if changed[0]:
-                sources.append(capital[0])
-            edges.extend(
-                (capital[i], capital[j])
-                for i in range(len(group))
-                if changed[i]
-                for j in range(len(group))
-                if j != i and capital[j] != capital[i]
-            )
+    native = _native()
+    words, edge_src, edge_dst, source_words = _word_graph(dictionary_result.groups, case_variants)
+    word_offsets, word_flat = tokenizer.encode_words(words, num_threads=os.cpu_count() or 1)
+    # Any unknown id, not only an all-unknown encoding: the entry would stand for every word
+    # with some unrepresentable character at that place ("жаба" and "шаба" alike when "ж" and
+    # "ш" are unknown), so the scan would switch words that are not this one, and switching
+    # *to* it would write unknown tokens into the model's input.
+    word_lengths = np.diff(word_offsets)
+    tokenizable = word_lengths > 0
+    if tokenizer.unk is not None:
+        tokenizable[np.repeat(np.arange(len(words)), word_lengths)[word_flat == tokenizer.unk]] = False
+    kept = np.flatnonzero(tokenizable)
+    # Entries are the distinct token sequences, numbered in the order their first word appears
+    # in the dictionary; that word is the entry's text.
+    entry_of_kept, first_kept = native.dedupe_rows(*_take_rows(word_offsets, word_flat, kept))
+    entry_words = kept[first_kept]
+    entry_offsets, entry_flat = _take_rows(word_offsets, word_flat, entry_words)
+    del word_flat
+    entry_of_word = np.full(len(words), -1, dtype=np.int32)
+    entry_of_word[kept] = entry_of_kept
+    num = len(entry_words)
 
-    entry_of_word: dict[str, int] = {}
-    entry_of_tokens: dict[tuple[int, ...], int] = {}
-    entry_tokens: list[tuple[int, ...]] = []
-    entry_texts: list[str] = []
-    untokenizable: set[str] = set()
-    unk = tokenizer.unk
+    src, dst = entry_of_word[edge_src], entry_of_word[edge_dst]
+    del edge_src, edge_dst
+    both = (src >= 0) & (dst >= 0)
+    identical_tokens = int(np.count_nonzero(both & (src == dst)))
+    both &= src != dst
+    pairs = _sorted_unique(src[both].astype(np.int64) * max(num, 1) + dst[both])  # by (src, dst)
+    del src, dst, both
+    translation_offsets = np.zeros(num + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pairs // max(num, 1), minlength=num), out=translation_offsets[1:])
+    translation_flat = (pairs % max(num, 1)).astype(np.int32)
+    del pairs
 
-    def entry(word: str) -> int | None:
-        if word in entry_of_word:
-            return entry_of_word[word]
-        if word in untokenizable:
-            return None
-        ids = tuple(tokenizer.encode_word(word))
-        # Any unknown id, not only an all-unknown encoding: the entry would stand for every word
-        # with some unrepresentable character at that place ("жаба" and "шаба" alike when "ж" and
-        # "ш" are unknown), so the scan would switch words that are not this one, and switching
-        # *to* it would write unknown tokens into the model's input.
-        if not ids or (unk is not None and unk in ids):
-            untokenizable.add(word)
-            return None
-        e = entry_of_tokens.get(ids)
-        if e is None:
-            e = entry_of_tokens[ids] = len(entry_tokens)
-            entry_tokens.append(ids)
-            entry_texts.append(word)
-        entry_of_word[word] = e
-        return e
-
-    for a, b in edges:
-        entry(a)
-        entry(b)
-    translations: list[set[int]] = [set() for _ in entry_tokens]
-    identical_tokens = 0
-    for a, b in edges:
-        ea, eb = entry_of_word.get(a), entry_of_word.get(b)
-        if ea is None or eb is None:
-            continue
-        if ea == eb:
-            identical_tokens += 1
-        else:
-            translations[ea].add(eb)
-
+    untokenizable = len(words) - len(kept)
     if untokenizable:
-        examples = ", ".join(repr(w) for w in sorted(untokenizable)[:5])
+        examples = ", ".join(repr(words[i]) for i in _first_sorted(words, np.flatnonzero(~tokenizable), 5))
         logger.warning("%s: %d words the tokenizer cannot represent (empty or unknown-token ids) are dropped, "
-                       "e.g. %s", dictionary_result.path, len(untokenizable), examples)
-    if not any(translations):
+                       "e.g. %s", dictionary_result.path, untokenizable, examples)
+    if not len(translation_flat):
         raise LexiconError(
             f"{dictionary_result.path}: no entry with a translation is left for the {tokenizer.tokenizer_type} "
-            f"tokenizer ({len(dictionary_result.groups)} groups: {len(untokenizable)} words untokenizable, "
+            f"tokenizer ({len(dictionary_result.groups)} groups: {untokenizable} words untokenizable, "
             f"{identical_tokens} translations with the same tokens as their word)"
         )
-    source_entries = {entry_of_word[w] for w in sources if w in entry_of_word}
+    sources = entry_of_word[source_words]
     dropped = dict(dictionary_result.dropped)
-    dropped["untokenizable"] = len(untokenizable)
+    dropped["untokenizable"] = untokenizable
     dropped["identical_tokens"] = identical_tokens
     stats = {
         "dictionary": os.path.basename(dictionary_result.path),
         "dictionary_format": dictionary_result.format,
         "dictionary_groups": len(dictionary_result.groups),
         "case_variants": case_variants,
-        "unique_sources": len(source_entries),
+        "unique_sources": len(_sorted_unique(sources[sources >= 0])),
         "dropped": dropped,
     }
-    lex = Lexicon.from_entries(
-        entry_tokens,
-        translations,
-        tokenizer.token_classes(),
-        mode=mode,
-        entry_texts=entry_texts,
-        tokenizer_fingerprint=tokenizer.fingerprint,
-        tokenizer_type=tokenizer.tokenizer_type,
-        stats=stats,
-    )
+    texts = [words[i] for i in entry_words.tolist()]
+    del words, entry_of_word
+    text_offsets, text_utf8 = _utf8_table(texts)
+    del texts
+    arrays = {
+        "token_classes": tokenizer.token_classes(),
+        "entry_offsets": entry_offsets,
+        "entry_flat": entry_flat,
+        "entry_text_offsets": text_offsets,
+        "entry_text_utf8": text_utf8,
+        "translation_offsets": translation_offsets,
+        "translation_flat": translation_flat,
+        "group_ids": native.connected_components(translation_offsets, translation_flat),
+    }
+    trie = _build_trie(entry_offsets, entry_flat, np.diff(translation_offsets) > 0)
+    arrays.update(zip(("trie_child_offsets", "trie_child_tokens", "trie_child_nodes", "trie_node_entry"), trie))
+    lex = Lexicon(arrays, mode=mode, tokenizer_fingerprint=tokenizer.fingerprint,
+                  tokenizer_type=tokenizer.tokenizer_type, stats=stats)
     logger.info("compiled lexicon: %d entries from %d groups", lex.num_entries, len(dictionary_result.groups))
     return lex
+
+
+def _word_graph(groups: Sequence[tuple[str, ...]], case_variants: bool
+                ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The dictionary as a directed graph over distinct words.
+
+    Returns ``(words, edge_src, edge_dst, source_words)``: words numbered in the order they
+    first appear; an edge ``a -> b`` (int64 word ids) for every ordered pair of distinct members
+    of a group, then for the capitalized groups (see `compile_lexicon`); the word id of every
+    group's source (its first member, and with case variants its capitalized form).
+    """
+    # Members in file order are the words in the order they first appear (a group's members are
+    # distinct); dict.fromkeys keeps that order, all loops below run in C or numpy.
+    members = list(itertools.chain.from_iterable(groups))
+    sizes = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    starts = np.zeros(len(groups), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    index = dict.fromkeys(members)
+    index.update(zip(index, range(len(index))))
+    member_ids = np.fromiter(map(index.__getitem__, members), dtype=np.int64, count=len(members))
+    del members
+    src_parts, dst_parts = [], []
+    for k in np.unique(sizes).tolist():
+        # Every ordered pair (i, j), i != j, of the members of every group of size k.
+        pair_i, pair_j = np.nonzero(~np.eye(k, dtype=bool))
+        first = starts[sizes == k][:, None]
+        src_parts.append(member_ids[(first + pair_i).reshape(-1)])
+        dst_parts.append(member_ids[(first + pair_j).reshape(-1)])
+    sources = member_ids[starts].tolist()
+    src: list[int] = []
+    dst: list[int] = []
+    word_id = index.setdefault  # setdefault(w, len(index)) numbers a new word, returns a known one
+    capital_sources: list[str] = []
+    if case_variants:
+        for group in groups:
+            capital = tuple(w[:1].upper() + w[1:] for w in group)
+            changed = [c != w for c, w in zip(capital, group)]
+            if not any(changed):
+                continue
+            if changed[0]:
+                capital_sources.append(capital[0])
+            for i, ci in enumerate(capital):
+                if not changed[i]:
+                    continue
+                for j, cj in enumerate(capital):
+                    if j != i and cj != ci:
+                        src.append(word_id(ci, len(index)))
+                        dst.append(word_id(cj, len(index)))
+    # A capitalized source that no edge reached is no word of the lexicon.
+    sources += [index[w] for w in capital_sources if w in index]
+    src_parts.append(np.asarray(src, dtype=np.int64))
+    dst_parts.append(np.asarray(dst, dtype=np.int64))
+    return list(index), np.concatenate(src_parts), np.concatenate(dst_parts), np.asarray(sources, dtype=np.int64)
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    # np.unique's hash path is several times slower than a sort on millions of int64s.
+    values = np.sort(values)
+    keep = np.ones(len(values), dtype=bool)
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def _take_rows(offsets: np.ndarray, flat: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``rows`` of a ragged array, as a new ragged array ``(offsets int64, flat)``."""
+    lengths = offsets[rows + 1] - offsets[rows]
+    out_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_offsets[1:])
+    # Index of every taken value: its row's start in `flat` plus its place in the row.
+    gather = np.repeat(offsets[rows] - out_offsets[:-1], lengths) + np.arange(out_offsets[-1])
+    return out_offsets, flat[gather]
+
+
+def _utf8_table(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    return offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+
+def _first_sorted(words: Sequence[str], ids: np.ndarray, k: int) -> list[int]:
+    return [i for _, i in heapq.nsmallest(k, ((words[i], i) for i in ids.tolist()))]
 
 
 def load_lexicon(path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> Lexicon:
@@ -621,53 +685,11 @@ def _ragged(rows: Sequence[Sequence[int]], dtype) -> tuple[np.ndarray, np.ndarra
     return offsets, flat
 
 
-def _components(num: int, translations: Sequence[Sequence[int]]) -> np.ndarray:
-    """Connected components of the (undirected) translation graph, numbered by first entry."""
-    parent = list(range(num))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, targets in enumerate(translations):
-        for b in targets:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    roots = [find(i) for i in range(num)]
-    numbering: dict[int, int] = {}
-    return np.array([numbering.setdefault(r, len(numbering)) for r in roots], dtype=np.int32)
-
-
-def _build_trie(
-    entry_tokens: Sequence[tuple[int, ...]], include: Sequence[bool]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """CSR token-id trie over the included entries: (child_offsets int64, child_tokens int32,
-    child_nodes int32, node_entry int32); children sorted by token for binary search."""
-    children: list[dict[int, int]] = [{}]
-    node_entry = [-1]
-    for e, seq in enumerate(entry_tokens):
-        if not include[e]:
-            continue
-        node = 0
-        for t in seq:
-            nxt = children[node].get(t)
-            if nxt is None:
-                nxt = len(children)
-                children[node][t] = nxt
-                children.append({})
-                node_entry.append(-1)
-            node = nxt
-        node_entry[node] = e
-    offsets = np.zeros(len(children) + 1, dtype=np.int64)
-    np.cumsum([len(c) for c in children], out=offsets[1:])
-    tokens = np.empty(int(offsets[-1]), dtype=np.int32)
-    nodes = np.empty(int(offsets[-1]), dtype=np.int32)
-    for n, c in enumerate(children):
-        if c:
-            items = sorted(c.items())
-            tokens[offsets[n] : offsets[n + 1]] = [t for t, _ in items]
-            nodes[offsets[n] : offsets[n + 1]] = [m for _, m in items]
-    return offsets, tokens, nodes, np.asarray(node_entry, dtype=np.int32)
+def _build_trie(entry_offsets: np.ndarray, entry_flat: np.ndarray, include: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CSR token-id trie over the included entries, inserted in entry order (compiled):
+    (child_offsets int64, child_tokens int32, child_nodes int32, node_entry int32); children
+    sorted by token for binary search."""
+    return _native().build_trie(np.ascontiguousarray(entry_offsets, dtype=np.int64),
+                                np.ascontiguousarray(entry_flat, dtype=np.int32),
+                                np.ascontiguousarray(include, dtype=np.uint8))

@@ -3,7 +3,8 @@
 `build_tokenizer(tokenizer_type, tokenizer_model)` returns a `SentencePieceTokenizer` (a ``.model``
 file) or a `HuggingFaceTokenizer` (a ``tokenizer.json`` or a local directory; never a hub
 download). Both expose the same small surface: ``vocab_size``, ``eod``, ``pad``, ``unk``,
-``fingerprint``, ``encode``, ``decode``, ``encode_word`` and ``token_classes()``.
+``fingerprint``, ``encode``, ``encode_batch``, ``decode``, ``encode_word``, ``encode_words`` and
+``token_classes()``.
 
 Word boundaries are derived from the vocabulary, not from the model family: the tokenizer encodes
 the probe text ``"e e"`` and the piece that begins the second word reveals the word-start marker
@@ -16,6 +17,7 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -41,6 +43,7 @@ __all__ = [
     "Tokenizer",
     "build_tokenizer",
     "classify_pieces",
+    "ragged_ids",
 ]
 
 logger = get_logger(__name__)
@@ -184,6 +187,14 @@ class Tokenizer(abc.ABC):
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without BOS/EOS."""
 
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 1) -> list[list[int]]:
+        """`encode` of every text, in one call into the tokenizer library where it has one.
+
+        ``num_threads`` caps the library's threads (SentencePiece); 1 keeps a worker process on
+        one core, so that ``--workers`` alone decides how many cores preprocessing uses.
+        """
+        return [self.encode(t) for t in texts]
+
     @abc.abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`."""
@@ -215,7 +226,54 @@ class Tokenizer(abc.ABC):
         return self._encode_word_alone(word)
 
     def _encode_word_alone(self, word: str) -> list[int]:
-        return self.encode(" " + word)
+        return self.encode(self._word_alone_text(word))
+
+    def _word_alone_text(self, word: str) -> str:
+        return " " + word
+
+    def encode_words(self, words: Sequence[str], num_threads: int = 1,
+                     chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_word` of every word, batched: ``(offsets int64 (n+1,), flat int32)``, word i's
+        ids being ``flat[offsets[i]:offsets[i+1]]``.
+
+        Words are encoded ``chunk`` at a time with `encode_batch`, so the Python lists the
+        tokenizer library returns never outgrow one chunk; the anchor is stripped with numpy.
+        """
+        anchor = np.asarray(self._anchor_ids, dtype=np.int32)
+        lengths_parts: list[np.ndarray] = []
+        flat_parts: list[np.ndarray] = []
+        for begin in range(0, len(words), chunk):
+            part = words[begin : begin + chunk]
+            lengths, flat = ragged_ids(self.encode_batch([f"{_ANCHOR} {w}" for w in part], num_threads))
+            starts = np.zeros(len(part), dtype=np.int64)
+            np.cumsum(lengths[:-1], out=starts[1:])
+            anchored = lengths >= len(anchor)
+            for k, a in enumerate(anchor.tolist()):
+                at = np.minimum(starts + k, max(len(flat) - 1, 0))
+                anchored &= (flat[at] == a) if len(flat) else False
+            if anchored.all():
+                keep = np.ones(len(flat), dtype=bool)
+                keep[(starts[:, None] + np.arange(len(anchor))).reshape(-1)] = False
+                flat, lengths = flat[keep], lengths - len(anchor)
+            else:
+                # The tokenizer merged across the space for some words: those are encoded on
+                # their own (rare, so the rows are rebuilt only for such a chunk).
+                rows = np.split(flat, starts[1:])
+                merged = np.flatnonzero(~anchored).tolist()
+                alone = self.encode_batch([self._word_alone_text(part[i]) for i in merged], num_threads)
+                for i in np.flatnonzero(anchored).tolist():
+                    rows[i] = rows[i][len(anchor):]
+                for i, ids in zip(merged, alone):
+                    rows[i] = np.asarray(ids, dtype=np.int32)
+                lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+                flat = np.concatenate(rows).astype(np.int32, copy=False)
+            lengths_parts.append(lengths)
+            flat_parts.append(flat)
+        offsets = np.zeros(len(words) + 1, dtype=np.int64)
+        if lengths_parts:
+            np.cumsum(np.concatenate(lengths_parts), out=offsets[1:])
+        flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, np.int32)
+        return offsets, flat
 
     @functools.cached_property
     def word_marker(self) -> str:
@@ -300,12 +358,15 @@ class SentencePieceTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return list(self._sp.encode(text))
 
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 1) -> list[list[int]]:
+        return self._sp.encode(list(texts), num_threads=num_threads)
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
 
-    def _encode_word_alone(self, word: str) -> list[int]:
+    def _word_alone_text(self, word: str) -> str:
         # With add_dummy_prefix (the default) a lone word already gets its leading "▁".
-        return self.encode(word)
+        return word
 
     def _piece_texts_and_special(self) -> tuple[list[str], list[bool]]:
         sp = self._sp
@@ -404,6 +465,10 @@ class HuggingFaceTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 1) -> list[list[int]]:
+        # tokenizers sizes its own thread pool (RAYON_NUM_THREADS); num_threads is not its knob.
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
@@ -436,6 +501,13 @@ class HuggingFaceTokenizer(Tokenizer):
 
     def _continuation_prefix(self) -> str:
         return (self._spec.get("model") or {}).get("continuing_subword_prefix") or ""
+
+
+def ragged_ids(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of token ids as ``(lengths int64 (n,), flat int32)``."""
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
+    return lengths, flat
 
 
 def _has_component(spec: dict | None, type_name: str) -> bool:

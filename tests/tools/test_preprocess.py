@@ -145,14 +145,14 @@ def test_failed_run_leaves_no_final_named_file(corpus, tmp_path, monkeypatch, da
     calls = {"n": 0}
     real = preprocess_module._Encoder.encode_batch
 
-    def fail_on_second_batch(self, lines, nbytes):
+    def fail_on_second_batch(self, data):
         # Each worker process counts its own calls: every worker fails on its second batch.
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated failure in the middle of the corpus")
-        return real(self, lines, nbytes)
+        return real(self, data)
 
-    monkeypatch.setattr(preprocess_module, "_BATCH_LINES", 20)
+    monkeypatch.setattr(preprocess_module, "_BATCH_BYTES", 2000)
     monkeypatch.setattr(preprocess_module._Encoder, "encode_batch", fail_on_second_batch)
     with pytest.raises(RuntimeError, match="simulated failure"):
         preprocess(config(path, tmp_path / "out", lexicon=data_lexicon_path, workers=workers, partitions=2))
@@ -183,8 +183,10 @@ def test_arguments_are_checked(corpus, tmp_path):
             check_inputs(dataclasses.replace(config(path, tmp_path / "out"), **extra))
     gz = tmp_path / "corpus.jsonl.gz"
     gz.write_bytes(b"\x1f\x8b\x08\x00rest")
-    with pytest.raises(ValueError, match="gzip-compressed: decompress it first"):
+    with pytest.raises(ValueError, match="corpus.jsonl.gz: corrupt or truncated gzip file"):
         preprocess(config(gz, tmp_path / "out"))
+    with pytest.raises(ValueError, match="--input .*shard-\\*.jsonl: no file matches the pattern"):
+        check_inputs(config(tmp_path / "shard-*.jsonl", tmp_path / "out"))
     assert check_inputs(config(path, tmp_path / "out")).input_format == "jsonl"
 
 
@@ -392,3 +394,24 @@ def test_script_reports_output_and_tokenizer_problems_in_one_line(corpus, tmp_pa
         proc = run_tool("preprocess_data", args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compressed_inputs_and_missing_zstandard(corpus, tmp_path, monkeypatch):
+    import bz2
+    import lzma
+
+    path, _ = corpus
+    raw = Path(path).read_bytes()
+    preprocess(config(path, tmp_path / "plain"))
+    for name, data in (("c.jsonl.bz2", bz2.compress(raw)), ("c.jsonl.xz", lzma.compress(raw))):
+        (tmp_path / name).write_bytes(data)
+        summary = preprocess(config(tmp_path / name, tmp_path / name.replace(".", "_")))
+        assert summary.counts["lines"] == 400
+        for suffix in (".bin", ".idx"):
+            assert (Path(summary.outputs["text"] + suffix).read_bytes()
+                    == Path(f"{tmp_path / 'plain'}_text_document{suffix}").read_bytes())
+    zst = tmp_path / "c.jsonl.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 16)
+    monkeypatch.setattr(preprocess_module, "_zstd_module", lambda: None)
+    with pytest.raises(ValueError, match=r"c.jsonl.zst is zstd-compressed .* pip install zstandard"):
+        check_inputs(config(zst, tmp_path / "out"))

@@ -33,6 +33,13 @@ def muse_lexicon(sp):
     return compile_lexicon(read_dictionary(ASSETS / "dict_en_de.muse"), sp)
 
 
+def word_by_word(tokenizer, words, num_threads=1):
+    """`Tokenizer.encode_words` for the stand-in tokenizers below, from their `encode_word`."""
+    rows = [tokenizer.encode_word(w) for w in words]
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows], dtype=np.int64)])
+    return offsets, np.asarray([t for r in rows for t in r], dtype=np.int32)
+
+
 def entry_by_text(lex: Lexicon) -> dict[str, int]:
     return {lex.entry_text(i): i for i in range(lex.num_entries)}
 
@@ -117,6 +124,8 @@ def test_words_with_identical_tokens_merge(tmp_path):
         def encode_word(self, word):
             return [ord(c) for c in word.lower()]
 
+        encode_words = word_by_word
+
         def token_classes(self):
             return np.ones(256, dtype=np.uint8)
 
@@ -137,6 +146,8 @@ def test_untokenizable_words_are_dropped(tmp_path, sp):
 
         def encode_word(self, word):
             return [] if word == "nothing" else sp.encode_word(word)
+
+        encode_words = word_by_word
 
         def token_classes(self):
             return sp.token_classes()

@@ -275,11 +275,11 @@ def hostile_trie(draw):
 
 @st.composite
 def mutated_trie(draw):
-    from megatron_prealign.lexicon.lexicon import _build_trie
+    from megatron_prealign.lexicon.lexicon import _build_trie, _ragged
 
     seqs = draw(st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=4).map(tuple), min_size=1, max_size=8,
                          unique=True))
-    arrays = [a.copy() for a in _build_trie(seqs, [True] * len(seqs))]
+    arrays = [a.copy() for a in _build_trie(*_ragged(seqs, np.int32), np.ones(len(seqs), np.uint8))]
     arrays.append(np.asarray(draw(st.lists(st.sampled_from([0, 1, 2]), min_size=14, max_size=14)), np.uint8))
     for _ in range(draw(st.integers(0, 2))):
         which = draw(st.integers(0, 4))

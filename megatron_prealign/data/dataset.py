@@ -35,7 +35,7 @@ from megatron_prealign.data.codeswitch import STATS_KEYS, LexiconArrays, _native
 from megatron_prealign.data.integrity import open_token_dataset, verdict_cache_dir
 from megatron_prealign.data.sidecar import CodeSwitchSidecar, SidecarError
 
-__all__ = ["CodeSwitchGPTDataset", "CodeSwitchGPTDatasetConfig", "MegatronTokenizerView"]
+__all__ = ["CodeSwitchGPTDataset", "CodeSwitchGPTDatasetConfig", "MegatronTokenizerView", "SpanDecision"]
 
 
 class MegatronTokenizerView:
@@ -164,6 +164,22 @@ class CodeSwitchGPTDatasetConfig(GPTDatasetConfig):
                 )
 
 
+@dataclass(frozen=True)
+class SpanDecision:
+    """One dictionary-word span of a sample window and what the switch did with it."""
+
+    start: int
+    """First token of the word in the window."""
+    length: int
+    """Tokens of the word."""
+    entry_id: int
+    """Its lexicon entry."""
+    switched: bool
+    """Whether this sample replaces it."""
+    translation: np.ndarray
+    """int64: the tokens that replace it (empty when not switched; cut where the input ends)."""
+
+
 class CodeSwitchGPTDataset(GPTDataset):
     """GPTDataset whose samples are input-only code-switched (docs/DESIGN.md §1, stage 2).
 
@@ -268,6 +284,44 @@ class CodeSwitchGPTDataset(GPTDataset):
         shuffled = int(shuffle_index[idx])
         return sample_index[shuffled : shuffled + 2].ravel().tolist()
 
+    def _window(self, sample: int) -> Tuple[np.ndarray, int]:
+        """(window int64 (seq_length + 1,), window size) of sample `sample`, as the switch sees it."""
+        text, _ = self._query_document_sample_shuffle_indices(sample)  # (seq_length + extra,)
+        if self.config.add_extra_token_to_sequence:
+            return text, len(text)  # (seq_length + 1,)
+        # GPTDataset's last label is the pad id: make it the window's label-only token.
+        return np.concatenate([text, np.array([self._pad_token_id], dtype=np.int64)]), len(text)
+
+    def switch_decisions(self, idx: int) -> Tuple[np.ndarray, List[SpanDecision]]:
+        """The window of sample `idx` (int64, up to seq_length + 1 tokens, GPTDataset's padding
+        cut off) and, per dictionary-word span in it, whether ``self[idx]`` switches it and to
+        which tokens. For inspection
+        (tools/preview_codeswitch.py): the compiled switcher is asked one span at a time, which
+        gives the decisions of the whole sample because each is a function of the seed, the
+        sample index and the span's start only.
+
+        Raises:
+            ValueError: the dataset has no lexicon (nothing is switched).
+        """
+        if self._lexicon is None:
+            raise ValueError("this dataset has no --lexicon: nothing is switched")
+        if self._switcher is None:
+            self._switcher = self._build_switcher()
+        window, size = self._window(int(idx))
+        spans = self._sidecar.native(self.dataset.sequence_lengths).window_spans(
+            np.asarray(self.document_index), *self._sample_walk(int(idx)),
+            int(self.config.add_extra_token_to_sequence), size)
+        starts, lengths, entries, valid = spans
+        out = []
+        for i in range(len(starts)):
+            one = slice(i, i + 1)
+            tokens, _, _, (switched, _, written) = self._switcher.switch(
+                window, starts[one], lengths[one], entries[one], int(idx), valid)
+            s = int(starts[i])
+            out.append(SpanDecision(s, int(lengths[i]), int(entries[i]), bool(switched),
+                                    np.array(tokens[s : s + written]) if switched else np.zeros(0, np.int64)))
+        return window[:valid], out
+
     def _build_switcher(self) -> Any:
         return _native().CodeSwitcher(
             self._lexicon.native(),
@@ -292,12 +346,7 @@ class CodeSwitchGPTDataset(GPTDataset):
             return out
 
         sample = 0 if idx is None else int(idx)
-        text, _ = self._query_document_sample_shuffle_indices(sample)  # (seq_length + extra,)
-        if self.config.add_extra_token_to_sequence:
-            window = text  # (seq_length + 1,)
-        else:
-            # GPTDataset's last label is the pad id: make it the window's label-only token.
-            window = np.concatenate([text, np.array([self._pad_token_id], dtype=np.int64)])
+        window, size = self._window(sample)
         if self._switcher is None:
             self._switcher = self._build_switcher()
         # With cacheable masks, GPTDataset's loss mask before its pad step is all ones, so the
@@ -306,7 +355,7 @@ class CodeSwitchGPTDataset(GPTDataset):
         cacheable = self.masks_and_position_ids_are_cacheable
         try:
             tokens_np, labels_np, switch_mask, counts = self._switcher.sample(
-                window, len(text), *self._sample_walk(sample), sample, cacheable
+                window, size, *self._sample_walk(sample), sample, cacheable
             )
         except ValueError as exc:
             raise self._sidecar.error(exc, lexicon_path=self.config.lexicon_path) from exc

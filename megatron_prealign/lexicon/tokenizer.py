@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import regex
 
 from megatron_prealign.lexicon.dictionary import LexiconError
 from megatron_prealign.log import get_logger
@@ -79,6 +80,17 @@ _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 _EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "<|im_end|>", "[SEP]")
 
 
+# Scripts written without spaces between words: a piece of these carries no word-boundary
+# information, so an unmarked one may begin a word (and does not continue the word before it).
+_UNSPACED_SCRIPT = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Bopomofo}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
+
+
+def is_unspaced_script(ch: str) -> bool:
+    """True for a character of a script written without spaces between words (Chinese, Japanese
+    kana, Thai, Lao, Khmer, Myanmar)."""
+    return _UNSPACED_SCRIPT.match(ch) is not None
+
+
 def _is_word_char(ch: str) -> bool:
     cat = unicodedata.category(ch)
     # Cs: a byte of an incomplete UTF-8 sequence (byte-level BPE pieces decoded with
@@ -107,6 +119,10 @@ def classify_pieces(
         otherwise (punctuation, digits, whitespace runs, special pieces). With a continuation
         prefix instead of a marker, unmarked letter pieces start words and prefixed ones continue.
         With neither convention every letter piece is a WORD_START (no boundary information).
+        So is every piece that starts with a character of a script written without spaces
+        (`is_unspaced_script`: Han, kana, Thai, ...): inside ``我的目录`` the piece ``目录`` has no
+        marker yet may begin a dictionary word, and a match before it may end there. Byte
+        fragments of such characters (byte-level BPE) cannot be told apart and stay CONTINUATION.
     """
     out = np.full(len(texts), OTHER, dtype=np.uint8)
     for i, text in enumerate(texts):
@@ -115,13 +131,13 @@ def classify_pieces(
         if continuation_prefix and text.startswith(continuation_prefix):
             rest = text[len(continuation_prefix) :]
             if rest and _is_word_char(rest[0]):
-                out[i] = CONTINUATION
+                out[i] = WORD_START if is_unspaced_script(rest[0]) else CONTINUATION
         elif word_marker and text.startswith(word_marker):
             rest = text[len(word_marker) :]
             if not rest or _is_word_char(rest[0]):
                 out[i] = WORD_START
         elif _is_word_char(text[0]):
-            out[i] = CONTINUATION if word_marker else WORD_START
+            out[i] = CONTINUATION if word_marker and not is_unspaced_script(text[0]) else WORD_START
     return out
 
 

@@ -179,7 +179,7 @@ def test_skip_invalid_refuses_a_file_read_in_the_wrong_format(tmp_path):
         read_dictionary(p, format="muse", skip_invalid=True)
     junk = write(tmp_path, "junk.txt", "".join(f"w{i} x y z\n" for i in range(9)) + "a b\n")
     with pytest.raises(LexiconError, match=r"9 of 10 data lines .*the file is none of the formats muse, tsv, jsonl, "
-                                           r"trans \(--format\); fix its lines or, if these lines are really to be "
+                                           r"trans, cedict \(--format\); fix its lines or, if these lines are really to be "
                                            r"skipped, raise --max-invalid-fraction$"):
         read_dictionary(junk, skip_invalid=True)
     assert read_dictionary(junk, skip_invalid=True, max_invalid_fraction=0.9).groups == [("a", "b")]
@@ -245,3 +245,18 @@ def test_detect_format(tmp_path):
 def test_unknown_format_rejected():
     with pytest.raises(LexiconError, match="unknown dictionary format 'csv'"):
         read_dictionary(ASSETS / "dict_en_de.muse", format="csv")
+
+
+TRANS_DE_EN = Path("/usr/share/trans/de-en")
+
+
+@pytest.mark.skipif(not TRANS_DE_EN.is_file(), reason="Debian package trans-de-en not installed")
+def test_real_trans_de_en():
+    r = read_dictionary(TRANS_DE_EN)
+    assert r.format == "trans" and r.dropped_invalid == 0
+    assert r.num_lines > 100_000 and len(r.groups) > 100_000
+    translations: dict[str, set[str]] = {}
+    for group in r.groups:
+        assert len(group) == 2 and all(" " not in w and not set(w) & set("{}[]<>") for w in group), group
+        translations.setdefault(group[0], set()).add(group[1])
+    assert {"house", "home"} <= translations["Haus"]

@@ -101,6 +101,10 @@ well_formed = {
     "jsonl": st.builds(lambda a, b: json.dumps({"src_text": a, "tgt_text": b}), solid | json_text, solid),
     "trans": st.builds(lambda a, b: f"{a} :: {b}", st.lists(solid, min_size=1, max_size=3).map(" | ".join),
                        st.lists(solid, min_size=1, max_size=3).map("; ".join)),
+    "cedict": st.builds(lambda t, z, glosses: f"{t} {z} [yin2 hang2] /{'/'.join(glosses)}/",
+                        st.sampled_from(["銀行", "橋", "河", "3C"]), st.sampled_from(["银行", "桥", "河", "3C"]),
+                        st.lists(solid | st.sampled_from(["to eat", "CL:個|个[ge4]", "see 河[he2]", "(old) bank",
+                                                           "a; b", "hei1"]), min_size=1, max_size=3)),
 }
 
 
@@ -309,3 +313,51 @@ def test_compiled_trie_refuses_or_scans_hostile_arrays_in_bounds(arrays, stream,
         assert set(ids.tolist()) <= {e for e in arrays[3].tolist() if e >= 0}
     triples, values, covered = trie.scan_documents(tokens, np.asarray([n], np.int64), mode)
     assert triples[0::3].tolist() == starts.tolist() and covered == int(lengths.sum())
+
+
+# --------------------------------------------------------------------------- dictd databases
+
+entry_body = st.lists(st.one_of(line, st.sampled_from(["house /haʊs/ <n>", "1. casa <fem>, hogar", "   Synonym: {home}",
+                                                       ' "an example" - un ejemplo', "the /ðəneðələndz/", "río",
+                                                       "00-database-info"])), min_size=0, max_size=5)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.text(st.characters(blacklist_characters="\t\n\r"), max_size=8), entry_body),
+                max_size=8),
+       st.one_of(st.just([]), st.lists(line, max_size=2)),
+       st.booleans(), st.booleans(), st.sampled_from(["stem", ".index", ".dict.dz"]))
+def test_dictd_reader_raises_only_lexicon_errors(workdir, entries, junk, compressed, skip_invalid, name):
+    import gzip
+
+    stem = workdir / f"dd{next(_names)}"
+    data, index = b"", []
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+    def enc(n: int) -> str:
+        digits = ""
+        while True:
+            digits, n = b64[n % 64] + digits, n // 64
+            if not n:
+                return digits
+
+    for headword, lines in entries:
+        body = "\n".join(lines).encode("utf-8", errors="surrogatepass") + b"\n"
+        index.append(f"{headword}\t{enc(len(data))}\t{enc(len(body))}")
+        data += body
+    index += junk  # malformed index lines, or lines pointing anywhere
+    Path(f"{stem}.index").write_bytes("\n".join(index).encode("utf-8", errors="surrogatepass"))
+    Path(f"{stem}.dict.dz").write_bytes(gzip.compress(data) if compressed else data)
+    path = str(stem) if name == "stem" else f"{stem}{name}"
+    try:
+        result = read_dictionary(path, format="auto", skip_invalid=skip_invalid, max_invalid_fraction=0.5)
+    except LexiconError as exc:
+        assert str(stem) in str(exc) and "\n" not in str(exc)
+        event("dictd: LexiconError")
+        return
+    event("dictd: read")
+    assert result.format == "dictd" and result.groups
+    for group in result.groups:
+        assert len(group) == 2 and group[0] != group[1]
+        for w in group:
+            assert w and w == w.strip() and " " not in w

@@ -181,6 +181,13 @@ def test_classify_pieces_rules():
     assert classify_pieces(["cat", "s", "."], "").tolist() == [WORD_START, WORD_START, OTHER]
 
 
+def test_unspaced_script_pieces_may_start_words():
+    # Inside running Chinese or Thai text a word begins on an unmarked piece; Latin continues.
+    texts = ["\u2581\u76ee\u5f55", "\u76ee\u5f55", "\u0e44\u0e17\u0e22", "\u30ab\u30ca", "ion", "\u00e9t\u00e9"]
+    assert classify_pieces(texts, "\u2581").tolist() == [WORD_START] * 4 + [CONTINUATION] * 2
+    assert classify_pieces(["##\u5b57", "##s"], "", "##").tolist() == [WORD_START, CONTINUATION]
+
+
 def test_unknown_type_and_missing_files(tmp_path):
     with pytest.raises(ValueError, match="--tokenizer-type 'GPT2BPETokenizer' is not supported"):
         build_tokenizer("GPT2BPETokenizer", tmp_path)

@@ -393,6 +393,12 @@ class Run:
                       "%d unrelated pairs, it needs both (raise --align-heldout-fraction or use a larger lexicon)",
                       len(words), len(aligned), len(unrelated))
             return []
+        # With a held-out split, also the words the pre-pass trained on: the held-out gap can stay
+        # flat on a real dictionary while these rise, and only both show what the pre-pass did.
+        dictionary_words = gap_words(lexicon, train_ids, max_words=align.eval_max_words, seed=align.seed,
+                                     max_word_tokens=align.max_word_tokens) if len(heldout_ids) else train_ids[:0]
+        if not all(len(p) for p in evaluation_pairs(lexicon, dictionary_words, 1, align.seed)):
+            dictionary_words = dictionary_words[:0]
         pad_id = getattr(self.tokenizer, "pad", 0)
         # The curves of earlier evaluations live beside the plot, so a resumed run extends it.
         record = Path(cfg.training.save) / "alignment_gap.json" if cfg.training.save else None
@@ -408,7 +414,11 @@ class Run:
                 write_gap_plot(history, record.with_suffix(".png"))
                 with atomic_path(record) as tmp:
                     tmp.write_text(json.dumps(history, indent=1))
-            return {"alignment_gap": gaps}
+            out = {"alignment_gap": gaps}
+            if len(dictionary_words):
+                out["alignment_gap_dictionary"] = alignment_gap(model, lexicon, dictionary_words, self.pgs,
+                                                                seed=align.seed, pad_id=pad_id)
+            return out
 
         return [hook]
 

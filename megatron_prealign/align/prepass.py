@@ -231,6 +231,10 @@ class AlignReport:
     gap_after: dict[str, float] = field(default_factory=dict)
     gap_split: str = "heldout"
     """`heldout` (unseen groups) or `train` (no held-out split configured)."""
+    dictionary_gap_before: dict[str, float] = field(default_factory=dict)
+    """With a held-out split, the same gap on words the pre-pass trains on (what it aligns
+    directly; the held-out gap shows what carries over to unseen words). Empty otherwise."""
+    dictionary_gap_after: dict[str, float] = field(default_factory=dict)
     steps_done: int = 0
     """Steps run so far, over every resume; below `steps` when a signal stopped the pre-pass."""
     num_train_entries: int = 0
@@ -340,6 +344,14 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
 
         def gap(model) -> dict[str, float]:
             return {}
+    dictionary_ids = gap_words(lexicon, train_ids, max_words=cfg.eval_max_words, seed=cfg.seed,
+                               max_word_tokens=cfg.max_word_tokens) if len(heldout_ids) else train_ids[:0]
+    if all(len(p) for p in evaluation_pairs(lexicon, dictionary_ids, 1, cfg.seed)):
+        dictionary_gap = partial(alignment_gap, lexicon=lexicon, entry_ids=dictionary_ids,
+                                 pg_collection=pg_collection, pad_id=pad_id, seed=cfg.seed)
+    else:
+        def dictionary_gap(model) -> dict[str, float]:
+            return {}
     optim_cfg = OptimConfig(lr=cfg.lr, min_lr=cfg.min_lr, lr_decay_style="linear",
                             lr_warmup_iters=int(round(cfg.warmup_fraction * cfg.steps)),
                             weight_decay=cfg.weight_decay, adam_beta1=0.9, adam_beta2=0.999,
@@ -360,8 +372,12 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
             log_rank0(logger, "align: resuming the pre-pass at step %d/%d", report.steps_done + 1, cfg.steps)
         else:
             report.gap_before = gap(model)
+            report.dictionary_gap_before = dictionary_gap(model)
             log_rank0(logger, "align: gap before (%s, %d words): %s", gap_split, len(eval_ids),
                       _format_gaps(report.gap_before))
+            if report.dictionary_gap_before:
+                log_rank0(logger, "align: gap before (dictionary words it trains on, %d words): %s",
+                          len(dictionary_ids), _format_gaps(report.dictionary_gap_before))
         if backend is not None:
             sampler = WordPairSampler(lexicon, train_ids, pairs_per_batch=cfg.pairs_per_batch, seed=cfg.seed,
                                       max_word_tokens=cfg.max_word_tokens)
@@ -404,11 +420,14 @@ def run_align_prepass(model, lexicon: Lexicon, cfg: AlignConfig, pg_collection, 
                         return report
         report.steps_done = cfg.steps
         report.gap_after = gap(model)
+        report.dictionary_gap_after = dictionary_gap(model)
     finally:
         if backend is not None:
             backend.close()
     report.seconds += time.perf_counter() - started
-    log_rank0(logger, "align: gap after: %s (%.1f s)", _format_gaps(report.gap_after), report.seconds)
+    log_rank0(logger, "align: gap after (%s): %s (%.1f s)", gap_split, _format_gaps(report.gap_after), report.seconds)
+    if report.dictionary_gap_after:
+        log_rank0(logger, "align: gap after (dictionary words): %s", _format_gaps(report.dictionary_gap_after))
     return report
 
 

@@ -1,75 +1,96 @@
-"""`python -m megatron_prealign.evaluate`: held-out perplexity of any checkpoint on token datasets.
+"""`python -m megatron_prealign.evaluate`: perplexity, alignment gap and cross-lingual retrieval
+of any checkpoint.
 
-    python -m megatron_prealign.evaluate --load ckpt --data-path en=data/en_text_document \
-        de=data/de_text_document [--max-tokens 32768] [--output ppl.json]
+    python -m megatron_prealign.evaluate --load ckpt \
+        [--data-path es=data/es_text_document [--heldout-split valid | --documents 0:500]] \
+        [--lexicon en_es.lex] \
+        [--parallel-data en_es.jsonl [--retrieval-candidates 100]] [--output results.json]
 
 Runs as one process on CPU or one GPU (checkpoints load at any TP/PP layout, as a bare TP=PP=1
-model). Prints one line per dataset and, with ``--output``, writes the results as JSON. Every
-dataset is checked before the model is loaded (``integrity.open_token_dataset``: complete files,
-the checkpoint's tokenizer, ids inside its vocabulary); a problem exits with 2 and one line.
+model). Every input is checked before the model is loaded (datasets by
+``integrity.open_token_dataset``, the lexicon's and the tokenizer's fingerprints against the
+checkpoint's); a problem exits with 2 and one line. An option that would have no effect with the
+others given (``--max-tokens`` without ``--data-path``, ``--align-seed`` without ``--lexicon``,
+...) is an error too, never silently ignored. Prints what was measured and, with ``--output``,
+writes it all as JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-from megatron_prealign.evaluate.perplexity import format_perplexity, parse_data_paths
 from megatron_prealign.log import quiet_optional_accelerator_warnings
-from megatron_prealign.training.data import check_prefixes_exist
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m megatron_prealign.evaluate",
-                                     description="Held-out perplexity of a megatron_prealign checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="python -m megatron_prealign.evaluate",
+        description="Perplexity, alignment gap and cross-lingual retrieval of a megatron_prealign checkpoint.")
     parser.add_argument("--load", required=True, help="checkpoint root or checkpoint directory")
-    parser.add_argument("--data-path", nargs="+", required=True, metavar="PREFIX",
-                        help="token datasets (<prefix>.bin/.idx) to measure perplexity on: PREFIX or NAME=PREFIX "
-                             "items, or pretraining's `W1 PREFIX1 W2 PREFIX2 ...` (weights ignored)")
-    parser.add_argument("--max-tokens", type=int, default=32768, help="predicted tokens per dataset at most")
-    parser.add_argument("--batch-size", type=int, default=16, help="windows of the model's context per forward")
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward (every measurement)")
     parser.add_argument("--output", help="write the results as JSON here")
+
+    ppl = parser.add_argument_group("perplexity")
+    ppl.add_argument("--data-path", nargs="+", metavar="PREFIX",
+                     help="token datasets (<prefix>.bin/.idx) to measure perplexity on: PREFIX or NAME=PREFIX "
+                          "items, or pretraining's `W1 PREFIX1 W2 PREFIX2 ...` (weights ignored)")
+    ppl.add_argument("--max-tokens", type=int, help="predicted tokens per dataset at most (default 32768)")
+    part = ppl.add_mutually_exclusive_group()
+    part.add_argument("--heldout-split", choices=("valid", "test"),
+                      help="measure only the documents pretraining's --split puts in this part of each prefix "
+                           "(the run's --split, which the checkpoint records)")
+    part.add_argument("--documents", metavar="FIRST:END",
+                      help="measure only documents FIRST..END-1 of each prefix")
+    ppl.add_argument("--split", help="with --heldout-split: this TRAIN,VALID,TEST split instead of the run's")
+
+    gap = parser.add_argument_group("alignment gap")
+    gap.add_argument("--lexicon", help="compiled lexicon (.lex) of the checkpoint's tokenizer: the alignment gap per "
+                                       "layer on its dictionary and held-out words, split as the pre-pass split it")
+    gap.add_argument("--align-heldout-fraction", type=float,
+                     help="held-out share of translation groups (default: the run's, from the checkpoint)")
+    gap.add_argument("--seed", type=int, help="the run's --seed, the split's seed when --align-seed is not given "
+                                              "(default: the run's, from the checkpoint)")
+    gap.add_argument("--align-seed", type=int, help="seed of the held-out split (default: the run's)")
+    gap.add_argument("--align-eval-max-words", type=int, help="words per side at most (default: the run's)")
+    gap.add_argument("--align-max-word-tokens", type=int,
+                     help="entries with more tokens are left out (default: the run's)")
+
+    ret = parser.add_argument_group("cross-lingual retrieval")
+    ret.add_argument("--parallel-data", metavar="FILE",
+                     help='JSONL, one {"src": text, "tgt": text} object per line: top-1 accuracy of finding each '
+                          "sentence's translation among --retrieval-candidates by mean-pooled hidden states, per layer")
+    ret.add_argument("--tokenizer-type", help="tokenizer of --parallel-data (default: the run's, from the checkpoint)")
+    ret.add_argument("--tokenizer-model", help="its model file (default: the run's, from the checkpoint)")
+    ret.add_argument("--retrieval-candidates", type=int, help="candidates per sentence, the true one included "
+                                                              "(default 100; chance = 1/N)")
+    ret.add_argument("--retrieval-seed", type=int, help="seed of the candidate draws (default 0)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from megatron_prealign.evaluate.checkpoint import EvaluateConfig
+
+    options = {k: v for k, v in vars(args).items() if k != "output"}
     try:
-        named = parse_data_paths(args.data_path)
-        check_prefixes_exist([prefix for _, prefix in named])
-    except (ValueError, FileNotFoundError) as exc:
+        cfg = EvaluateConfig(**{**options, "data_path": tuple(args.data_path or ())})
+    except ValueError as exc:
         parser.error(str(exc))
-    if args.max_tokens < 1 or args.batch_size < 1:
-        parser.error("--max-tokens and --batch-size must be >= 1")
     quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
-    from megatron_prealign.checkpointing import CheckpointError, read_checkpoint_state
-    from megatron_prealign.data.integrity import DataError, open_token_dataset
-    from megatron_prealign.evaluate.loading import load_model, single_process_group
-    from megatron_prealign.evaluate.perplexity import dataset_perplexities
+    from megatron_prealign.checkpointing import CheckpointError
+    from megatron_prealign.data.integrity import DataError
+    from megatron_prealign.evaluate.checkpoint import evaluate_checkpoint, format_results, prepare_evaluation
 
     try:
-        _, meta = read_checkpoint_state(args.load)
-        fingerprint = meta.get("tokenizer_fingerprint")
-        vocab_size = (meta.get("model") or {}).get("vocab_size")
-        for _, prefix in named:  # before minutes of model loading, and for every dataset
-            open_token_dataset(prefix, tokenizer_fingerprint=fingerprint, vocab_size=vocab_size, flag="--data-path")
-    except (DataError, CheckpointError) as exc:
+        prepared = prepare_evaluation(cfg)
+    except (DataError, CheckpointError, ValueError, FileNotFoundError) as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
-
-    with single_process_group() as pgs:
-        loaded = load_model(args.load, pgs)
-        results: dict[str, Any] = {
-            "perplexity": dataset_perplexities(loaded.model, named, seq_length=loaded.config.seq_length,
-                                               max_tokens=args.max_tokens, batch_size=args.batch_size,
-                                               tokenizer_fingerprint=fingerprint,
-                                               vocab_size=loaded.config.vocab_size),
-            "checkpoint": str(loaded.path),
-            "iteration": loaded.iteration,
-        }
-    sys.stdout.write("\n".join(format_perplexity(n, v) for n, v in results["perplexity"].items()) + "\n")
+    results = evaluate_checkpoint(prepared)
+    sys.stdout.write("\n".join(format_results(results)) + "\n")
     if args.output:
         from megatron_prealign.fileio import atomic_path
 

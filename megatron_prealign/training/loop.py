@@ -328,15 +328,20 @@ def train_state_dict(state: TrainState) -> dict[str, Any]:
 
 def format_eval(record: dict[str, Any]) -> str:
     """One log line per evaluation, 4 significant digits (the metrics log keeps them exact):
-    `eval iter 100 | loss a_text_document 4.123 (ppl 61.74) | gap embedding +0.031 layer_1 ...`."""
+    `eval iter 100 | loss a_text_document 4.123 (ppl 61.74) | gap held-out embedding +0.031 layer_1 ...
+    | gap dictionary embedding +0.210 ...` (held-out words, then the words the pre-pass trains on)."""
     parts = [f"eval iter {record['iteration']}"]
     losses = record.get("eval_loss") or {}
     if losses:
         parts.append("loss " + ", ".join(f"{name} {loss:.4g} (ppl {math.exp(min(loss, 50)):.4g})"
                                          for name, loss in losses.items()))
     gaps = record.get("alignment_gap") or {}
+    dictionary_gaps = record.get("alignment_gap_dictionary") or {}
     if gaps:
-        parts.append("gap " + " ".join(f"{name} {gap:+.3f}" for name, gap in gaps.items()))
+        label = "gap held-out" if dictionary_gaps else "gap"
+        parts.append(f"{label} " + " ".join(f"{name} {gap:+.3f}" for name, gap in gaps.items()))
+    if dictionary_gaps:
+        parts.append("gap dictionary " + " ".join(f"{name} {gap:+.3f}" for name, gap in dictionary_gaps.items()))
     parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
-              if k not in ("iteration", "eval_loss", "alignment_gap")]
+              if k not in ("iteration", "eval_loss", "alignment_gap", "alignment_gap_dictionary")]
     return " | ".join(parts)

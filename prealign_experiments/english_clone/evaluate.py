@@ -62,6 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          alignment_words=args.alignment_words, seed=args.seed)
     except ValueError as exc:
         parser.error(str(exc))
+    if named and "perplexity" not in cfg.tasks:
+        parser.error("--data-path measures perplexity, which --tasks leaves out: add perplexity to --tasks "
+                     "or drop --data-path")
     quiet_optional_accelerator_warnings()  # before megatron-core is imported below
 
     from megatron_prealign.evaluate.loading import load_model, single_process_group

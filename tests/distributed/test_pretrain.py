@@ -98,7 +98,7 @@ def runs(tmp_path_factory, data_prefixes, data_lexicon_path):
 
 
 def test_training_learns_and_code_switches(runs):
-    """Also: every evaluation logs the held-out alignment gap per layer."""
+    """Also: every evaluation logs the alignment gap per layer on held-out and dictionary words."""
     tp1 = runs["tp1"]
     assert sorted(tp1) == list(range(1, ITERS + 1))
     assert tp1[ITERS]["lm_loss"] < tp1[1]["lm_loss"] - 0.3
@@ -110,6 +110,7 @@ def test_training_learns_and_code_switches(runs):
         gaps = evals[-1]["alignment_gap"]
         assert set(gaps) == {"embedding", "layer_1", "layer_2", "layer_3", "layer_4", "output_embedding"}
         assert all(-1.0 <= g <= 1.0 for g in gaps.values())
+        assert set(evals[-1]["alignment_gap_dictionary"]) == set(gaps)  # the words the pre-pass trains on
         assert set(evals[-1]["eval_loss"]) == {Path(p).name for p in runs["prefixes"]}
 
 

@@ -164,3 +164,12 @@ def test_eval_config_validation():
 
     with pytest.raises(ValueError, match="--tasks"):
         EvalConfig(tasks=("perplexity", "bleu"))
+
+
+def test_data_path_without_the_perplexity_task_is_refused(capsys):
+    from prealign_experiments.english_clone.evaluate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--load", "ckpt", "--setting", "setting", "--tasks", "alignment", "--data-path", "x=prefix"])
+    assert exc.value.code == 2
+    assert "add perplexity to --tasks" in capsys.readouterr().err

@@ -198,6 +198,12 @@ def test_prepass_raises_heldout_gap_at_every_layer_while_word_lm_falls(result):
     for name in before:
         assert abs(before[name]) < 0.15, f"{name}: random init should start near 0, got {before[name]:.3f}"
         assert after[name] > 0.5 and after[name] > before[name] + 0.4, (name, before[name], after[name])
+    # The words it trains on are measured too, and end at least as aligned as unseen ones.
+    dictionary_before, dictionary_after = report["dictionary_gap_before"], report["dictionary_gap_after"]
+    assert set(dictionary_after) == set(before)
+    for name in before:
+        assert dictionary_after[name] > dictionary_before[name] + 0.4, (name, dictionary_before[name],
+                                                                        dictionary_after[name])
     history = report["history"]
     assert len(history) == TRAIN_STEPS and not any(step["skipped"] for step in history)
     first_lm = history[0]["word_lm"]

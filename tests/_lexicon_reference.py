@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from megatron_prealign.lexicon.dictionary import DictionaryReadResult, LexiconError
+from megatron_prealign.lexicon.tokenizer import is_unspaced_script
 from megatron_prealign.lexicon.lexicon import MODES, Lexicon
 from megatron_prealign.log import get_logger
 
@@ -96,16 +97,36 @@ def reference_compile_lexicon(
     for a, b in edges:
         entry(a)
         entry(b)
+    # In-text forms of words of scripts written without spaces: the word's tokens right after
+    # another character, an entry of their own with the word's translations (never a target).
+    in_text_form: dict[str, int] = {}
+    probe = tokenizer.encode("\u3002")
+    for word in list(entry_of_word):
+        if not is_unspaced_script(word[0]):
+            continue
+        ids = tokenizer.encode("\u3002" + word)
+        if ids[: len(probe)] != probe:
+            continue
+        ids = tuple(ids[len(probe):])
+        if not ids or (unk is not None and unk in ids) or ids == entry_tokens[entry_of_word[word]]:
+            continue
+        e = entry_of_tokens.get(ids)
+        if e is None:
+            e = entry_of_tokens[ids] = len(entry_tokens)
+            entry_tokens.append(ids)
+            entry_texts.append(word)
+        in_text_form[word] = e
     translations: list[set[int]] = [set() for _ in entry_tokens]
     identical_tokens = 0
     for a, b in edges:
-        ea, eb = entry_of_word.get(a), entry_of_word.get(b)
-        if ea is None or eb is None:
-            continue
-        if ea == eb:
-            identical_tokens += 1
-        else:
-            translations[ea].add(eb)
+        eb = entry_of_word.get(b)
+        for ea in (entry_of_word.get(a), in_text_form.get(a)):
+            if ea is None or eb is None:
+                continue
+            if ea == eb:
+                identical_tokens += 1
+            else:
+                translations[ea].add(eb)
 
     if untokenizable:
         examples = ", ".join(repr(w) for w in sorted(untokenizable)[:5])
@@ -127,6 +148,7 @@ def reference_compile_lexicon(
         "dictionary_groups": len(dictionary_result.groups),
         "case_variants": case_variants,
         "unique_sources": len(source_entries),
+        "in_text_forms": len(in_text_form),
         "dropped": dropped,
     }
     trans = [sorted(t) for t in translations]

@@ -161,7 +161,9 @@ def format_summary(summary: dict) -> str:
     dropped = ", ".join(f"{k}={v}" for k, v in summary["dropped"].items())
     return "\n".join(
         [
-            f"entries:            {summary['entries']}",
+            f"entries:            {summary['entries']}"
+            + (f" ({summary['in_text_forms']} in-text forms of words written without spaces)"
+               if summary.get("in_text_forms") else ""),
             f"unique sources:     {summary['unique_sources']}",
             f"multi-token share:  {summary['multi_token_share']:.3f}",
             f"scannable entries:  {summary['scannable_entries']} (mode {summary['mode']})",

@@ -21,7 +21,7 @@ import numpy as np
 
 from megatron_prealign.fileio import atomic_path
 from megatron_prealign.lexicon.dictionary import DictionaryReadResult, LexiconError
-from megatron_prealign.lexicon.tokenizer import CONTINUATION, WORD_START, Tokenizer
+from megatron_prealign.lexicon.tokenizer import CONTINUATION, WORD_START, Tokenizer, is_unspaced_script
 from megatron_prealign.log import get_logger
 
 __all__ = ["LEX_MAGIC", "LEX_VERSION", "MODES", "Lexicon", "compile_lexicon", "load_lexicon"]
@@ -303,6 +303,7 @@ class Lexicon:
         return {
             "entries": self.num_entries,
             "unique_sources": int(self._stats.get("unique_sources", self.num_entries)),
+            "in_text_forms": int(self._stats.get("in_text_forms", 0)),
             "multi_token_share": float((lengths > 1).mean()) if self.num_entries else 0.0,
             "scannable_entries": int(scannable.sum()),
             "groups": int((group_sizes > 0).sum()),
@@ -438,6 +439,9 @@ def compile_lexicon(
     tokenizable = word_lengths > 0
     if tokenizer.unk is not None:
         tokenizable[np.repeat(np.arange(len(words)), word_lengths)[word_flat == tokenizer.unk]] = False
+    untokenizable_words = np.flatnonzero(~tokenizable)
+    words, word_offsets, word_flat, tokenizable, edge_src, edge_dst, in_text_forms = _add_in_text_forms(
+        tokenizer, words, word_offsets, word_flat, tokenizable, edge_src, edge_dst)
     kept = np.flatnonzero(tokenizable)
     # Entries are the distinct token sequences, numbered in the order their first word appears
     # in the dictionary; that word is the entry's text.
@@ -461,9 +465,9 @@ def compile_lexicon(
     translation_flat = (pairs % max(num, 1)).astype(np.int32)
     del pairs
 
-    untokenizable = len(words) - len(kept)
+    untokenizable = len(untokenizable_words)
     if untokenizable:
-        examples = ", ".join(repr(words[i]) for i in _first_sorted(words, np.flatnonzero(~tokenizable), 5))
+        examples = ", ".join(repr(words[i]) for i in _first_sorted(words, untokenizable_words, 5))
         logger.warning("%s: %d words the tokenizer cannot represent (empty or unknown-token ids) are dropped, "
                        "e.g. %s", dictionary_result.path, untokenizable, examples)
     if not len(translation_flat):
@@ -482,6 +486,7 @@ def compile_lexicon(
         "dictionary_groups": len(dictionary_result.groups),
         "case_variants": case_variants,
         "unique_sources": len(_sorted_unique(sources[sources >= 0])),
+        "in_text_forms": in_text_forms,
         "dropped": dropped,
     }
     texts = [words[i] for i in entry_words.tolist()]
@@ -504,6 +509,43 @@ def compile_lexicon(
                   tokenizer_type=tokenizer.tokenizer_type, stats=stats)
     logger.info("compiled lexicon: %d entries from %d groups", lex.num_entries, len(dictionary_result.groups))
     return lex
+
+
+def _add_in_text_forms(tokenizer: Tokenizer, words: list[str], offsets: np.ndarray, flat: np.ndarray,
+                       tokenizable: np.ndarray, edge_src: np.ndarray, edge_dst: np.ndarray):
+    """Add the in-text form of every word of a script written without spaces.
+
+    ``目录`` is ``▁目录`` after a space but ``目录`` inside ``列出目录内容``, and the scan sees the
+    second far more often. Where the two forms differ, the in-text one becomes a word of its own
+    (same text) with the word's translations as its own: it is matched and switched *from*, and
+    never a translation of anything, so a switch *to* a word writes its after-a-space form.
+    Returns the grown ``(words, offsets, flat, tokenizable, edge_src, edge_dst)`` and the number
+    of forms added.
+    """
+    candidates = [i for i, w in enumerate(words) if tokenizable[i] and w and is_unspaced_script(w[0])]
+    if not candidates:
+        return words, offsets, flat, tokenizable, edge_src, edge_dst, 0
+    v_offsets, v_flat = tokenizer.encode_words_in_text([words[i] for i in candidates])
+    rows, added = [], []
+    for k, i in enumerate(candidates):
+        ids = v_flat[v_offsets[k]:v_offsets[k + 1]]
+        if len(ids) and (tokenizer.unk is None or tokenizer.unk not in ids) and \
+                not np.array_equal(ids, flat[offsets[i]:offsets[i + 1]]):
+            rows.append(ids)
+            added.append(i)
+    if not added:
+        return words, offsets, flat, tokenizable, edge_src, edge_dst, 0
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    offsets = np.concatenate([offsets, offsets[-1] + np.cumsum(lengths)])
+    flat = np.concatenate([flat, *rows]).astype(np.int32, copy=False)
+    form_of = np.full(len(words), -1, dtype=np.int64)
+    form_of[added] = np.arange(len(words), len(words) + len(added))
+    words = words + [words[i] for i in added]
+    tokenizable = np.concatenate([tokenizable, np.ones(len(added), dtype=bool)])
+    has_form = form_of[edge_src] >= 0
+    edge_dst = np.concatenate([edge_dst, edge_dst[has_form]])
+    edge_src = np.concatenate([edge_src, form_of[edge_src[has_form]]])
+    return words, offsets, flat, tokenizable, edge_src, edge_dst, len(added)
 
 
 def _word_graph(groups: Sequence[tuple[str, ...]], case_variants: bool

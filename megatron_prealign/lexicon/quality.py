@@ -51,7 +51,7 @@ import numpy as np
 from megatron_prealign.lexicon.dictionary import DictionaryReadResult, LexiconError, open_text_lines
 from megatron_prealign.lexicon.lexicon import Lexicon
 from megatron_prealign.fileio import atomic_path
-from megatron_prealign.lexicon.tokenizer import WORD_START, Tokenizer
+from megatron_prealign.lexicon.tokenizer import WORD_START, Tokenizer, is_unspaced_script
 from megatron_prealign.log import get_logger
 
 __all__ = [
@@ -179,14 +179,20 @@ def _capitalized(word: str) -> str:
     return word[:1].upper() + word[1:]
 
 
-def word_entries(words: Iterable[str], lexicon: Lexicon, tokenizer: Tokenizer) -> dict[str, int]:
-    """Entry id of each word that has one in `lexicon` (as `compile_lexicon` tokenized it)."""
+def word_entries(words: Iterable[str], lexicon: Lexicon, tokenizer: Tokenizer) -> dict[str, tuple[int, ...]]:
+    """Entry ids of each word that has some in `lexicon` (as `compile_lexicon` tokenized it): its
+    after-a-space form and, for a word of a script written without spaces, its in-text form."""
     index = _entry_of_tokens(lexicon)
+    words = list(words)
+    unspaced = [w for w in words if w and is_unspaced_script(w[0])]
+    offsets, flat = tokenizer.encode_words_in_text(unspaced)
+    in_text = {w: tuple(flat[offsets[k]:offsets[k + 1]].tolist()) for k, w in enumerate(unspaced)}
     out = {}
     for w in words:
-        e = index.get(tuple(tokenizer.encode_word(w)))
-        if e is not None:
-            out[w] = e
+        ids = [index.get(tuple(tokenizer.encode_word(w))), index.get(in_text.get(w, ()))]
+        ids = tuple(sorted({e for e in ids if e is not None}))
+        if ids:
+            out[w] = ids
     return out
 
 
@@ -206,9 +212,9 @@ def word_frequencies(
     entry = word_entries(forms, lexicon, tokenizer)
     freq = {}
     for w in words:
-        ids = {entry[w]} if w in entry else set()
-        if case_variants and _capitalized(w) in entry:
-            ids.add(entry[_capitalized(w)])
+        ids = set(entry.get(w, ()))
+        if case_variants:
+            ids.update(entry.get(_capitalized(w), ()))
         freq[w] = int(sum(matches[i] for i in ids))
     return freq
 
@@ -364,12 +370,13 @@ def lexicon_report(
         forms |= {_capitalized(w) for w in forms}
     entry = word_entries(forms, lexicon, tokenizer)
     side = np.zeros(num, np.int8)  # bit 1: source, bit 2: target
-    for w, e in entry.items():
+    for w, ids in entry.items():
         base = {w, w[:1].lower() + w[1:]}
-        if base & sources:
-            side[e] |= 1
-        if base & targets:
-            side[e] |= 2
+        for e in ids:
+            if base & sources:
+                side[e] |= 1
+            if base & targets:
+                side[e] |= 2
     side_names = {1: "source", 2: "target", 3: "both"}
 
     report: dict = {

@@ -75,6 +75,9 @@ def canonical_tokenizer_type(name: str) -> str:
 # Probe used to discover the word-start marker and the "after a space" encoding of a word:
 # the anchor is a lowercase letter every tokenizer encodes as a standalone piece.
 _ANCHOR = "e"
+# Probe for the "inside running text" encoding of a word of a script written without spaces:
+# an ideographic full stop, which SentencePiece and BPE vocabularies keep as a piece of its own.
+_UNSPACED_ANCHOR = "\u3002"
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 # EOS spellings tried, in order, when a HF tokenizer ships no tokenizer_config.json.
 _EOS_CANDIDATES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "<|im_end|>", "[SEP]")
@@ -273,6 +276,21 @@ class Tokenizer(abc.ABC):
         if lengths_parts:
             np.cumsum(np.concatenate(lengths_parts), out=offsets[1:])
         flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, np.int32)
+        return offsets, flat
+
+    def encode_words_in_text(self, words: Sequence[str], num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of each word as it appears inside running text of a script written without
+        spaces (right after another character, no word-start marker): ``(offsets, flat)`` as
+        `encode_words`. A row is empty where the tokenizer merged the word with the probe before
+        it, so no in-text form can be told apart."""
+        anchor = self.encode(_UNSPACED_ANCHOR)
+        rows = []
+        for begin in range(0, len(words), 1 << 16):
+            for ids in self.encode_batch([_UNSPACED_ANCHOR + w for w in words[begin:begin + (1 << 16)]], num_threads):
+                rows.append(ids[len(anchor):] if ids[:len(anchor)] == anchor else ())
+        lengths, flat = ragged_ids(rows)
+        offsets = np.zeros(len(words) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
         return offsets, flat
 
     @functools.cached_property

@@ -3,7 +3,7 @@ evaluation measures.
 
 Pretraining's `--data-path` blend is split per prefix by megatron-core's builder: with `--split
 969,30,1` documents ``[0, round(.969 n))`` train, the next ``round(.999 n) - ...`` validate and the
-rest test, in file order (`split_documents` asks megatron-core for the split's bounds and cuts
+rest test, in file order (`training.data.split_documents` asks megatron-core for the split's bounds and cuts
 them the way its builder does). With `--train-data-path` a prefix is wholly training data and
 `--valid-data-path` / `--test-data-path` prefixes wholly not. `heldout_status` compares the
 documents an evaluation measures with that, from the run config the checkpoint stores
@@ -16,30 +16,7 @@ from typing import Any, Sequence
 
 __all__ = ["PARTS", "heldout_status", "parse_document_range", "split_documents"]
 
-PARTS = ("train", "valid", "test")
-
-
-def split_documents(num_documents: int, split: str, part: str) -> range:
-    """Document indices of `part` (train, valid or test) of a prefix with `num_documents`
-    documents under pretraining's `--split` string, exactly as megatron-core's dataset builder
-    cuts them.
-
-    Raises:
-        ValueError: a malformed `--split` or an unknown part.
-    """
-    from megatron.core.datasets.blended_megatron_dataset_config import (
-        convert_split_vector_to_split_matrix, parse_and_normalize_split)
-
-    from megatron_prealign.training.config import split_proportions
-
-    if part not in PARTS:
-        raise ValueError(f"unknown split part {part!r}: expected one of {', '.join(PARTS)}")
-    split_proportions(split)  # the one-line error for a malformed --split
-    bounds = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))[PARTS.index(part)]
-    if bounds is None:
-        return range(0)
-    # megatron-core's BlendedMegatronDatasetBuilder._build_megatron_dataset_splits cuts this way.
-    return range(int(round(bounds[0] * float(num_documents))), int(round(bounds[1] * float(num_documents))))
+from megatron_prealign.training.data import SPLIT_PARTS as PARTS, split_documents  # the split's owner
 
 
 def parse_document_range(text: str, flag: str = "--documents") -> range:

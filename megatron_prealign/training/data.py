@@ -19,7 +19,9 @@ import torch
 
 from megatron_prealign.log import get_logger
 from megatron_prealign.preemption import deferred_preemption_signals
-from megatron_prealign.training.config import DataConfig
+from megatron_prealign.training.config import DataConfig, split_proportions
+
+SPLIT_PARTS = ("train", "valid", "test")
 
 logger = get_logger(__name__)
 
@@ -63,6 +65,8 @@ def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, nu
 
     per_split = cfg.blend_per_split()
     check_prefixes_exist(cfg.prefixes())
+    if not per_split:
+        check_split_documents(cfg.blend()[0], cfg.split, num_samples)
     ds_cfg = CodeSwitchGPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
@@ -81,6 +85,53 @@ def build_datasets(cfg: DataConfig, tokenizer, *, seq_length: int, seed: int, nu
         model_vocab_size=vocab_size,
     )
     return BlendedMegatronDatasetBuilder(CodeSwitchGPTDataset, num_samples, is_built_on_rank, ds_cfg).build()
+
+
+def split_documents(num_documents: int, split: str, part: str) -> range:
+    """Document indices of `part` (train, valid or test) of a prefix with `num_documents`
+    documents under pretraining's `--split` string, exactly as megatron-core's dataset builder
+    cuts them.
+
+    Raises:
+        ValueError: a malformed `--split` or an unknown part.
+    """
+    from megatron.core.datasets.blended_megatron_dataset_config import (
+        convert_split_vector_to_split_matrix, parse_and_normalize_split)
+
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"unknown split part {part!r}: expected one of {', '.join(SPLIT_PARTS)}")
+    split_proportions(split)  # the one-line error for a malformed --split
+    bounds = convert_split_vector_to_split_matrix(parse_and_normalize_split(split))[SPLIT_PARTS.index(part)]
+    if bounds is None:
+        return range(0)
+    # megatron-core's BlendedMegatronDatasetBuilder._build_megatron_dataset_splits cuts this way.
+    return range(int(round(bounds[0] * float(num_documents))), int(round(bounds[1] * float(num_documents))))
+
+
+def check_split_documents(prefixes: list[str], split: str, num_samples: list[int]) -> None:
+    """Refuse a `--split` that leaves a requested split of some prefix without documents.
+
+    megatron-core would build that split anyway and count epochs of zero tokens until it has the
+    requested samples, i.e. forever; a small corpus with the default 969,30,1 gets there (its
+    test share rounds to no document).
+
+    Raises:
+        DataError: naming the prefix, its document count, the split and the fix.
+    """
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_prealign.data.integrity import DataError
+    for prefix in dict.fromkeys(prefixes):
+        documents = None
+        for part, samples, share in zip(SPLIT_PARTS, num_samples, split_proportions(split)):
+            if not samples or share <= 0:
+                continue
+            if documents is None:
+                documents = len(IndexedDataset(prefix, mmap=True).document_indices) - 1
+            if not len(split_documents(documents, split, part)):
+                raise DataError(f"--split {split} leaves the {part} split of {prefix} ({documents} documents) "
+                                f"without a document: give it a larger {part} share (e.g. --split 90,5,5), more "
+                                f"documents, or --eval-iters 0 when no evaluation is wanted")
 
 
 class ResumableBatchSampler:

@@ -106,3 +106,18 @@ def test_blend_weights_and_split_are_command_line_errors(argv, message, capsys):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err and "Traceback" not in err
     assert DataConfig(data_path=("1", "a", "2.5", "b"), split="969, 30, 1").blend() == (["a", "b"], [1.0, 2.5])
+
+
+def test_a_split_without_documents_is_refused_before_megatron_core_loops_on_it(data_prefixes):
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_prealign.data.integrity import DataError
+    from megatron_prealign.training.data import check_split_documents
+
+    prefix = str(data_prefixes[0])
+    documents = len(IndexedDataset(prefix, mmap=True).document_indices) - 1
+    assert documents < 500  # 969,30,1 rounds the test share to no document
+    with pytest.raises(DataError, match=r"--split 969,30,1 leaves the test split of .*without a document"):
+        check_split_documents([prefix], "969,30,1", [8, 8, 8])
+    check_split_documents([prefix], "969,30,1", [8, 8, 0])  # no test samples asked for: fine
+    check_split_documents([prefix], "80,10,10", [8, 8, 8])

@@ -10,6 +10,7 @@ cs_* switch statistics (int64 [b])}.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,8 @@ def check_split_documents(prefixes: list[str], split: str, num_samples: list[int
             if not samples or share <= 0:
                 continue
             if documents is None:
+                if os.path.getsize(prefix + ".bin") == 0:
+                    break  # an empty dataset: opening it names that problem
                 documents = len(IndexedDataset(prefix, mmap=True).document_indices) - 1
             if not len(split_documents(documents, split, part)):
                 raise DataError(f"--split {split} leaves the {part} split of {prefix} ({documents} documents) "

@@ -1,6 +1,6 @@
 """Lexicon ingestion: dictionary files -> translation groups -> tokenized entries -> compiled
 `.lex` (token-id trie + translation table) -> scan spans. See README.md in this folder."""
-from megatron_prealign.lexicon.build import BuildLexiconConfig, build_lexicon, format_summary
+from megatron_prealign.lexicon.build import BuildLexiconConfig, build_lexicon, build_lexicon_and_report, format_summary
 from megatron_prealign.lexicon.dictionary import (
     DEFAULT_MAX_INVALID_FRACTION,
     FORMATS,
@@ -43,6 +43,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "Tokenizer",
     "build_lexicon",
+    "build_lexicon_and_report",
     "build_tokenizer",
     "classify_pieces",
     "compile_lexicon",

@@ -179,7 +179,7 @@ def test_skip_invalid_refuses_a_file_read_in_the_wrong_format(tmp_path):
         read_dictionary(p, format="muse", skip_invalid=True)
     junk = write(tmp_path, "junk.txt", "".join(f"w{i} x y z\n" for i in range(9)) + "a b\n")
     with pytest.raises(LexiconError, match=r"9 of 10 data lines .*the file is none of the formats muse, tsv, jsonl, "
-                                           r"trans \(--format\); fix its lines or, if these lines are really to be "
+                                           r"trans, cedict \(--format\); fix its lines or, if these lines are really to be "
                                            r"skipped, raise --max-invalid-fraction$"):
         read_dictionary(junk, skip_invalid=True)
     assert read_dictionary(junk, skip_invalid=True, max_invalid_fraction=0.9).groups == [("a", "b")]

@@ -95,12 +95,21 @@ class BiblePairConfig:
     of its translations at least once in the Spanish (--min-word-count)."""
     case_variants: bool = True
     """Also match Capitalized dictionary words (sentence starts) (--case-variants)."""
+    stopwords_top_k: int = 20
+    """Lexicon quality filter of the training dictionary: drop the N most matched words of each
+    language in the training text (`the`, `y`, ...); 0 turns it off (--stopwords-top-k)."""
+    min_frequency: int = 1
+    """Lexicon quality filter: drop words matched fewer times in the training text; 0 turns it
+    off (--min-frequency)."""
+    max_translations: int = 3
+    """Lexicon quality filter: keep each word's K most matched translations; 0 keeps all
+    (--max-translations)."""
     seed: int = 1234
     """Seed of every random choice in the setting (--seed)."""
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 100:
-            raise ValueError("--vocab-size must be >= 100")
+        if self.vocab_size < 32:
+            raise ValueError("--vocab-size must be >= 32")
         if not 0.0 < self.spanish_share < 1.0:
             raise ValueError("--spanish-share must be in (0, 1)")
         if self.eval_every < 2:
@@ -111,6 +120,8 @@ class BiblePairConfig:
             raise ValueError("--heldout-share must be in (0, 0.5)")
         if self.min_word_count < 1:
             raise ValueError("--min-word-count must be >= 1")
+        if min(self.stopwords_top_k, self.min_frequency, self.max_translations) < 0:
+            raise ValueError("--stopwords-top-k, --min-frequency and --max-translations must be >= 0")
 
 
 @dataclass
@@ -124,6 +135,7 @@ class BibleSetting:
     heldout_tsv: str = "dictionary/heldout.tsv"
     lexicon: str = "dictionary/train.lex"
     heldout_lexicon: str = "dictionary/heldout.lex"
+    quality_report: str = "dictionary/quality.json"
     parallel: str = "retrieval/parallel.jsonl"
     texts: dict[str, str] = field(default_factory=lambda: {name: f"text/{name}.jsonl" for name in TEXT_SETS})
     prefixes: dict[str, str] = field(default_factory=lambda: {name: f"data/{name}_text_document" for name in TEXT_SETS})
@@ -328,15 +340,24 @@ def existing_setting(cfg: BiblePairConfig) -> Optional[BibleSetting]:
 def build_setting(cfg: BiblePairConfig, *, workers: int = 1) -> BibleSetting:
     """`build_sources` -> both lexicons (`build_lexicon`) -> every text set (`preprocess`) -> `finalize`."""
     from megatron_prealign.data.preprocess import PreprocessConfig, preprocess
-    from megatron_prealign.lexicon import BuildLexiconConfig, build_lexicon
+    from megatron_prealign.lexicon import BuildLexiconConfig, build_lexicon, build_lexicon_and_report
 
     start = time.perf_counter()
     setting = build_sources(cfg)
     model = setting.path(setting.tokenizer_model)
-    for tsv, lex, variants in ((setting.dictionary_tsv, setting.lexicon, cfg.case_variants),
-                               (setting.heldout_tsv, setting.heldout_lexicon, False)):
-        build_lexicon(BuildLexiconConfig(dictionary=setting.path(tsv), format="tsv", tokenizer_type=TOKENIZER_TYPE,
-                                         tokenizer_model=model, output=setting.path(lex), case_variants=variants))
+    filters = {"stopwords_top_k": cfg.stopwords_top_k, "min_frequency": cfg.min_frequency,
+               "max_translations": cfg.max_translations}
+    corpus = tuple(setting.path(setting.texts[name]) for name in ("en_train", "es_train"))
+    _, report = build_lexicon_and_report(BuildLexiconConfig(
+        dictionary=setting.path(setting.dictionary_tsv), format="tsv", tokenizer_type=TOKENIZER_TYPE,
+        tokenizer_model=model, output=setting.path(setting.lexicon), case_variants=cfg.case_variants,
+        corpus=corpus, report=setting.path(setting.quality_report), **filters))
+    build_lexicon(BuildLexiconConfig(dictionary=setting.path(setting.heldout_tsv), format="tsv",
+                                     tokenizer_type=TOKENIZER_TYPE, tokenizer_model=model,
+                                     output=setting.path(setting.heldout_lexicon)))
+    setting.stats["quality"] = {"filters": filters, "corpus": report.get("corpus"), "groups": {
+        k: v for k, v in (report.get("groups") or {}).items() if k in ("count", "largest", "histogram")},
+        "filter_counts": report.get("filters"), "top_entries": (report.get("top_entries") or [])[:10]}
     for name in TEXT_SETS:
         preprocess(PreprocessConfig(input=setting.path(setting.texts[name]),
                                     output_prefix=setting.prefix(name)[: -len("_text_document")],

@@ -20,8 +20,9 @@ __all__ = ["dataset_perplexities", "format_perplexity", "heldout_perplexity", "p
 
 
 def read_stream(prefix: str, max_tokens: int, *, tokenizer_fingerprint: str | None = None,
-                vocab_size: int | None = None) -> np.ndarray:
-    """The first ``max_tokens + 1`` tokens of the concatenated documents of `prefix` (int64).
+                vocab_size: int | None = None, documents: range | None = None) -> np.ndarray:
+    """The first ``max_tokens + 1`` tokens of the concatenated documents of `prefix` (int64);
+    `documents`: only these document indices, in order (default: all).
 
     The dataset is opened by ``integrity.open_token_dataset``: complete files, and tokens of the
     tokenizer with `tokenizer_fingerprint` (when its manifest records one) or ids below
@@ -31,22 +32,27 @@ def read_stream(prefix: str, max_tokens: int, *, tokenizer_fingerprint: str | No
 
     dataset = open_token_dataset(prefix, tokenizer_fingerprint=tokenizer_fingerprint, vocab_size=vocab_size,
                                  flag="--data-path")
+    if documents is None:
+        documents = range(len(dataset))
+    elif documents.stop > len(dataset):
+        raise ValueError(f"{prefix}: documents {documents.start}:{documents.stop} asked for, it has {len(dataset)}")
     parts, have = [], 0
-    for i in range(len(dataset)):
+    for i in documents:
         doc = np.array(dataset[i], dtype=np.int64)  # a copy: the mmap view dies with `dataset`
         parts.append(doc)
         have += len(doc)
         if have > max_tokens:
             break
     if not parts:
-        raise ValueError(f"{prefix}: no documents")
+        raise ValueError(f"{prefix}: no documents" + (f" in {documents.start}:{documents.stop}"
+                                                       if len(dataset) else ""))
     return np.concatenate(parts)[: max_tokens + 1]
 
 
 @torch.no_grad()
 def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int = 32768,
                        batch_size: int = 16, tokenizer_fingerprint: str | None = None,
-                       vocab_size: int | None = None) -> dict[str, Any]:
+                       vocab_size: int | None = None, documents: range | None = None) -> dict[str, Any]:
     """Mean per-token loss and perplexity of `model` on `prefix`.
 
     Args:
@@ -58,6 +64,8 @@ def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int =
         tokenizer_fingerprint: the model's tokenizer (its checkpoint records it), checked against
             the dataset's manifest.
         vocab_size: ids must be below it; None: the model's (padded) embedding size.
+        documents: measure only these document indices (e.g. `split_documents`'s validation
+            part); None: every document.
 
     Returns:
         ``loss`` (nats/token), ``ppl``, ``tokens`` (predicted tokens).
@@ -67,7 +75,7 @@ def heldout_perplexity(model, prefix: str, *, seq_length: int, max_tokens: int =
     if vocab_size is None:
         vocab_size = getattr(model, "vocab_size", None)
     stream = torch.from_numpy(read_stream(prefix, max_tokens, tokenizer_fingerprint=tokenizer_fingerprint,
-                                          vocab_size=vocab_size))
+                                          vocab_size=vocab_size, documents=documents))
     if len(stream) < 2:
         raise ValueError(f"{prefix}: fewer than 2 tokens")
     num_windows = -(-(len(stream) - 1) // seq_length)
@@ -129,11 +137,14 @@ def parse_data_paths(items: Sequence[str]) -> list[tuple[str, str]]:
 
 def dataset_perplexities(model, named: Sequence[tuple[str, str]], *, seq_length: int, max_tokens: int = 32768,
                          batch_size: int = 16, tokenizer_fingerprint: str | None = None,
-                         vocab_size: int | None = None) -> dict[str, dict[str, Any]]:
-    """`heldout_perplexity` of `model` on each ``(name, prefix)``, by name."""
+                         vocab_size: int | None = None,
+                         documents: dict[str, range] | None = None) -> dict[str, dict[str, Any]]:
+    """`heldout_perplexity` of `model` on each ``(name, prefix)``, by name; `documents`: by name,
+    the document indices to measure (a name not in it: every document)."""
+    documents = documents or {}
     return {name: heldout_perplexity(model, prefix, seq_length=seq_length, max_tokens=max_tokens,
                                      batch_size=batch_size, tokenizer_fingerprint=tokenizer_fingerprint,
-                                     vocab_size=vocab_size)
+                                     vocab_size=vocab_size, documents=documents.get(name))
             for name, prefix in named}
 
 

@@ -1,6 +1,6 @@
 # Entry points (see README): `make demo` runs the main job, `make demo-real` the English-Spanish
 # benchmark, `make test` runs the tests.
-# Both create or reuse .venv; torch is installed only when none is importable, and then as the
+# All create or reuse .venv; torch is installed only when none is importable, and then as the
 # CPU build (torch==2.13.0) so the resolver never pulls CUDA wheels on a CPU machine.
 PYTHON ?= python3
 VENV   ?= .venv

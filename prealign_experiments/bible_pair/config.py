@@ -46,13 +46,13 @@ class BenchConfig:
     """Sequences per microbatch (--micro-batch-size)."""
     global_batch_size: int = 16
     """Sequences per iteration (--global-batch-size)."""
-    train_iters: int = 150
+    train_iters: int = 120
     """Pretraining iterations of the arms with the pre-pass (--train-iters)."""
     lr: float = 1e-3
     """Peak learning rate, cosine decay (--lr)."""
     min_lr: float = 1e-4
     """Final learning rate (--min-lr)."""
-    lr_warmup_iters: int = 15
+    lr_warmup_iters: int = 12
     """Warmup iterations (at most a tenth of the run) (--lr-warmup-iters)."""
     weight_decay: float = 0.1
     """AdamW weight decay (--weight-decay)."""
@@ -60,7 +60,7 @@ class BenchConfig:
     """Gradient-norm clip (--clip-grad)."""
     codeswitch_ratio: float = 0.05
     """Switch probability of the code-switching arms; the authors' 0.05 (--codeswitch-ratio)."""
-    align_steps: int = 40
+    align_steps: int = 60
     """Pre-pass steps of the arms with the pre-pass (--align-steps)."""
     align_pairs: int = 128
     """Translation pairs per pre-pass step (--align-pairs)."""

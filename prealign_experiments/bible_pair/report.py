@@ -209,6 +209,20 @@ def _effects(stats, table, comparisons, seeds: int) -> list[str]:
     return lines
 
 
+def _coverage(setting_stats: dict[str, Any]) -> str:
+    corpus = (setting_stats.get("quality") or {}).get("corpus") or []
+    if len(corpus) != 2:
+        return ""
+    return (f"; {corpus[0]['coverage']:.1%} of the English and {corpus[1]['coverage']:.1%} of the Spanish training "
+            f"tokens lie in dictionary matches")
+
+
+def _filters(setting_stats: dict[str, Any]) -> str:
+    filters = (setting_stats.get("quality") or {}).get("filters") or {}
+    used = [f"--{k.replace('_', '-')} {v}" for k, v in filters.items() if v]
+    return ", ".join(used) if used else "none"
+
+
 def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats: dict[str, Any],
                  budget: dict[str, Any], config: dict[str, Any], plots: dict[str, str], seconds: float,
                  command: str) -> dict[str, Any]:
@@ -292,13 +306,15 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         f"- Tokenizer: SentencePiece unigram, {config['setting'].get('vocab_size')} pieces, trained on the training "
         f"text of both languages.",
         f"- Dictionary: FreeDict English–Spanish (`dict-freedict-eng-spa`, {d['format']} format, "
-        f"{d['dictionary_pairs']:,} pairs of {d['dictionary_english_words']:,} English words); no quality filter. "
+        f"{d['dictionary_pairs']:,} pairs of {d['dictionary_english_words']:,} English words); quality filters on the "
+        f"training dictionary: {_filters(setting_stats)}. "
         f"{d['heldout_english_words']} of the {d['attested_english_words']} dictionary words found in the text are "
         f"held out ({d['heldout_pairs']} pairs), with every pair touching them or their translations removed from "
         f"the training dictionary ({d['train_pairs']:,} pairs, {d['train_pairs_in_text']:,} with both words in "
         f"the text). Training lexicon: {lexicon['entries']:,} entries (case variants "
         f"{'on' if config['setting'].get('case_variants') else 'off'}), {lexicon['summary'].get('groups')} "
-        f"translation components, the largest {lexicon['summary'].get('largest_group')} entries.",
+        f"translation components, the largest {lexicon['summary'].get('largest_group')} entries"
+        + _coverage(setting_stats) + ".",
         f"- Model: GPT, {config['num_layers']} layers, d={config['hidden_size']}, ffn {config['ffn_hidden_size']}, "
         f"{config['num_attention_heads']} heads, context {config['seq_length']}, untied embeddings "
         f"(megatron-core local spec, fp32, CPU, {config['threads']} thread per process).",

@@ -43,10 +43,11 @@ def metric_table(result: dict[str, Any]) -> "OrderedDict[str, tuple[str, bool, s
     return table
 
 
-def metric_values(result: dict[str, Any]) -> dict[str, float]:
+def metric_values(result: dict[str, Any], key: str = "final") -> dict[str, float]:
     """The numbers of one run: perplexities, alignment gaps (mean over layer slots, and per
-    slot), EN→ES retrieval per slot and at its best slot."""
-    final = result["final"]
+    slot), EN→ES retrieval per slot and at its best slot; `key` ``final`` (equal tokens) or
+    ``same_iterations`` (equal pretraining iterations)."""
+    final = result[key]
     out = {"spanish_ppl": final["perplexity"]["spanish"]["ppl"], "english_ppl": final["perplexity"]["english"]["ppl"]}
     for words in ("dictionary", "heldout"):
         gaps = final["alignment"][words]
@@ -59,14 +60,16 @@ def metric_values(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def aggregate(results: Sequence[dict[str, Any]]) -> "OrderedDict[str, dict[str, dict[str, Any]]]":
-    """arm -> metric -> {values (by seed), seeds, mean, std (sample; 0 for one seed), min, max}."""
+def aggregate(results: Sequence[dict[str, Any]], key: str = "final") -> "OrderedDict[str, dict[str, dict[str, Any]]]":
+    """arm -> metric -> {values (by seed), seeds, mean, std (sample; 0 for one seed), min, max}
+    of `metric_values(result, key)`; runs without `key` are left out."""
     by_arm: "OrderedDict[str, list[dict[str, Any]]]" = OrderedDict()
     for result in results:
-        by_arm.setdefault(result["arm"], []).append(result)
+        if result.get(key):
+            by_arm.setdefault(result["arm"], []).append(result)
     out: "OrderedDict[str, dict[str, dict[str, Any]]]" = OrderedDict()
     for arm, runs in by_arm.items():
-        values = [metric_values(r) for r in runs]
+        values = [metric_values(r, key) for r in runs]
         out[arm] = {}
         for name in values[0]:
             v = np.array([x[name] for x in values if name in x], dtype=np.float64)
@@ -182,7 +185,7 @@ def write_plots(results: Sequence[dict[str, Any]], out_dir: str) -> dict[str, st
     return files
 
 
-def _effects(stats, table, comparisons, seeds: int) -> list[str]:
+def _effects(stats, table, comparisons, seeds: int, indent: str = "") -> list[str]:
     """One sentence per effect beyond the seed spread (headline metrics and retrieval per layer)."""
     lines = []
     headline = [n for n in table if not n.startswith("gap_dictionary_") and not n.startswith("gap_heldout_")]
@@ -195,17 +198,17 @@ def _effects(stats, table, comparisons, seeds: int) -> list[str]:
                 continue
             text, _, fmt = table[name]
             a, b = stats[arm][name], stats["joint"][name]
-            found.append(f"  - {text}: {_fmt(fmt, a)} vs {_fmt(fmt, b)} for joint training "
+            found.append(f"{indent}  - {text}: {_fmt(fmt, a)} vs {_fmt(fmt, b)} for joint training "
                          f"({'better' if c['better'] else 'worse'}"
                          + (f", {c['relative']:+.1%}" if name.endswith("_ppl") else "") + ").")
         if seeds < 2:
-            lines.append(f"- **{label}**: one seed, so no effect can be told from seed noise.")
+            lines.append(f"{indent}- **{label}**: one seed, so no effect can be told from seed noise.")
         elif found:
-            lines.append(f"- **{label} vs joint training**, effects beyond the seed spread (seed ranges do not "
+            lines.append(f"{indent}- **{label} vs joint training**, effects beyond the seed spread (seed ranges do not "
                          f"overlap):")
             lines += found
         else:
-            lines.append(f"- **{label} vs joint training**: no difference beyond the seed spread.")
+            lines.append(f"{indent}- **{label} vs joint training**: no difference beyond the seed spread.")
     return lines
 
 
@@ -275,9 +278,22 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
         "",
         "## Effects",
         "",
+        "Equal tokens (the pre-pass counted; the table above):",
+        "",
         *(_effects(stats, table, comparisons, seeds) or ["- (joint training was not among the arms)"]),
         "",
     ]
+    same = aggregate(results, "same_iterations")
+    if "joint" in same and len(same) > 1 and len(same["joint"]["spanish_ppl"]["values"]) == seeds:
+        iters = config["train_iters"]
+        lines += [f"Equal pretraining iterations (the authors' convention, the pre-pass not counted): every arm "
+                  f"after {iters} iterations; arms without the pre-pass measured at their checkpoint of iteration "
+                  f"{iters} (their cosine schedule then near its end, not at it):", "",
+                  "| arm | " + " | ".join(table[n][0] for n in headline) + " |", "|---|" + "---|" * len(headline)]
+        for arm, entry in same.items():
+            lines.append(f"| {ARMS[arm].label} | " + " | ".join(_fmt(table[n][2], entry[n]) for n in headline) + " |")
+        same_comparisons = {arm: compare(same, table, arm) for arm in same if arm != "joint"}
+        lines += ["", *_effects(same, table, same_comparisons, seeds), ""]
     lines += [f"![held-out perplexity per language]({plots['loss_curves']})", "",
               f"![alignment gap by layer]({plots['alignment_gap']})", ""]
     if "retrieval" in plots:
@@ -335,4 +351,6 @@ def write_report(path: str, *, results: Sequence[dict[str, Any]], setting_stats:
     ]
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {"stats": stats, "comparisons": comparisons}
+    return {"stats": stats, "comparisons": comparisons,
+            "same_iterations": {"stats": same, "comparisons": {arm: compare(same, table, arm) for arm in same
+                                                               if arm != "joint" and "joint" in same}}}

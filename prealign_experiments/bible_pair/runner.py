@@ -103,8 +103,10 @@ def trainer_config(cfg: BenchConfig, run: RunSpec, setting: BibleSetting, weight
         "save": os.path.join(run.directory, "ckpt"), "log_interval": 10,
         "metrics_log": os.path.join(run.directory, "metrics.jsonl"),
     }
-    if cfg.curve_points:
-        values["save_interval"] = max(1, run.train_iters // cfg.curve_points)
+    # Intervals of the pre-pass arms' iteration count, so arms without the pre-pass also keep a
+    # checkpoint at `cfg.train_iters`: the comparison at equal pretraining iterations (the
+    # pre-pass not counted) is measured there.
+    values["save_interval"] = max(1, cfg.train_iters // cfg.curve_points) if cfg.curve_points else cfg.train_iters
     if run.arm.prepass or run.arm.codeswitch:
         values["lexicon"] = setting.path(setting.lexicon)
     if run.arm.codeswitch:
@@ -164,7 +166,11 @@ def evaluate_run(cfg: BenchConfig, run: RunSpec, setting: BibleSetting, budget: 
     retrieval before it was available, is added to it):
 
     * ``curve``: held-out perplexity per language at every checkpoint;
-    * ``final``: the suite (`suite.evaluate_model`) on the final checkpoint.
+    * ``final``: the suite (`suite.evaluate_model`) on the final checkpoint (equal tokens,
+      pre-pass counted);
+    * ``same_iterations``: the suite after ``cfg.train_iters`` pretraining iterations (equal
+      iterations, the pre-pass not counted): the final checkpoint for arms with the pre-pass,
+      an intermediate one for the others.
 
     Intermediate checkpoints are removed once their curve point is measured.
     """
@@ -181,6 +187,9 @@ def evaluate_run(cfg: BenchConfig, run: RunSpec, setting: BibleSetting, budget: 
             return cached
         progress.stage(f"evaluate {run.name} ({', '.join(missing)})", 1, counted=False)
         cached["final"].update(evaluate_checkpoint(found[-1][1], setting, cfg, pgs, tasks=missing))
+        at = dict(found).get(cfg.train_iters)
+        if at is not None and not run.arm.prepass and "same_iterations" in cached:
+            cached["same_iterations"].update(evaluate_checkpoint(at, setting, cfg, pgs, tasks=missing))
         cached_path.write_text(json.dumps(cached, indent=1))
         progress.close_stage()
         return cached
@@ -198,10 +207,18 @@ def evaluate_run(cfg: BenchConfig, run: RunSpec, setting: BibleSetting, budget: 
         curve.append(point)
         progress.update(k + 1)
     final = evaluate_checkpoint(found[-1][1], setting, cfg, pgs)
+    at = dict(found).get(cfg.train_iters)
+    if run.arm.prepass:
+        same = final
+    elif at is not None:
+        same = evaluate_checkpoint(at, setting, cfg, pgs)
+    else:
+        same = None
     progress.update(len(found) + 1)
     progress.close_stage()
     spec = json.loads((Path(run.directory) / "run.json").read_text())
     out = {"arm": run.arm.name, "seed": run.seed, "train_iters": run.train_iters, "final": final, "curve": curve,
+           "same_iterations": same,
            "train_seconds": spec.get("seconds"), "prepass_seconds": spec.get("prepass_seconds"),
            "tokens": curve[-1]["tokens"],
            "metrics": read_metrics(Path(run.directory) / "metrics.jsonl")}

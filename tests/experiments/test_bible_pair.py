@@ -217,6 +217,8 @@ def test_report_states_only_effects_beyond_the_seed_spread(tmp_path):
 
     results = [_synthetic_result("joint", s, 0.0) for s in (1, 2, 3)]
     results += [_synthetic_result("prealign", s, 0.3 + 0.01 * s) for s in (1, 2, 3)]
+    for r in results:
+        r["same_iterations"] = r["final"]
     stats = aggregate(results)
     assert stats["joint"]["spanish_ppl"]["values"] == [101.0, 102.0, 100.0]
     comparison = compare(stats, metric_table(results[0]), "prealign")
@@ -243,6 +245,7 @@ def test_report_states_only_effects_beyond_the_seed_spread(tmp_path):
     # Spanish ppl differs by 3 (beyond the seeds' spread of 1); English by 0.3 +- 0.01: both effects.
     effects = text.split("## Effects")[1].split("![")[0]
     assert "Spanish held-out ppl" in effects and "better" in effects
+    assert "Equal pretraining iterations" in text
 
 
 def test_cli_quick_and_validation():

@@ -266,7 +266,7 @@ def test_quick_benchmark_end_to_end(tmp_path, bibles):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "prealign_experiments.bible_pair", "--quick", "--out", str(out),
            "--setting-args", "--sword-root", str(root), "--dictionary", str(dictionary), "--dictionary-format", "tsv",
-           "--vocab-size", "50", "--stopwords-top-k", "1"]
+           "--vocab-size", "50", "--stopwords-top-k", "1", "--heldout-share", "0.3"]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
